@@ -1,0 +1,3 @@
+"""mmfree: MatMul-free language models on FPGAs."""
+
+__version__ = "0.1.0"
