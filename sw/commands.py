@@ -1,0 +1,5 @@
+"""Subcommands on models and images: export, inspect, generate."""
+
+
+def register(sub):
+    pass
