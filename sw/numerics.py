@@ -28,7 +28,7 @@ import torch
 __all__ = [
     "NUMERIC_SPEC_VERSION", "Fixed", "ACT", "STATE", "GATE", "ACC", "CODE", "BFP_MANT",
     "PFloat", "pf_from_int", "pf_from_float", "pf_mul", "pf_recip", "pf_rsqrt", "INV_127",
-    "shift_round", "bfp16_encode", "bfp16_decode", "quantize_activations", "output_scale", "rescale",
+    "shift_round", "bfp16_encode", "bfp16_decode", "embedding_to_act", "bit_length", "quantize_activations", "output_scale", "rescale",
     "SIGMOID_IN_MIN", "SIGMOID_STEP_LOG2", "SIGMOID_TABLE", "sigmoid", "silu", "silu_state", "mul_act",
     "apply_norm_weight", "lower_bound_blend", "state_update", "gate_encode", "argmax",
     "TRIT_CODE", "pack_trits", "unpack_trits", "pack_trits_base3", "unpack_trits_base3",
@@ -201,6 +201,11 @@ def bfp16_decode(mant, exp):
     return mant.double() * 2.0 ** -exp
 
 
+def embedding_to_act(mant, exp):
+    """An embedding row (BFP16) as ACT: ``mant * 2**(ACT.frac - exp)``, rounded half up, saturated."""
+    return ACT.saturate(shift_round(mant.long(), exp - ACT.frac))
+
+
 # --- the BitLinear datapath ----------------------------------------------------------------------
 
 def apply_norm_weight(x, w_mant, w_exp):
@@ -208,21 +213,25 @@ def apply_norm_weight(x, w_mant, w_exp):
     return ACT.saturate(shift_round(x * w_mant.long(), w_exp))
 
 
-def quantize_activations(z):
-    """Absmax 8-bit codes of the int64 vector ``z``: ``round_half_away(127 z / max|z|)``.
+def bit_length(x):
+    """Bits needed for the non-negative int64 tensor ``x`` (0 for 0), exactly."""
+    pow2 = torch.tensor([1 << j for j in range(63)], dtype=torch.int64)
+    return (x.unsqueeze(-1) >= pow2).sum(-1)
 
-    Returns ``(codes, zmax)``. Both |z| and max|z| are first shifted right by
-    ``s = max(0, bitlen(max|z|) - QUANT_BITS)`` (truncating), then the code is the exact quotient
-    ``(254 |z| + A) // (2 A)`` with the sign of z: one pipelined 8-bit divider in hardware.
-    A zero vector gives zero codes.
+
+def quantize_activations(z):
+    """Absmax 8-bit codes of the int64 vectors ``z [..., K]``: ``round_half_away(127 z / max|z|)``.
+
+    Returns ``(codes, zmax)`` with ``zmax = max|z|`` per vector (shape ``[...]``). Both |z| and max|z|
+    are first shifted right by ``s = max(0, bitlen(max|z|) - QUANT_BITS)`` (truncating), then the code
+    is the exact quotient ``(254 |z| + A) // (2 A)`` with the sign of z: one pipelined 8-bit divider in
+    hardware. A zero vector gives zero codes.
     """
     a = z.abs()
-    zmax = int(a.max()) if z.numel() else 0
-    if zmax == 0:
-        return torch.zeros_like(z), 0
-    s = max(0, zmax.bit_length() - QUANT_BITS)
-    a_s, zmax_s = a >> s, zmax >> s
-    codes = (254 * a_s + zmax_s) // (2 * zmax_s)
+    zmax = a.amax(-1) if z.shape[-1] else torch.zeros(z.shape[:-1], dtype=torch.int64)
+    s = (bit_length(zmax) - QUANT_BITS).clamp(min=0).unsqueeze(-1)
+    a_s, zmax_s = a >> s, zmax.unsqueeze(-1) >> s
+    codes = (254 * a_s + zmax_s) // (2 * zmax_s).clamp(min=1)
     return torch.where(z < 0, -codes, codes), zmax
 
 
