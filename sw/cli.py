@@ -3,10 +3,11 @@
 Each subcommand lives beside the code it drives, in a module with ``register(subparsers)``; the
 function it registers as ``func`` takes the parsed arguments and returns an exit status. Errors a user
 can cause raise :class:`UsageError` (or one of the project's ``ValueError``/``OSError`` subclasses) and
-end as one line on stderr with a non-zero exit, never a traceback.
+end as one line on stderr with a non-zero exit, never a traceback (``MMFREE_DEBUG=1`` shows it).
 """
 
 import argparse
+import os
 import importlib
 import sys
 
@@ -20,6 +21,7 @@ class UsageError(Exception):
 # modules that provide subcommands, in the order `mmfree --help` lists them
 COMMAND_MODULES = [
     "mmfree.commands",
+    "mmfree.train",
 ]
 
 
@@ -49,7 +51,9 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
-    except (UsageError, ValueError, OSError, KeyError, ZeroDivisionError) as e:
+    except (UsageError, ValueError, OSError) as e:
+        if os.environ.get("MMFREE_DEBUG"):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, FileNotFoundError) and e.filename:
             msg = f"{e.filename}: no such file or directory"
