@@ -43,7 +43,10 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:             # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,87 @@
+"""The command line: the documented commands work; bad input gives one line and a non-zero exit."""
+
+import pytest
+
+from mmfree.cli import main
+from conftest import CONFORMANCE
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmfree: error:") and "Traceback" not in err
+
+
+def test_export_inspect_generate(tmp_path, capsys):
+    img = tmp_path / "a.mfw"
+    code, out, err = run(capsys, "export", str(CONFORMANCE), "-o", str(img))
+    assert code == 0 and img.is_file() and "wrote" in out
+    code, out, err = run(capsys, "inspect", str(img))
+    assert code == 0 and "hidden 64" in out and "layers.1.down_proj.trits" in out
+    code, out, err = run(capsys, "inspect", "--json", str(img))
+    assert code == 0 and '"format_version": 1' in out
+
+
+def test_generate_engines_agree_on_image_and_folder(tmp_path, capfdbinary):
+    img = tmp_path / "a.mfw"
+    assert main(["export", str(CONFORMANCE), "-o", str(img)]) == 0
+    capfdbinary.readouterr()
+    outs = []
+    for model, engine in [(str(CONFORMANCE), "golden"), (str(img), "golden"), (str(CONFORMANCE), "float")]:
+        assert main(["generate", "--model", model, "--engine", engine, "--prompt", "ab", "-n", "12"]) == 0
+        outs.append(capfdbinary.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].startswith(b"ab") and len(outs[0]) == 2 + 12 + 1
+    assert len(outs[2]) == len(outs[0])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["inspect", "missing.mfw"], "missing.mfw"),
+    (["generate", "--model", "no-such-model"], "no such model"),
+    (["generate", "--model", str(CONFORMANCE), "-n", "0"], "positive integer"),
+    (["generate", "--model", str(CONFORMANCE), "--prompt", ""], "empty"),
+    (["export", "no-such-folder", "-o", "x.mfw"], "no such model"),
+    (["generate", "--engine", "quantum"], "invalid choice"),
+    (["frobnicate"], "invalid choice"),
+    (["export", str(CONFORMANCE), "-o", "x.mfw", "--packing", "9bit"], "invalid choice"),
+])
+def test_bad_input_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    one_line_error(code, err)
+    assert needle in err
+
+
+def test_not_an_image_and_damaged_image(tmp_path, capsys):
+    junk = tmp_path / "junk.mfw"
+    junk.write_bytes(b"hello world" * 10)
+    code, out, err = run(capsys, "inspect", str(junk))
+    one_line_error(code, err)
+    assert "bad magic" in err
+    img = tmp_path / "a.mfw"
+    assert main(["export", str(CONFORMANCE), "-o", str(img)]) == 0
+    data = bytearray(img.read_bytes())
+    data[5000] ^= 0x10
+    img.write_bytes(bytes(data))
+    capsys.readouterr()
+    code, out, err = run(capsys, "generate", "--model", str(img), "--engine", "golden")
+    one_line_error(code, err)
+    assert "CRC mismatch" in err and "a.mfw" in err
+
+
+def test_wrong_format_for_float_engine(tmp_path, capsys):
+    img = tmp_path / "a.mfw"
+    assert main(["export", str(CONFORMANCE), "-o", str(img)]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "generate", "--model", str(img), "--engine", "float")
+    one_line_error(code, err)
+    assert "float engine" in err
+
+
+def test_help_exits_zero(capsys):
+    code, out, err = run(capsys, "--help")
+    assert code == 0 and "generate" in out and "export" in out
