@@ -1,0 +1,452 @@
+"""The BitLinear input stage: RMSNorm and the 8-bit activation quantiser, bit-exact with :mod:`mmfree.numerics`.
+
+Every ternary projection ``y = rescale(T @ codes, scale)`` needs, from the ACT vector ``v`` it reads and
+the projection's own BFP16 norm weight ``(w_mant, w_exp)`` and weight scale ``m``:
+
+* the int8 codes ``quantize_activations(v * w_mant)`` (the quantiser is scale invariant, so neither the
+  RMS of ``v`` nor ``w_exp`` changes them), and
+* the PFloat ``output_scale(max|v*w_mant|, ACT.frac + w_exp, sum(v*v), K, m)``, in which the RMSNorm
+  lives.
+
+:class:`RMSNormQuantizer` computes both; :class:`OutputScale` is its small sequential scalar unit, also
+usable alone. :class:`~mmfree.hw.activations.ApplyNormWeight` (re-exported here) is the element-wise
+``apply_norm_weight`` used where a norm weight is applied without quantising (``attn_norm``,
+``mlp_norm``, ``g_norm``).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree import numerics
+from mmfree.numerics import ACT, BFP_MANT, CODE, QUANT_BITS
+
+from .activations import ACT_SHAPE, BFP_EXP_SHAPE, MANT_SHAPE, ApplyNormWeight, Pipeline
+
+__all__ = ["PFLOAT_LAYOUT", "OutputScale", "RMSNormQuantizer", "ApplyNormWeight", "MAX_LENGTH"]
+
+
+PFLOAT_LAYOUT = data.StructLayout({"mant": unsigned(16), "exp": signed(16)})
+"""A :class:`mmfree.numerics.PFloat` on a wire: ``mant * 2**exp``, ``mant`` 0 (zero) or in [2**15, 2**16)."""
+
+MAX_LENGTH = (1 << 24) // 127
+"""Longest vector accepted (``numerics.ACC``: accumulators of ``127 * K`` stay exact)."""
+
+_Z_WIDTH = ACT.width + BFP_MANT.width                   # v * w_mant, signed
+_ZMAG_WIDTH = _Z_WIDTH - 1                              # |v * w_mant| <= 2**38
+_Z_EXP_SHAPE = signed(8)                                # ACT.frac + w_exp: -20 .. 75
+_EXP_WIDTH = 18                                         # exponents inside OutputScale
+_NORM_WIDTH = 64
+
+
+def _ss_width(max_length):
+    return 2 * (ACT.width - 1) + max_length.bit_length()
+
+
+class OutputScale(wiring.Component):
+    """``numerics.output_scale(zmax, z_exp, ss, k, m)`` as a small sequential unit.
+
+    Parameters
+    ----------
+    max_length : int
+        The longest vector ``k`` whose sum of squares ``ss`` the unit must take: sets the width of
+        ``ss`` (``46 + bitlen(max_length)`` bits).
+
+    Interface
+    ---------
+    ``i`` : stream In, one transfer per vector:
+        ``zmax`` unsigned(39) (max|v * w_mant|), ``z_exp`` signed(8) (``ACT.frac + w_exp``),
+        ``ss`` unsigned (sum of ``v*v``), ``k_recip`` PFloat (``numerics.pf_recip(k)``; a zero
+        mantissa gives a zero scale), ``m`` PFloat (the weight scale; any 16-bit mantissa).
+    ``o`` : stream Out, :data:`PFLOAT_LAYOUT`, the scale (zero for a zero vector).
+
+    Exact for ``|m.exp| < 2**14``. One shared 16x16 multiplier; normalisation shifts by 8, 4 or 1 bit
+    per cycle (truncating, then one half-up rounding step, which equals ``pf_from_int``'s rounding);
+    the reciprocal square root is a 48-step restoring division of ``2**62`` by the 16/17-bit mantissa
+    and a 24-step restoring integer square root.
+
+    Latency about 110 to 160 cycles from the ``i`` transfer to ``o.valid`` (data dependent); ``i.ready``
+    is high only when idle, so one scale at a time.
+    """
+
+    def __init__(self, max_length=MAX_LENGTH):
+        if not isinstance(max_length, int) or isinstance(max_length, bool):
+            raise TypeError(f"max_length must be an int, not {max_length!r}")
+        if not 1 <= max_length <= MAX_LENGTH:
+            raise ValueError(f"max_length must be in 1..{MAX_LENGTH}, not {max_length}")
+        self.max_length = max_length
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "zmax": unsigned(_ZMAG_WIDTH),
+                "z_exp": _Z_EXP_SHAPE,
+                "ss": unsigned(_ss_width(max_length)),
+                "k_recip": PFLOAT_LAYOUT,
+                "m": PFLOAT_LAYOUT,
+            }))),
+            "o": Out(stream.Signature(PFLOAT_LAYOUT)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        inv = numerics.INV_127
+
+        zmax = Signal(_ZMAG_WIDTH)
+        z_exp = Signal(_Z_EXP_SHAPE)
+        rk_m, rk_e = Signal(16), Signal(signed(_EXP_WIDTH))
+        w_m, w_e = Signal(16), Signal(signed(_EXP_WIDTH))
+        r_m, r_e = Signal(16), Signal(signed(_EXP_WIDTH))
+        x = Signal(_NORM_WIDTH)                     # value being normalised
+        e = Signal(signed(_EXP_WIDTH))              # its exponent
+        phase = Signal(range(7))                    # which step the current normalisation ends
+        res_m, res_e = Signal(16), Signal(signed(_EXP_WIDTH))
+        # reciprocal square root
+        div_m = Signal(17)
+        e_even = Signal(signed(_EXP_WIDTH))
+        rem = Signal(18)
+        quo = Signal(48)
+        cnt = Signal(range(48))
+        root = Signal(24)
+        srem = Signal(28)
+
+        # the one multiplier: current mantissa times the operand of this phase
+        operand = Signal(16)
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += operand.eq(rk_m)
+            with m.Case(3):
+                m.d.comb += operand.eq(r_m)
+            with m.Case(4):
+                m.d.comb += operand.eq(w_m)
+            with m.Case(5):
+                m.d.comb += operand.eq(inv.mant)
+        product = x[:16] * operand
+        operand_e = Signal(signed(_EXP_WIDTH))
+        with m.Switch(phase):
+            with m.Case(0):
+                m.d.comb += operand_e.eq(rk_e)
+            with m.Case(3):
+                m.d.comb += operand_e.eq(r_e)
+            with m.Case(4):
+                m.d.comb += operand_e.eq(w_e)
+            with m.Case(5):
+                m.d.comb += operand_e.eq(inv.exp)
+
+        r2 = rem << 1
+        s_in = Signal(30)
+        trial = Signal(27)
+        m.d.comb += [
+            s_in.eq((srem << 2) | quo[46:48]),
+            trial.eq((root << 2) | 1),
+        ]
+        s_ge = s_in >= trial
+        root_next = Signal(24)
+        m.d.comb += root_next.eq((root << 1) | s_ge)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    p = self.i.payload
+                    m.d.sync += [
+                        zmax.eq(p.zmax), z_exp.eq(p.z_exp),
+                        rk_m.eq(p.k_recip.mant), rk_e.eq(p.k_recip.exp),
+                        w_m.eq(p.m.mant), w_e.eq(p.m.exp),
+                        x.eq(p.ss), e.eq(-2 * ACT.frac), phase.eq(0),
+                    ]
+                    with m.If((p.ss == 0) | (p.zmax == 0) | (p.k_recip.mant == 0) | (p.m.mant == 0)):
+                        m.d.sync += [res_m.eq(0), res_e.eq(0)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "NORM"
+
+            with m.State("NORM"):
+                with m.If(x[24:] != 0):
+                    m.d.sync += [x.eq(x >> 8), e.eq(e + 8)]
+                with m.Elif(x[20:] != 0):
+                    m.d.sync += [x.eq(x >> 4), e.eq(e + 4)]
+                with m.Elif(x[17:] != 0):
+                    m.d.sync += [x.eq(x >> 1), e.eq(e + 1)]
+                with m.Elif(x[16]):
+                    m.d.sync += [x.eq((x + 1) >> 1), e.eq(e + 1)]      # the rounding step
+                with m.Elif(~x[15] & (x[8:16] == 0)):
+                    m.d.sync += [x.eq(x << 8), e.eq(e - 8)]
+                with m.Elif(~x[15]):
+                    m.d.sync += [x.eq(x << 1), e.eq(e - 1)]
+                with m.Else():
+                    # x is a normalised mantissa: finish this step, start the next one
+                    with m.Switch(phase):
+                        with m.Case(0, 3, 4, 5):
+                            m.d.sync += [x.eq(product), e.eq(e + operand_e), phase.eq(phase + 1)]
+                        with m.Case(1):
+                            # pf_rsqrt: make the exponent even, then isqrt(2**62 // mant)
+                            m.d.sync += [
+                                div_m.eq(Mux(e[0], x[:16] << 1, x[:16])),
+                                e_even.eq(e - e[0]),
+                                rem.eq(1 << 14),            # 2**62 >> 48: the quotient has 48 bits
+                                quo.eq(0),
+                                cnt.eq(47),
+                            ]
+                            m.next = "DIV"
+                        with m.Case(2):
+                            m.d.sync += [
+                                r_m.eq(x[:16]), r_e.eq(e),
+                                x.eq(zmax), e.eq(-z_exp), phase.eq(3),
+                            ]
+                        with m.Case(6):
+                            m.d.sync += [res_m.eq(x[:16]), res_e.eq(e)]
+                            m.next = "DONE"
+
+            with m.State("DIV"):
+                with m.If(r2 >= div_m):
+                    m.d.sync += [rem.eq(r2 - div_m), quo.eq((quo << 1) | 1)]
+                with m.Else():
+                    m.d.sync += [rem.eq(r2), quo.eq(quo << 1)]
+                m.d.sync += cnt.eq(cnt - 1)
+                with m.If(cnt == 0):
+                    m.d.sync += [cnt.eq(23), root.eq(0), srem.eq(0)]
+                    m.next = "SQRT"
+
+            with m.State("SQRT"):
+                m.d.sync += [
+                    quo.eq(quo << 2),
+                    srem.eq(Mux(s_ge, s_in - trial, s_in)),
+                    root.eq(root_next),
+                    cnt.eq(cnt - 1),
+                ]
+                with m.If(cnt == 0):
+                    m.d.sync += [
+                        x.eq(root_next),
+                        e.eq(-31 - (e_even >> 1)),
+                        phase.eq(2),
+                    ]
+                    m.next = "NORM"
+
+            with m.State("DONE"):
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.mant.eq(res_m),
+                    self.o.payload.exp.eq(res_e),
+                ]
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+
+        return m
+
+
+class RMSNormQuantizer(wiring.Component):
+    """RMSNorm and activation quantiser of one BitLinear: int8 codes and the PFloat output scale.
+
+    For a vector ``v`` of ``K`` ACT elements with the norm weight mantissas ``w_mant`` (one per element),
+    the tensor's exponent ``w_exp`` and weight scale ``m``, it produces exactly
+    ``codes, zmax = numerics.quantize_activations(v * w_mant)`` and
+    ``numerics.output_scale(zmax, ACT.frac + w_exp, sum(v * v), K, m)``.
+
+    Parameters
+    ----------
+    lengths : int or sequence of int
+        The vector lengths ``K`` the unit serves (e.g. ``(hidden, intermediate)``); the buffer holds the
+        longest. ``numerics.pf_recip(K)`` of each is a constant built at elaboration.
+
+    Interface
+    ---------
+    ``i`` : stream In, one transfer per element: ``v`` signed(24) ACT, ``w_mant`` signed(16),
+        ``w_exp`` signed(7), ``m`` :data:`PFLOAT_LAYOUT`, ``last``. ``w_exp`` and ``m`` are taken
+        from the ``last`` element; the element count at ``last`` is ``K``.
+    ``codes`` : stream Out, ``code`` signed(8) (-127..127), ``last``: K codes in input order.
+    ``scale`` : stream Out, :data:`PFLOAT_LAYOUT`, one per vector.
+    ``length_error`` : Out(1), sticky: a vector had a length not in ``lengths`` (its scale is zero)
+        or more elements than the buffer holds (the excess is dropped).
+
+    Operation, latency, throughput
+    ------------------------------
+    Pass 1 accepts one element per cycle (``i.ready`` stays high until ``last``): ``z = v * w_mant`` goes
+    to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Four cycles after
+    ``last`` (sooner if the previous vector's codes and scale are still pending, later) pass 2 starts:
+    ``s = max(0, bitlen(max|z|) - 24)``, then per element ``(254 (|z| >> s) + A) // (2A)``, ``A =
+    max|z| >> s``, through a 7-stage pipelined restoring divider: the first code is valid 14 cycles
+    after ``last`` and one follows per cycle while ``codes.ready`` is high. In parallel
+    :class:`OutputScale` computes the scale (about 110-160 cycles). The next vector is accepted once all
+    reads of pass 2 are issued, so a vector takes about ``2 K + 16`` cycles (more if the scale is
+    slower, for ``K`` under about 150).
+
+    Resources: two multipliers (24x16, 24x24), one 16x16, a ``max(lengths) x 40`` bit memory.
+    """
+
+    def __init__(self, lengths):
+        if isinstance(lengths, int) and not isinstance(lengths, bool):
+            lengths = (lengths,)
+        try:
+            lengths = tuple(lengths)
+        except TypeError:
+            raise TypeError(f"lengths must be an int or a sequence of ints, not {lengths!r}") from None
+        if not lengths:
+            raise ValueError("lengths must not be empty")
+        for k in lengths:
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise TypeError(f"lengths must hold ints, not {k!r}")
+            if not 1 <= k <= MAX_LENGTH:
+                raise ValueError(f"each of lengths must be in 1..{MAX_LENGTH}, not {k}")
+        self.lengths = tuple(sorted(set(lengths)))
+        self.max_length = max(self.lengths)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "v": ACT_SHAPE,
+                "w_mant": MANT_SHAPE,
+                "w_exp": BFP_EXP_SHAPE,
+                "m": PFLOAT_LAYOUT,
+                "last": 1,
+            }))),
+            "codes": Out(stream.Signature(data.StructLayout({"code": signed(CODE.width), "last": 1}))),
+            "scale": Out(stream.Signature(PFLOAT_LAYOUT)),
+            "length_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        kmax = self.max_length
+        m.submodules.scale_unit = su = OutputScale(kmax)
+        wiring.connect(m, wiring.flipped(self.scale), su.o)
+
+        buf = memory.Memory(shape=signed(_Z_WIDTH), depth=kmax, init=[])
+        m.submodules.buffer = buf
+        wr = buf.write_port()
+        rd = buf.read_port()
+
+        # --- pass 1: z = v * w into the buffer, max|z|, sum(v*v) -----------------------------------
+        loading = Signal()
+        take = self.i.valid & self.i.ready
+        m.d.comb += self.i.ready.eq(loading)
+        a_ok, a_last = Signal(), Signal()
+        a_v, a_w = Signal(ACT_SHAPE), Signal(MANT_SHAPE)
+        b_ok, b_last = Signal(), Signal()
+        b_z, b_sq = Signal(signed(_Z_WIDTH)), Signal(2 * (ACT.width - 1) + 1)
+        c_ok, c_last = Signal(), Signal()
+        c_z, c_az, c_sq = Signal(signed(_Z_WIDTH)), Signal(_ZMAG_WIDTH), Signal.like(b_sq)
+        m.d.sync += [
+            a_ok.eq(take), a_last.eq(self.i.payload.last),
+            a_v.eq(self.i.payload.v), a_w.eq(self.i.payload.w_mant),
+            b_ok.eq(a_ok), b_last.eq(a_last), b_z.eq(a_v * a_w), b_sq.eq(a_v * a_v),
+            c_ok.eq(b_ok), c_last.eq(b_last), c_z.eq(b_z), c_sq.eq(b_sq),
+            c_az.eq(Mux(b_z < 0, -b_z, b_z)),
+        ]
+        count = Signal(range(kmax + 1))
+        zmax = Signal(_ZMAG_WIDTH)
+        ss = Signal(_ss_width(kmax))
+        loaded = Signal()
+        w_exp = Signal(BFP_EXP_SHAPE)
+        wm = Signal(PFLOAT_LAYOUT)
+        with m.If(take & self.i.payload.last):
+            m.d.sync += [w_exp.eq(self.i.payload.w_exp), wm.eq(self.i.payload.m)]
+        m.d.comb += [wr.addr.eq(count), wr.data.eq(c_z), wr.en.eq(c_ok & (count != kmax))]
+        with m.If(c_ok):
+            m.d.sync += [
+                ss.eq(ss + c_sq),
+                zmax.eq(Mux(c_az > zmax, c_az, zmax)),
+                loaded.eq(c_last),
+            ]
+            with m.If(count != kmax):
+                m.d.sync += count.eq(count + 1)
+            with m.Else():
+                m.d.sync += self.length_error.eq(1)
+
+        # --- pass 2 pipeline: codes ------------------------------------------------------------------
+        en = Signal()
+        m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
+        p = Pipeline(m, en)
+        k = Signal(range(kmax + 1))
+        rptr = Signal(range(kmax + 1))
+        emitting = Signal()
+        shift = Signal(range(_ZMAG_WIDTH - QUANT_BITS + 1))
+        amax = Signal(QUANT_BITS)                       # max|z| >> s
+        zero = Signal()
+
+        issue = emitting & (rptr != k)
+        with m.If(en & issue):
+            m.d.sync += rptr.eq(rptr + 1)
+        m.d.comb += [rd.addr.eq(rptr), rd.en.eq(en)]
+        valid = [issue]
+        last = [rptr == k - 1]
+        # stage 1: memory output
+        z1 = rd.data
+        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+        # stage 2: magnitude, sign, common shift
+        neg = p.reg(z1 < 0)
+        mag = p.reg(Mux(z1 < 0, -z1, z1)[:_ZMAG_WIDTH] >> shift, unsigned(QUANT_BITS))
+        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+        # stage 3: numerator 254 |z| + A
+        num = p.reg((mag << 8) - (mag << 1) + amax, unsigned(QUANT_BITS + 8))
+        neg = p.reg(neg)
+        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+        # stages 4-10: restoring division by 2A, one quotient bit per stage (the quotient is <= 127)
+        quo = Const(0, 7)
+        for bit in reversed(range(7)):
+            dsh = amax << (bit + 1)
+            ge = num >= dsh
+            quo = p.reg(quo | (ge << bit), unsigned(7))
+            num = p.reg(Mux(ge, num - dsh, num), unsigned(QUANT_BITS + 8))
+            neg = p.reg(neg)
+            valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+        # stage 11: sign
+        code = p.reg(Mux(zero, 0, Mux(neg, -quo, quo)), signed(CODE.width))
+        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+        m.d.comb += [
+            self.codes.valid.eq(valid[-1]),
+            self.codes.payload.code.eq(code),
+            self.codes.payload.last.eq(last[-1]),
+        ]
+        busy2 = Signal()
+        m.d.comb += busy2.eq(Cat(*valid[1:]).any())
+
+        # --- vector sequencing -----------------------------------------------------------------------
+        k_recip = Signal(PFLOAT_LAYOUT)
+        su_start = Signal()
+        m.d.comb += [
+            su.i.valid.eq(su_start),
+            su.i.payload.zmax.eq(zmax),
+            su.i.payload.z_exp.eq(ACT.frac + w_exp),
+            su.i.payload.ss.eq(ss),
+            su.i.payload.k_recip.eq(k_recip),
+            su.i.payload.m.eq(wm),
+        ]
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += loading.eq(1)
+                with m.If(take & self.i.payload.last):
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(loaded):
+                    m.d.sync += loaded.eq(0)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                # the previous vector's codes must be out of the pipeline (it uses A, s) and its
+                # scale delivered before this vector's are started
+                with m.If(~busy2 & su.i.ready):
+                    lz = Signal(range(_ZMAG_WIDTH - QUANT_BITS + 1))
+                    hi = zmax[QUANT_BITS:]
+                    for b in range(len(hi)):
+                        with m.If(hi[b]):
+                            m.d.comb += lz.eq(b + 1)
+                    m.d.sync += [shift.eq(lz), k.eq(count)]
+                    match = Signal()
+                    for length in self.lengths:
+                        rcp = numerics.pf_recip(length)
+                        with m.If(count == length):
+                            m.d.comb += match.eq(1)
+                            m.d.sync += [k_recip.mant.eq(rcp.mant), k_recip.exp.eq(rcp.exp)]
+                    with m.If(~match):
+                        m.d.sync += [k_recip.eq(0), self.length_error.eq(1)]
+                    m.next = "PREP"
+            with m.State("PREP"):
+                m.d.comb += su_start.eq(1)     # su.i.ready is high: it was idle in WAIT
+                m.d.sync += [
+                    amax.eq(zmax >> shift),
+                    zero.eq(zmax == 0),
+                    rptr.eq(0),
+                    count.eq(0), zmax.eq(0), ss.eq(0),
+                ]
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += emitting.eq(1)
+                with m.If(en & (rptr == k - 1)):
+                    m.next = "LOAD"
+        return m

@@ -1,0 +1,466 @@
+# amaranth: UnusedElaboratable=no
+"""Amaranth-simulator tests of the non-ternary compute units against :mod:`mmfree.numerics`, bit for bit.
+
+Every stream is driven with random valid/ready stalls, and every output stream is checked for the
+stream rules (valid holds, payload stable until the transfer).
+"""
+
+import random
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from mmfree import numerics as nx
+from mmfree.numerics import ACT, GATE, STATE, BFP_MANT, PFloat
+from mmfree.hw.activations import (
+    Sigmoid, SiLU, SiLUState, MulAct, LowerBoundBlend, StateUpdate, ApplyNormWeight,
+)
+from mmfree.hw.rmsnorm import RMSNormQuantizer, OutputScale, MAX_LENGTH
+from mmfree.hw.mlgru import MLGRU
+from mmfree.hw.glu import GLU
+
+
+# --- stream helpers ------------------------------------------------------------------------------
+
+
+async def _send(ctx, port, items, rng, stall):
+    """Drive ``items`` onto the stream ``port``, idling a random number of cycles before each."""
+    for item in items:
+        while rng.random() < stall:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+        ctx.set(port.valid, 1)
+        ctx.set(port.payload, item)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def _recv(ctx, port, count, rng, stall, out, fields=None):
+    """Take ``count`` transfers from ``port`` with random ready stalls; check the stream rules."""
+    held = None                 # payload offered but not taken at the last edge
+    while len(out) < count:
+        ready = rng.random() >= stall
+        ctx.set(port.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+        value = _decode(payload, fields)
+        if held is not None:
+            assert valid, "valid dropped before the transfer"
+            assert value == held, f"payload changed before the transfer: {held} -> {value}"
+        held = None
+        if valid and ready:
+            out.append(value)
+        elif valid:
+            held = value
+    ctx.set(port.ready, 0)
+
+
+def _decode(payload, fields):
+    if fields is None:
+        return int(payload) if not hasattr(payload, "as_value") else payload.as_value().value
+    return tuple(_field(payload, f) for f in fields)
+
+
+def _field(payload, name):
+    for part in name.split("."):
+        payload = getattr(payload, part)
+    return int(payload) if not hasattr(payload, "as_value") else payload.as_value().value
+
+
+def _run(dut, *testbenches, deadline=200_000):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+
+    async def watchdog(ctx):
+        await ctx.delay(deadline * 1e-8)
+        raise AssertionError(f"simulation did not finish in {deadline} cycles")
+
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
+
+
+def _stream_test(dut, port_in, items, port_out, count, seed, *, stall_in=0.3, stall_out=0.3,
+                 fields=None):
+    rng = random.Random(seed)
+    got = []
+
+    async def tx(ctx):
+        await _send(ctx, port_in, items, random.Random(rng.random()), stall_in)
+
+    async def rx(ctx):
+        await _recv(ctx, port_out, count, random.Random(rng.random()), stall_out, got, fields)
+
+    _run(dut, tx, rx)
+    return got
+
+
+# --- value generators ----------------------------------------------------------------------------
+
+def _edges(fmt):
+    return [fmt.min, fmt.min + 1, -1 if fmt.signed else 0, 0, 1, fmt.max - 1, fmt.max]
+
+
+def _rand(rng, fmt, n, *, small=None):
+    """``n`` codes of ``fmt``: edge values, uniformly random ones and (if ``small``) small ones."""
+    out = _edges(fmt)
+    while len(out) < n:
+        r = rng.random()
+        if small is not None and r < 0.5:
+            out.append(rng.randint(max(fmt.min, -small), min(fmt.max, small)))
+        else:
+            out.append(rng.randint(fmt.min, fmt.max))
+    rng.shuffle(out)
+    return out[:n]
+
+
+def _t(xs):
+    return torch.tensor(xs, dtype=torch.int64)
+
+
+# --- element-wise units --------------------------------------------------------------------------
+
+SIG_RANGE = -nx.SIGMOID_IN_MIN << ACT.frac
+
+
+@pytest.mark.sim
+def test_sigmoid():
+    rng = random.Random(1)
+    xs = _rand(rng, ACT, 400, small=SIG_RANGE + 256)
+    xs += list(range(-SIG_RANGE - 2, -SIG_RANGE + 300)) + list(range(SIG_RANGE - 300, SIG_RANGE + 2))
+    dut = Sigmoid()
+    got = _stream_test(dut, dut.i, xs, dut.o, len(xs), 11)
+    assert got == nx.sigmoid(_t(xs)).tolist()
+
+
+@pytest.mark.sim
+def test_silu():
+    rng = random.Random(2)
+    xs = _rand(rng, ACT, 400, small=SIG_RANGE + 256)
+    dut = SiLU()
+    got = _stream_test(dut, dut.i, xs, dut.o, len(xs), 12)
+    assert got == nx.silu(_t(xs)).tolist()
+
+
+@pytest.mark.sim
+def test_silu_state():
+    rng = random.Random(3)
+    hs = _rand(rng, STATE, 400, small=SIG_RANGE << 8)
+    hs += [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127]
+    dut = SiLUState()
+    got = _stream_test(dut, dut.i, hs, dut.o, len(hs), 13)
+    assert got == nx.silu_state(_t(hs)).tolist()
+
+
+@pytest.mark.sim
+def test_mul_act():
+    rng = random.Random(4)
+    a = _rand(rng, ACT, 300, small=1 << 14)
+    b = _rand(rng, ACT, 300, small=1 << 14)
+    dut = MulAct()
+    got = _stream_test(dut, dut.i, [{"a": x, "b": y} for x, y in zip(a, b)], dut.o, len(a), 14)
+    assert got == nx.mul_act(_t(a), _t(b)).tolist()
+
+
+@pytest.mark.sim
+def test_lower_bound_blend():
+    rng = random.Random(5)
+    lb = _rand(rng, GATE, 300, small=1 << 16)
+    f = _rand(rng, GATE, 300, small=1 << 16)
+    dut = LowerBoundBlend()
+    got = _stream_test(dut, dut.i, [{"lb": x, "f": y} for x, y in zip(lb, f)], dut.o, len(lb), 15)
+    assert got == nx.lower_bound_blend(_t(lb), _t(f)).tolist()
+
+
+@pytest.mark.sim
+def test_state_update():
+    rng = random.Random(6)
+    h = _rand(rng, STATE, 300, small=1 << 24)
+    f = _rand(rng, GATE, 300, small=1 << 16)
+    c = _rand(rng, ACT, 300, small=1 << 16)
+    dut = StateUpdate()
+    items = [{"h": x, "f": y, "c": z} for x, y, z in zip(h, f, c)]
+    got = _stream_test(dut, dut.i, items, dut.o, len(h), 16)
+    assert got == nx.state_update(_t(h), _t(f), _t(c)).tolist()
+
+
+@pytest.mark.sim
+def test_apply_norm_weight():
+    rng = random.Random(7)
+    n = 400
+    x = _rand(rng, ACT, n, small=1 << 14)
+    w = _rand(rng, BFP_MANT, n, small=1 << 12)
+    exps = [rng.choice([nx.BFP_EXP_MIN, nx.BFP_EXP_MAX, 0, 1, -1, 12, 14, 15, 39, 40, 41, -23, -24,
+                        -25, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX)]) for _ in range(n)]
+    dut = ApplyNormWeight()
+    items = [{"x": a, "w_mant": b, "w_exp": e} for a, b, e in zip(x, w, exps)]
+    got = _stream_test(dut, dut.i, items, dut.o, n, 17)
+    # the definition on int64 tensors wraps when ``x * w << -w_exp`` leaves int64 (w_exp < -24 with a
+    # large product); the hardware saturates as the same definition does on unbounded integers
+    exact = [ACT.saturate(nx.shift_round(a * b, e)) for a, b, e in zip(x, w, exps)]
+    assert got == exact
+    for a, b, e, g in zip(x, w, exps, got):
+        if abs(a * b) << max(0, -e) < 1 << 63:
+            assert g == int(nx.apply_norm_weight(_t([a]), _t([b]), e)[0]), (a, b, e)
+
+
+# --- RMSNorm and quantiser -----------------------------------------------------------------------
+
+def _pf(p):
+    return {"mant": p.mant, "exp": p.exp}
+
+
+def _norm_vectors(rng, lengths, count):
+    """Seeded vectors for the quantiser: (v, w_mant, w_exp, m) with edge cases first."""
+    k0 = lengths[0]
+    m0 = nx.pf_from_float(0.0213)
+    vecs = [
+        ([0] * k0, [rng.randint(-30000, 30000) for _ in range(k0)], 14, m0),           # zero vector
+        ([rng.randint(-5000, 5000) for _ in range(k0)], [0] * k0, 14, m0),             # zero weight
+        ([ACT.min] * k0, [BFP_MANT.min] * k0, nx.BFP_EXP_MIN, m0),                      # extremes
+        ([ACT.max] * k0, [BFP_MANT.max] * k0, nx.BFP_EXP_MAX, PFloat(65535, 300)),
+        ([ACT.min, ACT.max] * (k0 // 2) + [1] * (k0 % 2), [1] * k0, 0, PFloat(32768, -300)),
+        ([1] + [0] * (k0 - 1), [1] * k0, 15, PFloat(1, 0)),                            # tiny, odd m
+        ([rng.choice([-1, 1]) for _ in range(k0)], [rng.randint(-3, 3) for _ in range(k0)], 3, m0),
+    ]
+    while len(vecs) < count:
+        k = rng.choice(lengths)
+        scale = rng.choice([1, 1 << 6, 1 << 12, 1 << 16, 1 << 23])
+        v = [max(ACT.min, min(ACT.max, int(rng.gauss(0, scale)))) for _ in range(k)]
+        w = [max(BFP_MANT.min, min(BFP_MANT.max, int(rng.gauss(1 << 14, 1 << rng.randint(4, 14)))))
+             for _ in range(k)]
+        vecs.append((v, w, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX),
+                     nx.pf_from_float(rng.uniform(1e-5, 0.1))))
+    return vecs
+
+
+def _norm_reference(v, w, w_exp, m):
+    vt, wt = _t(v), _t(w)
+    codes, zmax = nx.quantize_activations(vt * wt)
+    scale = nx.output_scale(zmax, ACT.frac + w_exp, int((vt * vt).sum()), len(v), m)
+    return codes.tolist(), (scale.mant, scale.exp)
+
+
+def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3):
+    dut = RMSNormQuantizer(lengths)
+    rng = random.Random(seed)
+    items = []
+    for v, w, e, mm in vecs:
+        for j, (a, b) in enumerate(zip(v, w)):
+            items.append({"v": a, "w_mant": b, "w_exp": e, "m": _pf(mm), "last": j == len(v) - 1})
+    codes, scales = [], []
+
+    async def tx(ctx):
+        await _send(ctx, dut.i, items, random.Random(rng.random()), stall_in)
+
+    async def rx_codes(ctx):
+        await _recv(ctx, dut.codes, len(items), random.Random(rng.random()), stall_out, codes,
+                    ("code", "last"))
+
+    async def rx_scale(ctx):
+        await _recv(ctx, dut.scale, len(vecs), random.Random(rng.random()), stall_out, scales,
+                    ("mant", "exp"))
+
+    _run(dut, tx, rx_codes, rx_scale)
+    pos = 0
+    for n, (v, w, e, mm) in enumerate(vecs):
+        ref_codes, ref_scale = _norm_reference(v, w, e, mm)
+        got = codes[pos:pos + len(v)]
+        pos += len(v)
+        assert [c for c, _ in got] == ref_codes, f"vector {n}: codes"
+        assert [l for _, l in got] == [0] * (len(v) - 1) + [1], f"vector {n}: last"
+        assert scales[n] == ref_scale, f"vector {n}: scale {scales[n]} != {ref_scale}"
+    return dut
+
+
+@pytest.mark.sim
+def test_rmsnorm_quantizer():
+    rng = random.Random(21)
+    _run_norm((24, 40), _norm_vectors(rng, (24, 40), 14), 22)
+
+
+@pytest.mark.sim
+def test_rmsnorm_quantizer_back_to_back():
+    """No stalls: vectors of a length above the scale latency, one after the other."""
+    rng = random.Random(23)
+    _run_norm((200,), _norm_vectors(rng, (200,), 3), 24, stall_in=0.0, stall_out=0.0)
+
+
+@pytest.mark.sim
+def test_output_scale_unit():
+    rng = random.Random(25)
+    dut = OutputScale(1 << 17)
+    cases = [(0, 12, 5, 64, PFloat(40000, -20)), (5, 12, 0, 64, PFloat(40000, -20)),
+             ((1 << 38), -20, ((1 << 17) - 1) << 46, (1 << 17) - 1, PFloat(65535, 1000)),
+             (1, 75, 1, 1, PFloat(32768, -1000)), (3, 12, 7, 3, PFloat(3, 0))]
+    while len(cases) < 40:
+        k = rng.choice([1, 2, 3, 7, 64, 1000, 1 << 17])
+        cases.append((rng.randint(1, 1 << rng.randint(1, 38)), rng.randint(-20, 75),
+                      rng.randint(1, k << rng.randint(0, 46)), k,
+                      PFloat(rng.randint(0, 65535), rng.randint(-200, 200))))
+    items = [{"zmax": z, "z_exp": ze, "ss": s, "k_recip": _pf(nx.pf_recip(k)), "m": _pf(mm)}
+             for z, ze, s, k, mm in cases]
+    got = _stream_test(dut, dut.i, items, dut.o, len(items), 26, fields=("mant", "exp"))
+    for (z, ze, s, k, mm), g in zip(cases, got):
+        ref = nx.output_scale(z, ze, s, k, mm)
+        assert g == (ref.mant, ref.exp), (z, ze, s, k, mm)
+
+
+@pytest.mark.sim
+def test_rmsnorm_length_error():
+    dut = RMSNormQuantizer((4, 8))
+    items = [{"v": 100 * (j + 1), "w_mant": 1 << 14, "w_exp": 14, "m": _pf(PFloat(40000, -20)),
+              "last": j == 4} for j in range(5)]
+    rng = random.Random(27)
+    scales, codes, err = [], [], []
+
+    async def tx(ctx):
+        await _send(ctx, dut.i, items, rng, 0.0)
+
+    async def rx(ctx):
+        await _recv(ctx, dut.scale, 1, rng, 0.0, scales, ("mant", "exp"))
+        err.append(ctx.get(dut.length_error))
+
+    async def rxc(ctx):
+        await _recv(ctx, dut.codes, 5, rng, 0.0, codes, ("code", "last"))
+
+    _run(dut, tx, rx, rxc)
+    assert scales == [(0, 0)] and err == [1]
+    assert [c for c, _ in codes] == nx.quantize_activations(_t([100 * (j + 1) for j in range(5)]))[0].tolist()
+
+
+def test_rmsnorm_arguments():
+    with pytest.raises(TypeError, match="lengths must hold ints, not 'x'"):
+        RMSNormQuantizer((4, "x"))
+    with pytest.raises(ValueError, match=r"each of lengths must be in 1\.\.132104, not 0"):
+        RMSNormQuantizer(0)
+    with pytest.raises(ValueError, match="lengths must not be empty"):
+        RMSNormQuantizer(())
+    with pytest.raises(TypeError, match="lengths must be an int or a sequence of ints, not 2.5"):
+        RMSNormQuantizer(2.5)
+    with pytest.raises(ValueError, match="max_length must be in"):
+        OutputScale(MAX_LENGTH + 1)
+    assert RMSNormQuantizer((64, 16, 64)).lengths == (16, 64)
+
+
+# --- MLGRU ---------------------------------------------------------------------------------------
+
+def _mlgru_steps(rng, hidden, layers, tokens, *, order="layers"):
+    """(layer, first, f, i, g, lb, g_mant, g_exp) per step: tokens through the layers, or one layer."""
+    lbs = [[0] * hidden] + [[rng.randint(0, 1 << 16) for _ in range(hidden)] for _ in range(layers - 1)]
+    gms = [[rng.randint(BFP_MANT.min, BFP_MANT.max) for _ in range(hidden)] for _ in range(layers)]
+    gexp = [rng.choice([13, 14, 15, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX)]) for _ in range(layers)]
+    lbs[-1][:4] = [0, 1 << 16, GATE.max, 1]                         # edges of GATE
+    steps = []
+    for t in range(tokens):
+        for layer in (range(layers) if order == "layers" else [t % layers] * 1):
+            sc = rng.choice([1 << 8, 1 << 12, 1 << 14, 1 << 16, 1 << 22])
+            vec = lambda: [max(ACT.min, min(ACT.max, int(rng.gauss(0, sc)))) for _ in range(hidden)]
+            f, i, g = vec(), vec(), vec()
+            if rng.random() < 0.2:                                  # drive the state to its limits
+                f = [ACT.min] * hidden
+                i = [rng.choice([ACT.min, ACT.max]) for _ in range(hidden)]
+            steps.append((layer, t == 0 or rng.random() < 0.05, f, i, g, lbs[layer], gms[layer],
+                          gexp[layer]))
+    return steps
+
+
+def _mlgru_reference(steps, hidden, layers):
+    h = [torch.zeros(hidden, dtype=torch.int64) for _ in range(layers)]
+    out = []
+    for layer, first, f, i, g, lb, gm, ge in steps:
+        fg = nx.lower_bound_blend(_t(lb), nx.sigmoid(_t(f)))
+        c = nx.silu(_t(i))
+        prev = torch.zeros(hidden, dtype=torch.int64) if first else h[layer]
+        h[layer] = nx.state_update(prev, fg, c)
+        out += nx.mul_act(nx.apply_norm_weight(_t(g), _t(gm), ge), nx.silu_state(h[layer])).tolist()
+    return out, h
+
+
+def _run_mlgru(hidden, layers, steps, seed, stall_in=0.3, stall_out=0.3):
+    dut = MLGRU(hidden, layers)
+    rng = random.Random(seed)
+    streams = {"f": [], "i": [], "g": [], "w": []}
+    for layer, first, f, i, g, lb, gm, ge in steps:
+        streams["f"] += f
+        streams["i"] += i
+        streams["g"] += g
+        streams["w"] += [{"lb": a, "g_mant": b, "g_exp": ge, "layer": layer, "first": first}
+                         for a, b in zip(lb, gm)]
+    got = []
+    n = len(streams["f"])
+
+    def sender(name):
+        async def tx(ctx):
+            await _send(ctx, getattr(dut, name), streams[name], random.Random(rng.random()), stall_in)
+        return tx
+
+    async def rx(ctx):
+        await _recv(ctx, dut.o, n, random.Random(rng.random()), stall_out, got, ("data", "last"))
+
+    _run(dut, *(sender(k) for k in streams), rx)
+    ref, _ = _mlgru_reference(steps, hidden, layers)
+    assert [d for d, _ in got] == ref
+    assert [l for _, l in got] == ([0] * (hidden - 1) + [1]) * len(steps)
+
+
+@pytest.mark.sim
+def test_mlgru():
+    rng = random.Random(31)
+    _run_mlgru(8, 3, _mlgru_steps(rng, 8, 3, 6), 32)
+
+
+@pytest.mark.sim
+def test_mlgru_same_layer_back_to_back():
+    """The smallest hidden size, one layer, no stalls: every channel's state is read right after the
+    previous token wrote it."""
+    rng = random.Random(33)
+    h = MLGRU.MIN_HIDDEN
+    _run_mlgru(h, 1, _mlgru_steps(rng, h, 1, 24, order="one"), 34, stall_in=0.0, stall_out=0.0)
+
+
+def test_mlgru_arguments():
+    with pytest.raises(ValueError, match=f"hidden must be at least {MLGRU.MIN_HIDDEN}, not 2"):
+        MLGRU(2, 1)
+    with pytest.raises(ValueError, match="layers must be at least 1, not 0"):
+        MLGRU(16, 0)
+    with pytest.raises(TypeError, match="hidden must be an int, not '16'"):
+        MLGRU("16", 1)
+
+
+# --- GLU -----------------------------------------------------------------------------------------
+
+def _run_glu(n, tokens, seed, stall_in=0.3, stall_out=0.3):
+    rng = random.Random(seed)
+    us = []
+    for _ in range(tokens):
+        sc = rng.choice([1 << 8, 1 << 12, 1 << 16, 1 << 22])
+        us.append(_rand(rng, ACT, 2 * n, small=sc) if rng.random() < 0.3 else
+                  [max(ACT.min, min(ACT.max, int(rng.gauss(0, sc)))) for _ in range(2 * n)])
+    dut = GLU(n)
+    got = _stream_test(dut, dut.u, [x for u in us for x in u], dut.o, n * tokens, seed + 1,
+                       stall_in=stall_in, stall_out=stall_out, fields=("data", "last"))
+    ref = []
+    for u in us:
+        ref += nx.mul_act(nx.silu(_t(u[:n])), _t(u[n:])).tolist()
+    assert [d for d, _ in got] == ref
+    assert [l for _, l in got] == ([0] * (n - 1) + [1]) * tokens
+
+
+@pytest.mark.sim
+def test_glu():
+    _run_glu(24, 8, 41)
+
+
+@pytest.mark.sim
+def test_glu_small():
+    _run_glu(1, 12, 43, stall_in=0.0, stall_out=0.0)
+    _run_glu(3, 12, 45, stall_in=0.5, stall_out=0.0)
+
+
+def test_glu_arguments():
+    with pytest.raises(ValueError, match="intermediate must be at least 1, not 0"):
+        GLU(0)
+    with pytest.raises(TypeError, match="intermediate must be an int, not 2.0"):
+        GLU(2.0)
