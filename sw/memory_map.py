@@ -1,0 +1,192 @@
+"""The accelerator's memory map: which device memory holds which part of a model, and in what order.
+
+This is the single definition that the host driver (uploading an image), the golden board (answering the
+protocol from the golden model) and the gateware generator (address counters of the sequencer) use.
+
+The device has four byte-addressed regions, written with the protocol's WRITE command:
+
+=========  ======================  ===========================================================================
+region     word                    contents, in order
+=========  ======================  ===========================================================================
+TRITS (0)  ``lanes / 4`` bytes     every ternary matrix in execution order (per layer ``i, f, g, o, gate,
+                                   down``, then ``lm_head``), each row-major with 2-bit trits exactly as the
+                                   weight image packs them; rows are whole words because ``lanes``
+                                   divides every row length. The sequencer reads this region with one
+                                   pointer that only ever increments, once per token.
+PARAMS (1) 2 bytes (int16)         BFP16 mantissas: ``embeddings [V, H]``, then per layer ``attn_norm,
+                                   i.norm, f.norm, g.norm, g_norm, o.norm, mlp_norm, gate.norm`` (``H`` each)
+                                   and ``down.norm`` (``I``), then ``norm, lm_head.norm`` (``H`` each)
+GATES (2)  4 bytes (uint32)        GATE codes of the lower bounds, ``[L, H]``
+SCALARS(3) 4 bytes (uint32)        the model descriptor: ``V, H, L, I``, then per layer the BFP16 exponents
+                                   and PFloat weight scales listed by :func:`scalar_names`
+=========  ======================  ===========================================================================
+
+All multi-byte words are little-endian. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
+exponent as a sign-extended 32-bit integer.
+"""
+
+from dataclasses import dataclass
+import struct
+
+import torch
+
+from . import numerics as nx
+from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
+
+__all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
+           "WORD_BYTES", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
+           "from_regions", "MemoryMapError"]
+
+REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
+REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "gates",
+                REGION_SCALARS: "scalars"}
+WORD_BYTES = {REGION_PARAMS: 2, REGION_GATES: 4, REGION_SCALARS: 4}   # TRITS: lanes / 4
+
+LAYER_MATRICES = ("i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj")
+LAYER_NORMS = ("attn_norm", "i_proj.norm", "f_proj.norm", "g_proj.norm", "g_norm", "o_proj.norm",
+               "mlp_norm", "gate_proj.norm", "down_proj.norm")
+
+
+class MemoryMapError(ValueError):
+    """A model that does not fit a device, or region contents that do not describe a model."""
+
+
+def matrix_order(shape):
+    """``(name, rows, cols)`` of every ternary matrix, in TRITS order."""
+    H, I, V = shape.hidden_size, shape.intermediate_size, shape.vocab_size
+    dims = {"i_proj": (H, H), "f_proj": (H, H), "g_proj": (H, H), "o_proj": (H, H),
+            "gate_proj": (2 * I, H), "down_proj": (H, I)}
+    out = []
+    for l in range(shape.num_layers):
+        out += [(f"layers.{l}.{m}", *dims[m]) for m in LAYER_MATRICES]
+    out.append(("lm_head", V, H))
+    return out
+
+
+def param_order(shape):
+    """``(name, length)`` of every BFP16 tensor, in PARAMS order (embeddings: ``V * H``)."""
+    H, I = shape.hidden_size, shape.intermediate_size
+    out = [("embeddings", shape.vocab_size * H)]
+    for l in range(shape.num_layers):
+        out += [(f"layers.{l}.{n}", I if n == "down_proj.norm" else H) for n in LAYER_NORMS]
+    out += [("norm", H), ("lm_head.norm", H)]
+    return out
+
+
+def scalar_names(shape):
+    """Names of the SCALARS words after the 4-word descriptor: exponents (``*.exp``) and scales."""
+    out = []
+    for name, _ in param_order(shape):
+        out.append(f"{name}.exp")
+    for name, _, _ in matrix_order(shape):
+        out.append(f"{name}.scale")
+    return out
+
+
+def region_sizes(shape, lanes):
+    """Bytes each region needs for a model of ``shape`` on a device with ``lanes`` lanes."""
+    _check_lanes(shape, lanes)
+    trits = sum(r * c for _, r, c in matrix_order(shape)) // 4
+    params = 2 * sum(n for _, n in param_order(shape))
+    gates = 4 * shape.num_layers * shape.hidden_size
+    scalars = 4 * (4 + len(scalar_names(shape)))
+    return {REGION_TRITS: trits, REGION_PARAMS: params, REGION_GATES: gates, REGION_SCALARS: scalars}
+
+
+def _check_lanes(shape, lanes):
+    if lanes % 4:
+        raise MemoryMapError(f"lanes must be a multiple of 4, not {lanes}")
+    for name, rows, cols in matrix_order(shape)[:6] + matrix_order(shape)[-1:]:
+        if cols % lanes:
+            raise MemoryMapError(f"rows of {cols} trits ({name}) are not a multiple of {lanes} lanes")
+
+
+def _get(qmodel, name):
+    parts = name.split(".")
+    if parts[0] == "layers":
+        obj, rest = qmodel.layers[int(parts[1])][parts[2]], parts[3:]
+    else:
+        obj, rest = getattr(qmodel, parts[0]), parts[1:]
+    if rest:
+        obj = getattr(obj, rest[0])
+    return obj
+
+
+def _pf_word(p):
+    return p.mant | ((p.exp & 0xFFFF) << 16)
+
+
+def _pf_from_word(w):
+    exp = (w >> 16) & 0xFFFF
+    return nx.PFloat(w & 0xFFFF, exp - 0x10000 if exp & 0x8000 else exp)
+
+
+def to_regions(qmodel, lanes):
+    """The bytes to write into each region for ``qmodel`` (a :class:`~mmfree.golden.QuantizedModel`)."""
+    shape = qmodel.shape
+    _check_lanes(shape, lanes)
+    trits = b"".join(nx.pack_trits(_get(qmodel, n).trits).numpy().tobytes() for n, _, _ in matrix_order(shape))
+    params = b"".join(_get(qmodel, n).mant.reshape(-1).to(torch.int16).numpy().astype("<i2").tobytes()
+                      for n, _ in param_order(shape))
+    gates = b"".join(qmodel.layers[l]["lower_bound"].to(torch.int64).numpy().astype("<u4").tobytes()
+                     for l in range(shape.num_layers))
+    words = [shape.vocab_size, shape.hidden_size, shape.num_layers, shape.intermediate_size]
+    for name in scalar_names(shape):
+        base, kind = name.rsplit(".", 1)
+        obj = _get(qmodel, base)
+        words.append(obj.exp & 0xFFFFFFFF if kind == "exp" else _pf_word(obj.m))
+    scalars = struct.pack(f"<{len(words)}I", *words)
+    return {REGION_TRITS: trits, REGION_PARAMS: params, REGION_GATES: gates, REGION_SCALARS: scalars}
+
+
+def from_regions(regions):
+    """Rebuild the :class:`~mmfree.golden.QuantizedModel` that region contents describe."""
+    sc = regions[REGION_SCALARS]
+    if len(sc) < 16:
+        raise MemoryMapError("the scalars region holds no model descriptor")
+    V, H, L, I = struct.unpack_from("<4I", sc)
+    if min(V, H, L, I) == 0 or max(V, H, I) > 1 << 20 or L > 1024:
+        raise MemoryMapError(f"model descriptor V={V} H={H} L={L} I={I} is not valid")
+    shape = ModelShape(V, H, L, I)
+    names = scalar_names(shape)
+    if len(sc) < 4 * (4 + len(names)):
+        raise MemoryMapError("the scalars region is shorter than the model descriptor needs")
+    words = struct.unpack_from(f"<{len(names)}I", sc, 16)
+    scal = dict(zip(names, words))
+
+    def signed32(w):
+        return w - (1 << 32) if w & (1 << 31) else w
+
+    params = regions[REGION_PARAMS]
+    need = 2 * sum(n for _, n in param_order(shape))
+    if len(params) < need:
+        raise MemoryMapError(f"the params region holds {len(params)} bytes, the model needs {need}")
+    bfp, pos = {}, 0
+    for name, n in param_order(shape):
+        mant = torch.frombuffer(bytearray(params[pos:pos + 2 * n]), dtype=torch.int16).clone()
+        pos += 2 * n
+        if name == "embeddings":
+            mant = mant.reshape(V, H)
+        bfp[name] = BFP16(mant, signed32(scal[f"{name}.exp"]))
+    trit_bytes = regions[REGION_TRITS]
+    mats, pos = {}, 0
+    for name, rows, cols in matrix_order(shape):
+        nbytes = rows * cols // 4
+        if pos + nbytes > len(trit_bytes):
+            raise MemoryMapError(f"the trits region ends inside {name}")
+        t = nx.unpack_trits(torch.frombuffer(bytearray(trit_bytes[pos:pos + nbytes]), dtype=torch.uint8),
+                            rows * cols).reshape(rows, cols).to(torch.int8)
+        pos += nbytes
+        mats[name] = TernaryMatrix(t, _pf_from_word(scal[f"{name}.scale"]), bfp[f"{name}.norm"])
+    gates = regions[REGION_GATES]
+    if len(gates) < 4 * L * H:
+        raise MemoryMapError("the gates region is shorter than the model needs")
+    g = torch.tensor(struct.unpack_from(f"<{L * H}I", gates), dtype=torch.int64).reshape(L, H)
+    layers = []
+    for l in range(L):
+        p = f"layers.{l}"
+        layer = {k: bfp[f"{p}.{k}"] for k in ("attn_norm", "g_norm", "mlp_norm")}
+        layer["lower_bound"] = g[l]
+        layer.update({m: mats[f"{p}.{m}"] for m in LAYER_MATRICES})
+        layers.append(layer)
+    return QuantizedModel(shape, bfp["embeddings"], layers, bfp["norm"], mats["lm_head"])
