@@ -32,6 +32,7 @@ import zlib
 __all__ = [
     "PROTOCOL_VERSION", "INFO_MAGIC", "DELIMITER", "HEADER_SIZE", "CRC_SIZE", "MIN_FRAME",
     "MAX_WRITE", "MAX_FEED", "MAX_PAYLOAD", "MAX_FRAME", "MAX_ENCODED", "MAX_REGIONS", "CRC_RESIDUE",
+    "REPLY_LATENCY_S", "FRAME_ERRORS",
     "TEMPERATURE_FRAC", "Cmd", "Reply", "Err", "DoneReason", "DeviceState", "InfoFlag", "StatusFlag",
     "crc32", "cobs_encode", "cobs_decode", "cobs_max_length", "CobsError",
     "Frame", "FrameError", "decode_frame", "encode_frame", "FrameReceiver",
@@ -66,6 +67,11 @@ TEMPERATURE_FRAC = 8
 
 CRC_RESIDUE = 0x2144DF1C
 """``crc32(frame)`` over a whole intact frame, its own CRC bytes included."""
+
+REPLY_LATENCY_S = 0.01
+"""A device starts its reply to a command at most this long after the command's closing delimiter
+(plus the time to finish frames already being sent), except FEED, which is answered when its tokens
+have been processed, and VERIFY, which may take one further clock cycle per byte checked."""
 
 
 def cobs_max_length(n):

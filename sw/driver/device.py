@@ -20,6 +20,8 @@ from .transport import open_transport
 __all__ = ["Device", "Generation", "LinkStats"]
 
 _READ_SIZE = 4096
+VERIFY_RATE = 1e6
+"""Bytes per second a VERIFY is assumed to check, at least (one byte per cycle at 1 MHz)."""
 RESEND_DONE = 0xFFFFFFFF
 """A RESEND index past any generation: the device answers with DONE once the generation has ended."""
 
@@ -64,6 +66,21 @@ class Generation:
 
     def __next__(self):
         return self.device._next_token(self)
+
+    def text(self, errors="replace"):
+        """The same tokens as text, for byte-level models (vocabulary 256: token id = byte): yields
+        ``str`` pieces as soon as they form complete UTF-8 characters."""
+        import codecs
+        dec = codecs.getincrementaldecoder("utf-8")(errors)
+        for tok in self:
+            if tok > 0xFF:
+                raise ValueError(f"token {tok} is not a byte; text() needs a byte-level model")
+            piece = dec.decode(bytes((tok,)))
+            if piece:
+                yield piece
+        tail = dec.decode(b"", final=True)
+        if tail:
+            yield tail
 
     @property
     def finished(self):
@@ -323,7 +340,8 @@ class Device:
     def verify(self, region, offset, length):
         """CRC-32 (``zlib.crc32``) of ``length`` bytes of ``region`` from ``offset``, computed by the
         device."""
-        f = self._transact(p.Cmd.VERIFY, p.VerifyRequest(region, offset, length).pack())
+        f = self._transact(p.Cmd.VERIFY, p.VerifyRequest(region, offset, length).pack(),
+                           wait=self.timeout + length / VERIFY_RATE)
         return self._parse(p.VerifyReply, f).crc
 
     def reset_state(self):

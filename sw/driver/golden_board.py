@@ -68,7 +68,7 @@ class GoldenBoard:
         self._rx = p.FrameReceiver()
         self._out = bytearray()
         self._last = None             # (seq, crc, reply bytes) of the last command executed
-        self.frames_ok = self.frames_rejected = self.naks_sent = 0
+        self.frames_ok = self.frames_rejected = self.naks_sent = self.internal_errors = 0
         self.last_error = 0
         self.cycles_last_token = 0
         self.position = 0
@@ -164,6 +164,10 @@ class GoldenBoard:
             return
         except p.PayloadError as e:
             self._send_nak(f.seq, e.error, f.code, e.arg)
+            return
+        except Exception:                 # a fault of the board itself: report it, keep serving
+            self.internal_errors += 1
+            self._send_nak(f.seq, p.Err.INTERNAL, f.code)
             return
         reply = p.encode_frame(f.seq, code, payload)
         self._last = (f.seq, crc, reply)
