@@ -1,0 +1,384 @@
+"""The host driver against the golden board: commands, upload, generation, recovery from a damaged link."""
+
+import random
+import time
+import zlib
+
+import pytest
+import torch
+
+from mmfree import protocol as p
+from mmfree.golden import GoldenModel, quantize_model
+from mmfree.image import ImageError, image_bytes
+from mmfree.model import HGRNBitConfig, HGRNBitForCausalLM
+from mmfree.sampler import reference_generate, temperature_code
+from mmfree.driver import (Device, GoldenBoard, BoardServer, FaultyTransport, DeviceError, DeviceNak,
+                           DeviceTimeout, IncompatibleImage, TokenLost, upload)
+
+PROMPT = [72, 101, 108, 108, 111]
+
+
+@pytest.fixture(scope="module")
+def qmodel():
+    torch.manual_seed(11)
+    model = HGRNBitForCausalLM(HGRNBitConfig(vocab_size=256, hidden_size=32, num_hidden_layers=2,
+                                             intermediate_size=64)).eval()
+    with torch.no_grad():
+        model.model.embeddings.weight.mul_(20)
+    return quantize_model(model)
+
+
+@pytest.fixture(scope="module")
+def image(qmodel):
+    return image_bytes(qmodel)
+
+
+@pytest.fixture(scope="module")
+def reference(qmodel):
+    """200 greedy tokens after PROMPT, from the golden model run directly."""
+    return list(GoldenModel(qmodel).generate(PROMPT, 200))
+
+
+def fast_device(port, **kw):
+    kw.setdefault("timeout", 0.05)
+    kw.setdefault("token_timeout", 0.5)
+    kw.setdefault("retries", 6)
+    return Device(port, seed=1, **kw)
+
+
+@pytest.fixture
+def loaded(image):
+    """A device over an in-process golden board with the image uploaded."""
+    board = GoldenBoard()
+    dev = fast_device(board)
+    dev.upload(image)
+    return dev, board
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def test_info(image):
+    info = fast_device(GoldenBoard(max_hidden=2048, clock_hz=48_000_000)).info()
+    assert info.protocol_version == p.PROTOCOL_VERSION
+    assert (info.image_format_version, info.numeric_spec_version) == (1, 1)
+    assert info.max_hidden == 2048 and info.clock_hz == 48_000_000 and info.max_write == 256
+    assert info.regions[0].name == "IMG" and info.regions[0].size >= len(image)
+    assert info.flags & p.InfoFlag.SAMPLING
+
+
+def test_upload_and_verify(image):
+    board = GoldenBoard()
+    dev = fast_device(board)
+    seen = []
+    report = upload(dev, image, progress=lambda done, total: seen.append((done, total)))
+    assert report.bytes == len(image) and report.rewritten == 0
+    assert seen[0] == (0, len(image)) and seen[-1] == (len(image), len(image))
+    assert dev.verify(0, 0, len(image)) == zlib.crc32(image)
+    assert dev.verify(0, 100, 50) == zlib.crc32(image[100:150])
+    assert bytes(board.memory[0][:len(image)]) == image
+    dev.feed([1])
+    assert dev.status().flags & p.StatusFlag.LOADED
+
+
+def test_greedy_generation_equals_golden_model(loaded, reference):
+    dev, _ = loaded
+    reply = dev.feed(PROMPT)
+    assert reply.position == len(PROMPT) and reply.argmax == reference[0]
+    gen = dev.generate(50)
+    assert list(gen) == reference[:50]
+    assert gen.count == 50 and len(gen.cycles) == 50
+
+
+def test_sampled_generation_equals_reference_sampler(loaded, qmodel):
+    dev, _ = loaded
+    dev.feed(PROMPT)
+    got = list(dev.generate(20, temperature=0.8, top_k=30, seed=99))
+    want = list(reference_generate(GoldenModel(qmodel), PROMPT, 20, temperature_code(0.8), 30, 99))
+    assert got == want
+    assert got != list(GoldenModel(qmodel).generate(PROMPT, 20))
+
+
+def test_long_prompt_is_fed_in_several_frames(loaded, qmodel):
+    dev, _ = loaded
+    prompt = [random.Random(5).randrange(256) for _ in range(70)]
+    reply = dev.feed(prompt)
+    assert reply.position == 70
+    g = GoldenModel(qmodel)
+    _, nxt = g.prefill(prompt)
+    assert reply.argmax == nxt
+
+
+def test_stop_mid_generation(loaded, reference):
+    dev, board = loaded
+    dev.feed(PROMPT)
+    gen = dev.generate(100)
+    first = [next(gen) for _ in range(5)]
+    count = dev.stop()
+    rest = list(gen)
+    assert 5 <= count < 100 and first + rest == reference[:count]
+    st = dev.status()
+    assert st.tokens_generated == count and st.state == p.DeviceState.IDLE
+    assert st.position == len(PROMPT) + count
+    # every produced token went into the state: the sequence continues where it stopped
+    assert list(dev.generate(10)) == reference[count:count + 10]
+    assert dev.stop() == 0                       # nothing running: harmless
+
+
+def test_status_counters(loaded):
+    dev, board = loaded
+    before = dev.status()
+    board.receive(b"\x00\x13\x37\x00" + b"\x00garbage-without-cobs\x00")
+    board.transmit()
+    dev.reset_state()
+    after = dev.status()
+    assert after.frames_rejected == before.frames_rejected + 2
+    assert after.naks_sent == before.naks_sent + 2
+    assert after.last_error in (p.Err.BAD_FRAME, p.Err.BAD_CRC)
+    assert after.frames_ok == before.frames_ok + 2           # RESET_STATE and this STATUS
+    assert after.position == 0 and not after.flags & p.StatusFlag.CONTEXT
+    dev.feed([1, 2])
+    gen = dev.generate(3)
+    list(gen)
+    st = dev.status()
+    assert st.tokens_generated == 3 and st.position == 5 and st.cycles_last_token == 0
+
+
+def test_command_errors_are_one_line_device_errors(image):
+    dev = fast_device(GoldenBoard(image_region_size=1 << 16))
+    with pytest.raises(DeviceNak, match="no valid model") as e:
+        dev.feed([1])
+    assert e.value.error == p.Err.NOT_LOADED and isinstance(e.value, OSError)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DeviceNak, match="no memory region 3"):
+        dev.write(3, 0, b"x")
+    with pytest.raises(DeviceNak, match="outside the region"):
+        dev.write(0, (1 << 16) - 2, b"abc")
+    with pytest.raises(DeviceNak, match="BAD_RANGE|outside"):
+        dev.verify(0, 0, (1 << 16) + 1)
+    dev.upload(image)
+    with pytest.raises(DeviceNak, match="feed a prompt first"):
+        dev.generate(5)
+    with pytest.raises(DeviceNak, match="token id 256"):
+        dev.feed([1, 256])
+    assert dev.status().position == 0             # a NAK means no effect: token 1 was not fed
+    with pytest.raises(ValueError, match="at least one token"):
+        dev.feed([])
+
+
+def test_busy_while_generating(loaded):
+    dev, _ = loaded
+    dev.busy_timeout = 0.2
+    dev.feed([1])
+    gen = dev.generate(10_000)
+    next(gen)
+    with pytest.raises(DeviceNak, match="busy"):
+        dev.reset_state()
+    assert dev.info().regions                     # INFO and STATUS are served while generating
+    assert dev.status().state == p.DeviceState.GENERATING
+    assert dev.stop() >= 1
+
+
+# --- the golden board at the frame level ---------------------------------------------------------
+
+def _replies(board, data):
+    board.receive(data)
+    return [f for f in p.FrameReceiver().feed(board.transmit()) if isinstance(f, p.Frame)]
+
+
+def test_repeated_command_is_answered_not_executed(image):
+    board = GoldenBoard(image)
+    feed = p.encode_frame(40, p.Cmd.FEED, p.FeedRequest((1, 2, 3)).pack())
+    r1 = _replies(board, feed)
+    r2 = _replies(board, feed)
+    assert r1 == r2 and r1[0].code == p.Reply.ACK and p.FeedReply.unpack(r1[0].payload).position == 3
+    assert board.position == 3
+    r3 = _replies(board, p.encode_frame(41, p.Cmd.FEED, p.FeedRequest((1, 2, 3)).pack()))
+    assert p.FeedReply.unpack(r3[0].payload).position == 6
+    # same seq, different contents: a new command
+    r4 = _replies(board, p.encode_frame(41, p.Cmd.FEED, p.FeedRequest((4,)).pack()))
+    assert p.FeedReply.unpack(r4[0].payload).position == 7
+
+
+def test_resend_and_done_query(image, reference):
+    board = GoldenBoard(image, token_history=4)
+    _replies(board, p.encode_frame(1, p.Cmd.FEED, p.FeedRequest(tuple(PROMPT)).pack()))
+    _replies(board, p.encode_frame(2, p.Cmd.GENERATE, p.GenerateRequest(6).pack()))
+    stream = bytearray()
+    while board.poll():
+        stream += board.transmit()
+    frames = p.FrameReceiver().feed(stream)
+    assert [p.Token.unpack(f.payload).token for f in frames[:-1]] == reference[:6]
+    assert frames[-1].code == p.Reply.DONE and p.Done.unpack(frames[-1].payload).count == 6
+    r = _replies(board, p.encode_frame(3, p.Cmd.RESEND, p.ResendRequest(5).pack()))[0]
+    assert r.seq == 3 and r.code == p.Reply.TOKEN and p.Token.unpack(r.payload) == p.Token(5, reference[5], 0)
+    r = _replies(board, p.encode_frame(4, p.Cmd.RESEND, p.ResendRequest(1).pack()))[0]
+    assert r.code == p.Reply.NAK and p.Nak.unpack(r.payload).error == p.Err.GONE     # beyond the history
+    r = _replies(board, p.encode_frame(5, p.Cmd.RESEND, p.ResendRequest(0xFFFFFFFF).pack()))[0]
+    assert r.code == p.Reply.DONE and p.Done.unpack(r.payload) == p.Done(6, p.DoneReason.COMPLETE)
+
+
+def test_ten_thousand_malformed_frames(image):
+    """Random bytes, truncated, bit-flipped, overlong and well-formed-but-wrong frames: after every burst
+    a valid INFO is answered, and the board never faults."""
+    board = GoldenBoard(image)
+    _replies(board, p.encode_frame(1, p.Cmd.FEED, p.FeedRequest((1, 2)).pack()))
+    rng = random.Random(7)
+    valid = [p.Frame(rng.randrange(256), c, bytes(rng.randrange(256) for _ in range(lo)))
+             for c, (lo, _) in p.REQUEST_LENGTHS.items()]
+    sent = 0
+    for burst in range(100):
+        chunk = bytearray()
+        for _ in range(100):
+            kind = rng.randrange(7)
+            if kind == 0:                       # random bytes, zeros included
+                chunk += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
+            elif kind == 1:                     # truncated frame
+                w = rng.choice(valid).encode()
+                chunk += w[:rng.randrange(1, len(w) - 1)]
+            elif kind == 2:                     # one damaged byte
+                w = bytearray(rng.choice(valid).encode())
+                w[rng.randrange(1, len(w) - 1)] ^= rng.randrange(1, 256)
+                chunk += w
+            elif kind == 3:                     # overlong
+                chunk += b"\x00" + bytes(rng.randrange(1, 256) for _ in range(rng.randrange(273, 400))) + b"\x00"
+            elif kind == 4:                     # intact frame, any code, any payload length
+                payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+                chunk += p.encode_frame(rng.randrange(256), rng.randrange(256), payload)
+            elif kind == 5:                     # intact command with a random payload of a legal length
+                code = rng.choice(list(p.REQUEST_LENGTHS))
+                lo, hi = p.REQUEST_LENGTHS[code]
+                n = lo if code != p.Cmd.WRITE else rng.randrange(lo, hi + 1)
+                payload = bytearray(rng.randrange(256) for _ in range(n))
+                if code == p.Cmd.WRITE:
+                    payload[0] = rng.randrange(3)
+                chunk += p.encode_frame(rng.randrange(256), code, bytes(payload))
+            else:                               # COBS-valid body too short to be a frame
+                chunk += b"\x00" + p.cobs_encode(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 6)))) + b"\x00"
+            sent += 1
+        board.receive(bytes(chunk))
+        board.transmit()
+        seq = burst & 0xFF
+        replies = _replies(board, p.encode_frame(seq, p.Cmd.INFO))
+        infos = [f for f in replies if f.seq == seq and f.code == p.Reply.ACK]
+        assert infos and p.Info.unpack(infos[-1].payload).protocol_version == p.PROTOCOL_VERSION, burst
+    assert sent == 10_000
+    assert board.internal_errors == 0 and board.frames_rejected > 3000
+
+
+# --- a damaged link ------------------------------------------------------------------------------
+
+def test_faulty_channel_upload_and_200_tokens(image, reference):
+    board = GoldenBoard()
+    link = FaultyTransport(board, rate=1e-3, seed=2024)
+    dev = fast_device(link)
+    dev.upload(image)
+    dev.feed(PROMPT)
+    tokens = list(dev.generate(200))
+    assert tokens == reference
+    assert link.faults > 10 and dev.stats.retransmissions > 0
+    assert bytes(board.memory[0][:len(image)]) == image
+
+
+class _DropFrames:
+    """Drops the device's frames number ``drop`` (counted from 1) entirely."""
+
+    def __init__(self, board, drop):
+        self.board, self.drop, self.n = board, set(drop), 0
+
+    def write(self, data):
+        self.board.write(data)
+
+    def read(self, size):
+        data = self.board.read(size)
+        out = bytearray()
+        for part in data.split(b"\x00"):
+            if part:
+                self.n += 1
+                if self.n not in self.drop:
+                    out += b"\x00" + part + b"\x00"
+        return bytes(out)
+
+
+def test_lost_token_frames_are_asked_for_again(image, reference):
+    board = GoldenBoard(image)
+    dev = fast_device(board)
+    dev.feed(PROMPT)
+    dev.transport = _DropFrames(board, drop={4, 9, 10})
+    tokens = list(dev.generate(20))
+    assert tokens == reference[:20] and dev.stats.resends >= 2
+
+
+def test_token_gone_from_history_is_an_error(image):
+    board = GoldenBoard(image, token_history=1)
+    dev = fast_device(board)
+    dev.feed(PROMPT)
+    gen = dev.generate(10)
+    next(gen)
+    gen.pending.clear()
+    board.poll(), board.poll(), board.transmit()            # two more tokens vanish on the link
+    with pytest.raises(TokenLost, match="token 1 was lost"):
+        next(gen)
+
+
+def test_silent_device_mid_generation_times_out(image):
+    board = GoldenBoard(image)
+    link = FaultyTransport(board, rate=0)
+    dev = fast_device(link, token_timeout=0.1, retries=3)
+    dev.feed(PROMPT)
+    gen = dev.generate(100)
+    next(gen), next(gen)
+    link.mute()
+    t = time.monotonic()
+    with pytest.raises(DeviceTimeout) as e:
+        list(gen)
+    assert time.monotonic() - t < 3 and "\n" not in str(e.value)
+
+
+# --- transports ----------------------------------------------------------------------------------
+
+def test_socket_url_to_served_board(image, reference):
+    with BoardServer() as server:
+        with Device(server.url, timeout=0.5, token_timeout=2.0) as dev:
+            dev.upload(image)
+            dev.feed(PROMPT)
+            assert list(dev.generate(10)) == reference[:10]
+            assert "".join(dev.generate(0).text()) == ""
+
+
+def test_unreachable_port_is_one_line():
+    with pytest.raises(DeviceError, match="cannot open socket://127.0.0.1:1") as e:
+        Device("socket://127.0.0.1:1")
+    assert "\n" not in str(e.value)
+
+
+def test_loop_url_gets_no_reply():
+    dev = Device("loop://", timeout=0.02, retries=1)
+    t = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="no valid reply to INFO after 2 attempts"):
+        dev.info()
+    assert time.monotonic() - t < 1
+
+
+# --- images that do not fit ----------------------------------------------------------------------
+
+def test_incompatible_images_refused_before_writing(image):
+    board = GoldenBoard(max_hidden=16)
+    dev = fast_device(board)
+    with pytest.raises(IncompatibleImage, match="hidden size 32 > 16"):
+        dev.upload(image)
+    assert board.frames_ok == 1                              # only the INFO
+    with pytest.raises(IncompatibleImage, match="needs 28"):
+        fast_device(GoldenBoard(image_region_size=4096)).upload(image)
+    bad = bytearray(image)
+    bad[5000] ^= 1
+    with pytest.raises(ImageError, match="CRC mismatch"):
+        fast_device(GoldenBoard()).upload(bytes(bad))
+    with pytest.raises(ImageError, match="truncated"):
+        fast_device(GoldenBoard()).upload(image[:1000])
+
+
+def test_text_stream(loaded, reference):
+    dev, _ = loaded
+    dev.feed(PROMPT)
+    text = "".join(dev.generate(30).text())
+    assert text == bytes(reference[:30]).decode("utf-8", "replace")
