@@ -107,6 +107,10 @@ def validation_loss(model, data, window=VAL_WINDOW, batch_size=64):
     losses over the whole of ``data`` divided by the number of predicted bytes,
     ``len(data) - number of windows``. The model is put in eval mode (no dropout) for the measurement
     and returned to its previous mode.
+
+    The BitLinear layers' cached ternary weights are dropped first: their cache notices in-place
+    updates through the tensor version counter, which fused optimisers (``AdamW(fused=True)``) do
+    not advance.
     """
     data = torch.as_tensor(data).flatten()
     n = data.numel()
@@ -115,6 +119,9 @@ def validation_loss(model, data, window=VAL_WINDOW, batch_size=64):
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    for m in model.modules():
+        if isinstance(m, BitLinear):
+            m._cache = None
     total, count = 0.0, 0
     full = n // window
     pieces = [data[:full * window].view(full, window)[i:i + batch_size]
@@ -245,13 +252,14 @@ def _device_name(device):
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def _optimizer(model, recipe):
+def _optimizer(model, recipe, device):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.dim() == 2 and name != "model.lower_bounds" else no_decay).append(p)
     groups = [dict(params=decay, weight_decay=recipe["weight_decay"]),
               dict(params=no_decay, weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=recipe["lr"], betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=recipe["lr"], betas=(0.9, 0.95), eps=1e-8,
+                             fused=device.type == "cuda")
 
 
 def _sha256(path):
@@ -264,7 +272,7 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def train(recipe=None, data=None, out=None, device="auto", resume=False, progress=True):
+def train(recipe=None, data=None, out=None, device="auto", resume=False, progress=True, compile=None):
     """Train a model; returns the summary that is also written to ``out/train.json``.
 
     ``recipe``: options overriding :data:`DEFAULTS`. ``data``: the text file (default
@@ -272,6 +280,11 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
     continues from ``out/checkpoint.pt``; its recipe is the checkpoint's, and only ``steps``,
     ``eval_every``, ``checkpoint_every`` and ``patience`` may be given different values (the cosine
     schedule follows the new ``steps``).
+
+    ``compile`` (default: on CUDA only) runs the training forward and backward through
+    ``torch.compile``, which fuses the many small elementwise kernels of the quantisers and the scan.
+    On CUDA, matmuls use TF32: exact in the ternary forward (small integers times trits), rounded in
+    the gradients and in a float twin's forward.
     """
     given = dict(recipe or {})
     unknown = sorted(set(given) - set(DEFAULTS))
@@ -286,6 +299,8 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
             raise FileNotFoundError(2, "no such file (the default data file; give one with --data)",
                                     str(data))
     device = _device(device)
+    if compile is None:
+        compile = device.type == "cuda"
     ckpt_path = out / CHECKPOINT
     checkpoint = None
     if resume:
@@ -316,7 +331,7 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
     model = HGRNBitForCausalLM(config)
     model.dropout = recipe["dropout"]
     generator = torch.Generator().manual_seed(recipe["seed"])
-    optimizer = _optimizer(model, recipe)
+    optimizer = _optimizer(model, recipe, device)
     state = dict(step=0, tokens=0, wall=0.0, best_val=None, best_step=None, history=[])
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -359,6 +374,7 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
             tokens_seen=state["tokens"],
             wall_time_s=round(state["wall"], 1),
             device=_device_name(device),
+            compiled=bool(compile),
             torch=torch.__version__,
             command=command_line(recipe, data, out),
         )
@@ -388,6 +404,10 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
         stack.enter_context(parallel_scan(model))
         if recipe["float"]:
             stack.enter_context(float_twin(model))
+        if device.type == "cuda":
+            stack.callback(torch.set_float32_matmul_precision, torch.get_float32_matmul_precision())
+            torch.set_float32_matmul_precision("high")
+        forward = torch.compile(model) if compile else model
         bar = tqdm(total=steps, initial=min(state["step"], steps), disable=not progress,
                    desc="float twin" if recipe["float"] else "train", unit="step", dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -401,7 +421,7 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, recipe)
             ids = _batch(train_data, recipe["batch"], recipe["context"], generator, device)
-            loss = model(ids, labels=ids).loss
+            loss = forward(ids, labels=ids).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip"])
@@ -462,7 +482,7 @@ def _run(args):
     if not args.resume:
         recipe.setdefault("float", False)
     result = train(recipe, data=args.data, out=args.out, device=args.device, resume=args.resume,
-                   progress=not args.quiet)
+                   progress=not args.quiet, compile=False if args.no_compile else None)
     v = result["validation"]
     kind = "float twin" if not result["quantised"] else "ternary"
     print(f"{args.out}: {kind} model, {result['model']['ternary_weights']:,} ternary weights, "
@@ -515,5 +535,7 @@ def register(sub):
                    help="where to train (default auto: cuda when available)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same recipe)")
+    g.add_argument("--no-compile", action="store_true",
+                   help="do not use torch.compile (it is used on CUDA by default, never on CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
