@@ -1,0 +1,722 @@
+"""The token engine of the accelerator: a whole HGRNBit model on chip, one token per request.
+
+:class:`Core` holds the four model regions of :mod:`mmfree.memory_map` in block RAM, reads the model's
+shape from the SCALARS region at the start of every token (so any model that fits its
+:class:`~mmfree.hw.config.HwConfig` runs on the same gateware), and computes exactly what
+:meth:`mmfree.golden.GoldenModel.step` computes, bit for bit: the next token by argmax and the largest
+logit.
+
+Blocks
+------
+::
+
+    TRITS --> weight streamer --> +-------------------+      scale FIFO
+                                  | TernaryLinear     | <------------------+
+    RMSNormQuantizer --codes--> packer --> (matvec,   |                    |
+          ^        `--scale---------------> rescale)  |                    |
+          |                       +---------+---------+                    |
+          | quantiser feed FIFO             | one ACT value per row        |
+          |                                 v                              |
+    vector unit <--- write-back: Y store, argmax, or (row, value) to the vector unit
+      (EMBED, RES: residual + norm weight, FEED, MLGRU, GLU; reads X, V, Y, PARAMS, GATES, STATE)
+
+* The **weight streamer** reads TRITS with one pointer that only increments, ``lanes`` trits a
+  clock, every matrix of the token in order, and marks the final beat of each matrix.
+* The **vector unit** is one fixed-latency pipeline built from the datapaths of
+  :mod:`mmfree.hw.activations`. It runs one *pass* at a time over ``H`` (or ``I``) elements, fed
+  either by a counter or by the rows coming out of the rescale stage, and its output goes to the
+  quantiser of the next projection. So the element-wise work of the MLGRU, the GLU, the residual adds
+  and the norms happens while the matrix that produces its input is still streaming:
+
+  ==========  =================================================  ====================================
+  pass        per element j                                      source / quantiser input
+  ==========  =================================================  ====================================
+  EMBED       ``X[j] = embedding_to_act(emb[tok, j])``           counter / none
+  NORM0       ``X, V[j] = norm_w(X[j])``                         counter / ``i`` of layer 0
+  FEED        (``V[j]`` again, other norm weight)                counter / ``f``, then ``g``
+  MLGRU       ``f, c, h = ...; STATE[l, j] = h``; ``o_in``       rows of ``g`` / ``o``
+  RES         ``X[j] = sat(X[j] + y); V[j] = norm_w(X[j])``      rows of ``o`` / ``gate``;
+                                                                 rows of ``down`` / next ``i`` or
+                                                                 ``lm_head``
+  GLU         ``mul_act(silu(Y[j]), y)``                         rows ``I..2I`` of ``gate`` / ``down``
+  ==========  =================================================  ====================================
+
+  Rows of ``i``, ``f``, ``g``, the first half of ``gate`` and ``lm_head`` are stored in ``Y`` (at
+  ``0``, ``H``, ``2H``, ``0``, ``0``); the rows of ``lm_head`` also go through the argmax.
+* The sequencer reads the exponents and weight scales of each pass from SCALARS and walks PARAMS with
+  one pointer in :func:`~mmfree.memory_map.param_order` (embeddings excepted), both in order.
+
+Interface
+---------
+``req`` : stream In, ``cmd`` (:class:`Command`) and ``token``. Taken only while the core is idle.
+    ``STEP`` runs one token and answers on ``res``; ``RESET_STATE`` zeroes the recurrent state of every
+    layer (it takes one cycle and has no answer).
+``res`` : stream Out, one per ``STEP``: ``token`` (argmax of the logits, lowest index on ties),
+    ``logit`` (the largest logit, ACT) and ``error``: the SCALARS descriptor does not describe a model
+    that fits the configuration, or the token id is not below ``V`` (nothing is computed then).
+``busy`` : Out, high from a ``STEP`` until its answer is offered on ``res``.
+``cycles`` : Out(32), clock cycles of the last ``STEP`` from its request to its answer.
+``wr_trits``, ``wr_params``, ``wr_gates``, ``wr_scalars`` : In, one write port per region:
+    ``addr`` (word address), ``data`` (one word: TRITS ``2 * lanes`` bits, PARAMS 16, GATES 17,
+    SCALARS 32), ``en``. Words are the regions' little-endian words of :mod:`mmfree.memory_map`
+    (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
+    ``STEP`` changes what that token reads.
+``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
+    the word at the ``addr`` of the previous cycle, valid while ``busy`` is low (the core shares the
+    memories' only read port). ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits
+    (ACT) at ``0 .. V-1``: the place a sampler takes them from.
+
+Internal memories: ``X`` (residual, ACT, ``max_hidden``), ``V`` (norm and element-wise outputs, ACT,
+``max(max_hidden, max_intermediate)``), ``Y`` (projection outputs, ACT, ``max(3H, 2I, V)``), ``STATE``
+(``max_layers x max_hidden``, STATE format), and the int8 codes inside the quantiser and the
+matrix-vector unit. The state persists across tokens; a per-layer flag set by ``RESET_STATE`` (and at
+reset) makes the next token read a layer's state as zero.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree import memory_map
+from mmfree.numerics import ACT, GATE, STATE
+
+from .activations import (
+    ACT_SHAPE, BFP_EXP_SHAPE, GATE_SHAPE, MANT_SHAPE, STATE_SHAPE, Pipeline, saturate,
+    APPLY_NORM_WEIGHT_LATENCY, LOWER_BOUND_BLEND_LATENCY, MUL_ACT_LATENCY, SIGMOID_LATENCY,
+    SILU_LATENCY, SILU_STATE_LATENCY, STATE_UPDATE_LATENCY,
+    apply_norm_weight_datapath, lower_bound_blend_datapath, mul_act_datapath, sigmoid_datapath,
+    silu_datapath, silu_state_datapath, state_update_datapath,
+)
+from .config import HwConfig
+from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
+from .ternary import TernaryLinear
+
+__all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
+           "region_words", "REGION_PORTS"]
+
+REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
+                memory_map.REGION_GATES: "gates", memory_map.REGION_SCALARS: "scalars"}
+"""Region number -> the name of its ``wr_<name>`` and ``rd_<name>`` ports."""
+
+
+def region_words(regions, lanes):
+    """The words the ``wr_<region>`` ports take, from the bytes :func:`~mmfree.memory_map.to_regions`
+    makes: ``{region: [int, ...]}``, little-endian words of ``lanes / 4`` (TRITS), 2, 4 and 4 bytes.
+    """
+    out = {}
+    for region, blob in regions.items():
+        size = lanes // 4 if region == memory_map.REGION_TRITS else memory_map.WORD_BYTES[region]
+        if len(blob) % size:
+            raise ValueError(f"region {memory_map.REGION_NAMES[region]} holds {len(blob)} bytes, "
+                             f"not a multiple of its {size}-byte word")
+        out[region] = [int.from_bytes(blob[k:k + size], "little") for k in range(0, len(blob), size)]
+    return out
+
+
+class Command(enum.Enum, shape=1):
+    STEP = 0
+    RESET_STATE = 1
+
+
+class _Pass(enum.Enum, shape=3):
+    EMBED = 0
+    NORM0 = 1
+    FEED_F = 2
+    FEED_G = 3
+    MLGRU = 4
+    RES_O = 5
+    GLU = 6
+    RES_DOWN = 7
+
+
+class _Mode(enum.Enum, shape=3):
+    EMBED = 0
+    RES = 1
+    FEED = 2
+    MLGRU = 3
+    GLU = 4
+
+
+def _addr_shape(depth):
+    return range(max(depth, 2))
+
+
+def write_signature(depth, shape):
+    """A memory write port, from the writer's side: ``addr``, ``data``, ``en``."""
+    return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": Out(shape), "en": Out(1)})
+
+
+def read_signature(depth, shape):
+    """A memory read port, from the reader's side: ``addr`` out, ``data`` (one cycle later) in."""
+    return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": In(shape)})
+
+
+def request_layout(config):
+    return data.StructLayout({"cmd": Command,
+                              "token": unsigned(max(16, (config.max_vocab - 1).bit_length()))})
+
+
+def result_layout(config):
+    return data.StructLayout({"token": _addr_shape(config.max_vocab), "logit": ACT_SHAPE, "error": 1})
+
+
+# vector-unit pipeline: stage (after the operand registers) at which each value is ready
+_ANW_AT = 1 + APPLY_NORM_WEIGHT_LATENCY                      # norm weight applied (embedding, RES, g)
+_F_AT = SIGMOID_LATENCY + LOWER_BOUND_BLEND_LATENCY          # forget gate
+_C_AT = SILU_LATENCY                                         # silu(Y[j])
+_U_IN = max(_F_AT, _C_AT)
+_H_AT = _U_IN + STATE_UPDATE_LATENCY                         # new state
+_SH_AT = _H_AT + SILU_STATE_LATENCY                          # silu of the new state
+_MUL_IN = max(_SH_AT, _ANW_AT, _C_AT)
+_OUT_AT = _MUL_IN + MUL_ACT_LATENCY                          # every pass's output
+_FRONT = 3                                                   # accept, A data, B data -> operands
+_QDEPTH = _FRONT + _OUT_AT + 4                               # quantiser feed FIFO: a full pipeline
+_WDEPTH = 4                                                  # weight FIFO
+
+
+class Core(wiring.Component):
+    """One token of an HGRNBit model per ``STEP`` request; see the module documentation.
+
+    Parameters
+    ----------
+    config : :class:`~mmfree.hw.config.HwConfig`
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, HwConfig):
+            raise TypeError(f"config must be a HwConfig, not {config!r}")
+        self.config = cfg = config
+        P = cfg.lanes
+        super().__init__({
+            "req": In(stream.Signature(request_layout(cfg))),
+            "res": Out(stream.Signature(result_layout(cfg))),
+            "busy": Out(1),
+            "cycles": Out(32),
+            "wr_trits": In(write_signature(cfg.trit_words, 2 * P)),
+            "wr_params": In(write_signature(cfg.param_words, 16)),
+            "wr_gates": In(write_signature(cfg.gate_words, GATE.width)),
+            "wr_scalars": In(write_signature(cfg.scalar_words, 32)),
+            "rd_trits": In(read_signature(cfg.trit_words, 2 * P)),
+            "rd_params": In(read_signature(cfg.param_words, 16)),
+            "rd_gates": In(read_signature(cfg.gate_words, GATE.width)),
+            "rd_scalars": In(read_signature(cfg.scalar_words, 32)),
+            "rd_logits": In(read_signature(cfg.y_depth, ACT_SHAPE)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        self._buffers = {}                              # for tests: name -> Memory
+        cfg = self.config
+        P, LP = cfg.lanes, cfg.lanes_log2
+        HMAX, IMAX, LMAX, VMAX, KMAX = (cfg.max_hidden, cfg.max_intermediate, cfg.max_layers,
+                                        cfg.max_vocab, cfg.max_k)
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+
+        # --- memories ------------------------------------------------------------------------------
+        def region(name, shape, depth, wr, rd):
+            mem = memory.Memory(shape=shape, depth=depth, init=[])
+            m.submodules[name] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en)]
+            rp = mem.read_port()
+            m.d.comb += rd.data.eq(rp.data)
+            return rp
+
+        trits_rp = region("trits", unsigned(2 * P), cfg.trit_words, self.wr_trits, self.rd_trits)
+        params_rp = region("params", unsigned(16), cfg.param_words, self.wr_params, self.rd_params)
+        gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
+        scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)
+
+        def buffer(name, shape, depth):
+            mem = memory.Memory(shape=shape, depth=depth, init=[])
+            m.submodules[name] = mem
+            self._buffers[name] = mem
+            return mem.write_port(), mem.read_port()
+
+        x_wp, x_rp = buffer("x_buf", ACT_SHAPE, HMAX)
+        v_wp, v_rp = buffer("v_buf", ACT_SHAPE, KMAX)
+        y_wp, y_rp = buffer("y_buf", ACT_SHAPE, cfg.y_depth)
+        s_wp, s_rp = buffer("state", STATE_SHAPE, LMAX * HMAX)
+        m.d.comb += self.rd_logits.data.eq(y_rp.data)
+
+        # --- compute units -------------------------------------------------------------------------
+        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
+        m.submodules.linear = linear = TernaryLinear(P, KMAX, exp_width=16)
+        m.submodules.scale_fifo = scale_fifo = fifo.SyncFIFO(width=32, depth=4)
+        m.d.comb += [
+            scale_fifo.w_data.eq(quant.scale.payload.as_value()),
+            scale_fifo.w_en.eq(quant.scale.valid),
+            quant.scale.ready.eq(scale_fifo.w_rdy),
+            linear.scale.valid.eq(scale_fifo.r_rdy),
+            linear.scale.payload.mant.eq(scale_fifo.r_data[:16]),
+            linear.scale.payload.exp.eq(scale_fifo.r_data[16:32]),
+            scale_fifo.r_en.eq(linear.scale.ready),
+        ]
+
+        # codes, one per cycle, packed into beats of P codes
+        col = Signal(8 * P)
+        cnt = Signal(range(P))
+        beat = Signal(8 * P)
+        beat_valid = Signal()
+        beat_last = Signal()
+        codes = quant.codes
+        complete = Signal()
+        m.d.comb += [
+            complete.eq((cnt == P - 1) | codes.payload.last),
+            codes.ready.eq(~complete | ~beat_valid | linear.act.ready),
+            linear.act.valid.eq(beat_valid),
+            linear.act.payload.codes.as_value().eq(beat),
+            linear.act.payload.last.eq(beat_last),
+        ]
+        with m.If(linear.act.valid & linear.act.ready):
+            m.d.sync += beat_valid.eq(0)
+        with m.If(codes.valid & codes.ready):
+            new_col = Cat(col[8:], codes.payload.code)
+            with m.If(complete):
+                m.d.sync += [beat.eq(new_col), beat_valid.eq(1), beat_last.eq(codes.payload.last),
+                             cnt.eq(0)]
+            with m.Else():
+                m.d.sync += [col.eq(new_col), cnt.eq(cnt + 1)]
+
+        # --- model shape and sequencer registers ---------------------------------------------------
+        tok = Signal(range(VMAX))
+        H = Signal(range(HMAX + 1))
+        I = Signal(range(IMAX + 1))
+        L = Signal(range(LMAX + 1))
+        V = Signal(range(VMAX + 1))
+        raw = [Signal(32, name=f"shape_word{k}") for k in range(4)]
+        req_token = Signal.like(self.req.payload.token)
+        max_beats = max(HMAX * HMAX, 2 * IMAX * HMAX, VMAX * HMAX) // P
+        nb_hh = Signal(range(max_beats + 1))           # beats of an H x H matrix
+        nb_ih = Signal(range(max_beats + 1))           # beats of down (H x I); gate has twice as many
+        nb_vh = Signal(range(max_beats + 1))           # beats of lm_head
+        emb_end = Signal(range(cfg.param_words))       # V * H: the first norm weight in PARAMS
+        tok_row = Signal(range(cfg.param_words))       # tok * H
+        layer = Signal(range(LMAX + 1))
+        lh = Signal(range(LMAX * HMAX + 1))            # layer * H: GATES and STATE base
+        fresh = Signal(LMAX, init=(1 << LMAX) - 1)     # layer state reads as zero
+        pp = Signal(range(cfg.param_words))            # PARAMS pointer: current norm weight tensor
+        ei = Signal(range(cfg.scalar_words))           # exponent index
+        si = Signal(range(cfg.scalar_words))           # scale index
+        sb = Signal(range(cfg.scalar_words + 1))       # first scale word
+        kind = Signal(_Pass)
+        expA = Signal(BFP_EXP_SHAPE)                   # norm weight applied in the vector unit
+        w_exp = Signal(BFP_EXP_SHAPE)                  # quantiser: the projection's norm exponent
+        w_m = Signal(PFLOAT_LAYOUT)                    # quantiser: the projection's weight scale
+        v_run = Signal()
+        pass_done = Signal()
+        start = Signal()                               # pulse: the streamer and write-back start
+        wb_done = Signal()                             # sticky: the last lm_head row is written back
+        best = Signal(ACT_SHAPE)
+        best_idx = Signal(range(VMAX))
+        error = Signal()
+        count = Signal(32)
+
+        # per-pass properties, from the pass kind
+        mode = Signal(_Mode)
+        two = Signal()
+        feeds = Signal()
+        from_wb = Signal()
+        n = Signal(range(KMAX + 1))
+        with m.Switch(kind):
+            with m.Case(_Pass.EMBED):
+                m.d.comb += mode.eq(_Mode.EMBED)
+            with m.Case(_Pass.NORM0, _Pass.RES_O, _Pass.RES_DOWN):
+                m.d.comb += mode.eq(_Mode.RES)
+            with m.Case(_Pass.FEED_F, _Pass.FEED_G):
+                m.d.comb += mode.eq(_Mode.FEED)
+            with m.Case(_Pass.MLGRU):
+                m.d.comb += mode.eq(_Mode.MLGRU)
+            with m.Case(_Pass.GLU):
+                m.d.comb += mode.eq(_Mode.GLU)
+        m.d.comb += [
+            two.eq((mode == _Mode.RES) | (mode == _Mode.MLGRU)),
+            feeds.eq(kind != _Pass.EMBED),
+            from_wb.eq((kind == _Pass.MLGRU) | (kind == _Pass.RES_O) | (kind == _Pass.GLU) |
+                       (kind == _Pass.RES_DOWN)),
+            n.eq(Mux(kind == _Pass.GLU, I, H)),
+        ]
+
+        # --- write-back of the rescaled rows ---------------------------------------------------------
+        rs = linear.o
+        wb_active = Signal()
+        wb_proj = Signal(range(7))                     # i f g o gate down, 6: lm_head
+        wb_layer = Signal(range(LMAX + 1))
+        wb_row = Signal(range(max(2 * IMAX, VMAX, HMAX) + 1))
+        wb_rows = Signal.like(wb_row)
+        wb_store = Signal()
+        wb_vpu = Signal()
+        wb_ybase = Signal(range(cfg.y_depth + 1))
+        with m.Switch(wb_proj):
+            with m.Case(0):
+                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(0)]
+            with m.Case(1):
+                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(H)]
+            with m.Case(2):
+                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(2 * H), wb_vpu.eq(1)]
+            with m.Case(3, 5):
+                m.d.comb += [wb_rows.eq(H), wb_vpu.eq(1)]
+            with m.Case(4):
+                m.d.comb += [wb_rows.eq(2 * I), wb_store.eq(1), wb_ybase.eq(0), wb_vpu.eq(wb_row >= I)]
+            with m.Case(6):
+                m.d.comb += [wb_rows.eq(V), wb_store.eq(1), wb_ybase.eq(0)]
+
+        # --- vector unit: source, admission, operand reads -------------------------------------------
+        src_valid = Signal()
+        src_j = Signal(range(KMAX))
+        src_y = Signal(ACT_SHAPE)
+        cj = Signal(range(KMAX + 1))
+        inflight = Signal(range(_QDEPTH + 1))
+        b_phase = Signal()
+        open_ = Signal()
+        accept = Signal()
+        m.d.comb += open_.eq(v_run & ~b_phase & (~feeds | (inflight < _QDEPTH)))
+        with m.If(from_wb):
+            m.d.comb += [
+                src_valid.eq(wb_active & wb_vpu & rs.valid),
+                src_j.eq(Mux(wb_proj == 4, wb_row - I, wb_row)),
+                src_y.eq(rs.payload.value),
+            ]
+        with m.Else():
+            m.d.comb += [src_valid.eq(v_run & (cj != n)), src_j.eq(cj), src_y.eq(0)]
+        m.d.comb += accept.eq(src_valid & open_)
+        m.d.sync += b_phase.eq(accept & two)
+        with m.If(accept & ~from_wb):
+            m.d.sync += cj.eq(cj + 1)
+
+        j_b = Signal(range(KMAX))
+        with m.If(accept):
+            m.d.sync += j_b.eq(src_j)
+        base_a = Signal(range(cfg.param_words))
+        m.d.comb += base_a.eq(Mux(kind == _Pass.EMBED, tok_row, pp))
+        with m.If(busy):
+            m.d.comb += [
+                params_rp.addr.eq(Mux(b_phase, pp + H + j_b, base_a + src_j)),
+                y_rp.addr.eq(Mux(b_phase, H + j_b, src_j)),
+                gates_rp.addr.eq(lh + src_j),
+            ]
+        with m.Else():
+            m.d.comb += [
+                params_rp.addr.eq(self.rd_params.addr),
+                y_rp.addr.eq(self.rd_logits.addr),
+                gates_rp.addr.eq(self.rd_gates.addr),
+            ]
+        m.d.comb += [x_rp.addr.eq(src_j), v_rp.addr.eq(src_j), s_rp.addr.eq(lh + src_j)]
+
+        s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        a_pa, a_ya, a_x, a_v = Signal(MANT_SHAPE), Signal(ACT_SHAPE), Signal(ACT_SHAPE), Signal(ACT_SHAPE)
+        a_lb, a_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
+        op_valid, op_j, op_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        op_pa, op_pb = Signal(MANT_SHAPE), Signal(MANT_SHAPE)
+        op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
+        op_lb, op_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
+        m.d.sync += [
+            s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y),
+            s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y),
+            a_pa.eq(params_rp.data), a_ya.eq(y_rp.data), a_x.eq(x_rp.data), a_v.eq(v_rp.data),
+            a_lb.eq(gates_rp.data), a_h.eq(s_rp.data),
+            op_valid.eq(s2_valid), op_j.eq(s2_j), op_y.eq(s2_y),
+            op_pa.eq(a_pa), op_pb.eq(params_rp.data), op_ya.eq(a_ya), op_yb.eq(y_rp.data),
+            op_x.eq(a_x), op_v.eq(a_v), op_lb.eq(a_lb),
+            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, a_h)),
+        ]
+
+        # --- vector unit: datapath (never stalls; admission is credit-based) ------------------------
+        p = Pipeline(m, Const(1))
+        valid_chain, j_chain = [op_valid], [op_j]
+        for k in range(1, _OUT_AT + 1):
+            valid_chain.append(p.reg(valid_chain[-1], name=f"vu_valid{k}"))
+            j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
+        valid_at = valid_chain.__getitem__
+        j_at = j_chain.__getitem__
+        # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
+        res_sum = saturate(op_x + op_y, ACT)
+        xin = p.reg(Mux(mode == _Mode.EMBED, 1 << ACT.frac, Mux(mode == _Mode.MLGRU, op_y, res_sum)),
+                    ACT_SHAPE, name="anw_in")
+        xs = p.reg(res_sum, ACT_SHAPE, name="res_sum")
+        anw = apply_norm_weight_datapath(m, p, xin, p.delay(op_pa, 1), expA, name="anw")
+        xs = p.delay(xs, _ANW_AT - 1)
+        m.d.comb += [
+            x_wp.addr.eq(j_at(_ANW_AT)),
+            x_wp.data.eq(Mux(mode == _Mode.EMBED, anw, xs)),
+            x_wp.en.eq(valid_at(_ANW_AT) & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
+        ]
+        # MLGRU: f = lower_bound_blend(lb, sigmoid(Y_f)), c = silu(Y_i), h = state_update(h, f, c)
+        f_sig = sigmoid_datapath(m, p, op_yb, name="f_sig")
+        f_gate = lower_bound_blend_datapath(m, p, p.delay(op_lb, SIGMOID_LATENCY), f_sig, name="f_gate")
+        f_gate = p.delay(f_gate, _U_IN - _F_AT)
+        c = silu_datapath(m, p, op_ya, name="silu")                # also the GLU's silu(gate)
+        c_u = p.delay(c, _U_IN - _C_AT)
+        h_new = state_update_datapath(m, p, p.delay(op_h, _U_IN), f_gate, c_u, name="h")
+        m.d.comb += [
+            s_wp.addr.eq(p.delay(lh + op_j, _H_AT)),
+            s_wp.data.eq(h_new),
+            s_wp.en.eq(valid_at(_H_AT) & (mode == _Mode.MLGRU)),
+        ]
+        sh = silu_state_datapath(m, p, h_new, name="silu_h")
+        sh = p.delay(sh, _MUL_IN - _SH_AT)
+        glu = mode == _Mode.GLU
+        mul_a = Mux(glu, p.delay(c, _MUL_IN - _C_AT), p.delay(anw, _MUL_IN - _ANW_AT))
+        mul_b = Mux(glu, p.delay(op_y, _MUL_IN), sh)
+        prod = mul_act_datapath(m, p, mul_a, mul_b, name="mul")
+        out_v = Signal(ACT_SHAPE)
+        with m.Switch(mode):
+            with m.Case(_Mode.FEED):
+                m.d.comb += out_v.eq(p.delay(op_v, _OUT_AT))
+            with m.Case(_Mode.RES):
+                m.d.comb += out_v.eq(p.delay(anw, _OUT_AT - _ANW_AT))
+            with m.Default():
+                m.d.comb += out_v.eq(prod)
+        out_w = p.delay(Mux((mode == _Mode.FEED) | glu, op_pa, op_pb), _OUT_AT)
+        out_valid = valid_at(_OUT_AT)
+        out_j = j_at(_OUT_AT)
+        out_last = out_j == n - 1
+        m.d.comb += [
+            v_wp.addr.eq(out_j),
+            v_wp.data.eq(out_v),
+            v_wp.en.eq(out_valid & (mode != _Mode.FEED) & (mode != _Mode.EMBED)),
+        ]
+
+        # quantiser feed
+        m.submodules.qfifo = qfifo = fifo.SyncFIFO(width=ACT.width + 16 + 1, depth=_QDEPTH)
+        m.d.comb += [
+            qfifo.w_data.eq(Cat(out_v, out_w, out_last)),
+            qfifo.w_en.eq(out_valid & feeds),
+            quant.i.valid.eq(qfifo.r_rdy),
+            quant.i.payload.v.eq(qfifo.r_data[:ACT.width]),
+            quant.i.payload.w_mant.eq(qfifo.r_data[ACT.width:ACT.width + 16]),
+            quant.i.payload.last.eq(qfifo.r_data[-1]),
+            quant.i.payload.w_exp.eq(w_exp),
+            quant.i.payload.m.eq(w_m),
+            qfifo.r_en.eq(quant.i.ready),
+        ]
+        q_take = quant.i.valid & quant.i.ready
+        m.d.sync += inflight.eq(inflight + (accept & feeds) - q_take)
+        with m.If(feeds):
+            m.d.comb += pass_done.eq(q_take & quant.i.payload.last)
+        with m.Else():
+            m.d.comb += pass_done.eq(out_valid & out_last)
+
+        # --- write-back ------------------------------------------------------------------------------
+        rs_take = rs.valid & rs.ready
+        m.d.comb += [
+            rs.ready.eq(wb_active & (~wb_vpu | (from_wb & open_))),
+            y_wp.addr.eq(wb_ybase + wb_row),
+            y_wp.data.eq(rs.payload.value),
+            y_wp.en.eq(rs_take & wb_store),
+        ]
+        with m.If(start):
+            m.d.sync += [wb_active.eq(1), wb_proj.eq(0), wb_layer.eq(0), wb_row.eq(0), wb_done.eq(0)]
+        with m.Elif(rs_take):
+            with m.If(wb_proj == 6):
+                with m.If((wb_row == 0) | (rs.payload.value > best)):
+                    m.d.sync += [best.eq(rs.payload.value), best_idx.eq(wb_row)]
+            with m.If(wb_row == wb_rows - 1):
+                m.d.sync += wb_row.eq(0)
+                with m.Switch(wb_proj):
+                    with m.Case(5):
+                        m.d.sync += [wb_layer.eq(wb_layer + 1),
+                                     wb_proj.eq(Mux(wb_layer == L - 1, 6, 0))]
+                    with m.Case(6):
+                        m.d.sync += [wb_active.eq(0), wb_done.eq(1)]
+                    with m.Default():
+                        m.d.sync += wb_proj.eq(wb_proj + 1)
+            with m.Else():
+                m.d.sync += wb_row.eq(wb_row + 1)
+
+        # --- weight streamer -------------------------------------------------------------------------
+        st_active = Signal()
+        st_proj = Signal(range(7))
+        st_layer = Signal(range(LMAX + 1))
+        st_left = Signal(range(max_beats + 1))
+        tptr = Signal(range(cfg.trit_words))
+        pend, pend_last = Signal(), Signal()
+        m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=2 * P + 1, depth=_WDEPTH)
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(st_active & (wfifo.level + pend < _WDEPTH)),
+            trits_rp.addr.eq(Mux(busy, tptr, self.rd_trits.addr)),
+            wfifo.w_data.eq(Cat(trits_rp.data, pend_last)),
+            wfifo.w_en.eq(pend),
+            linear.w.valid.eq(wfifo.r_rdy),
+            linear.w.payload.trits.eq(wfifo.r_data[:2 * P]),
+            linear.w.payload.last.eq(wfifo.r_data[2 * P]),
+            wfifo.r_en.eq(linear.w.ready),
+        ]
+        m.d.sync += [pend.eq(issue), pend_last.eq(issue & (st_left == 0))]
+        nb_next = Signal.like(st_left)
+        with m.Switch(st_proj):
+            with m.Case(0, 1, 2):
+                m.d.comb += nb_next.eq(nb_hh)                      # after i, f, g: f, g, o
+            with m.Case(3):
+                m.d.comb += nb_next.eq(nb_ih << 1)                 # gate
+            with m.Case(4):
+                m.d.comb += nb_next.eq(nb_ih)                      # down
+            with m.Case(5):
+                m.d.comb += nb_next.eq(Mux(st_layer == L - 1, nb_vh, nb_hh))
+        with m.If(start):
+            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh - 1),
+                         tptr.eq(0)]
+        with m.Elif(issue):
+            m.d.sync += tptr.eq(tptr + 1)
+            with m.If(st_left == 0):
+                m.d.sync += st_left.eq(nb_next - 1)
+                with m.Switch(st_proj):
+                    with m.Case(5):
+                        m.d.sync += [st_layer.eq(st_layer + 1),
+                                     st_proj.eq(Mux(st_layer == L - 1, 6, 0))]
+                    with m.Case(6):
+                        m.d.sync += st_active.eq(0)
+                    with m.Default():
+                        m.d.sync += st_proj.eq(st_proj + 1)
+            with m.Else():
+                m.d.sync += st_left.eq(st_left - 1)
+
+        # --- sequencer -------------------------------------------------------------------------------
+        step = Signal(range(8))
+        sc_data = scalars_rp.data
+        m.d.comb += scalars_rp.addr.eq(self.rd_scalars.addr)
+        with m.If(busy):
+            m.d.sync += count.eq(count + 1)
+
+        mul_a_s = Signal(32)
+        mul_b_s = Signal(32)
+        mul_p = Signal(64)
+        m.d.comb += mul_p.eq(mul_a_s * mul_b_s)
+        hp = H >> LP
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    with m.If(self.req.payload.cmd == Command.RESET_STATE):
+                        m.d.sync += fresh.eq((1 << LMAX) - 1)
+                    with m.Else():
+                        m.d.sync += [req_token.eq(self.req.payload.token), count.eq(1), step.eq(0)]
+                        m.next = "SHAPE"
+
+            with m.State("SHAPE"):
+                m.d.comb += [busy.eq(1), scalars_rp.addr.eq(step)]
+                m.d.sync += step.eq(step + 1)
+                for k in range(4):
+                    with m.If(step == k + 1):
+                        m.d.sync += raw[k].eq(sc_data)
+                with m.If(step == 4):
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.comb += busy.eq(1)
+                rv, rh, rl, ri = raw
+                ok = ((rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0) & (ri >= 1) & (ri <= IMAX) &
+                      (ri[:LP] == 0) & (rl >= 1) & (rl <= LMAX) & (rv >= 1) & (rv <= VMAX) &
+                      (req_token < rv))
+                m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0)]
+                with m.If(ok):
+                    m.d.sync += error.eq(0)
+                    m.next = "PRODUCTS"
+                with m.Else():
+                    m.d.sync += [error.eq(1), best.eq(0), best_idx.eq(0)]
+                    m.next = "RESULT"
+
+            with m.State("PRODUCTS"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += step.eq(step + 1)
+                with m.Switch(step):
+                    with m.Case(0):
+                        m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(H)]
+                        m.d.sync += emb_end.eq(mul_p)
+                    with m.Case(1):
+                        m.d.comb += [mul_a_s.eq(tok), mul_b_s.eq(H)]
+                        m.d.sync += tok_row.eq(mul_p)
+                    with m.Case(2):
+                        m.d.comb += [mul_a_s.eq(H), mul_b_s.eq(hp)]
+                        m.d.sync += nb_hh.eq(mul_p)
+                    with m.Case(3):
+                        m.d.comb += [mul_a_s.eq(I), mul_b_s.eq(hp)]
+                        m.d.sync += nb_ih.eq(mul_p)
+                    with m.Case(4):
+                        m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(hp)]
+                        m.d.sync += nb_vh.eq(mul_p)
+                        m.next = "START"
+
+            with m.State("START"):
+                m.d.comb += [busy.eq(1), start.eq(1)]
+                m.d.sync += [
+                    pp.eq(emb_end), ei.eq(0), si.eq(0), sb.eq((L << 3) + L + 7),
+                    layer.eq(0), lh.eq(0), kind.eq(_Pass.EMBED), step.eq(0),
+                ]
+                m.next = "SETUP"
+
+            with m.State("SETUP"):
+                # exponent A (or the quantiser's), exponent B, weight scale
+                m.d.comb += busy.eq(1)
+                m.d.sync += step.eq(step + 1)
+                with m.Switch(step):
+                    with m.Case(0):
+                        m.d.comb += scalars_rp.addr.eq(4 + ei)
+                    with m.Case(1):
+                        m.d.comb += scalars_rp.addr.eq(5 + ei)
+                        m.d.sync += [expA.eq(sc_data[:len(expA)]), w_exp.eq(sc_data[:len(w_exp)])]
+                    with m.Case(2):
+                        m.d.comb += scalars_rp.addr.eq(sb + si)
+                        with m.If(two):
+                            m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
+                    with m.Case(3):
+                        m.d.sync += [w_m.as_value().eq(sc_data), v_run.eq(1), cj.eq(0)]
+                        m.next = "RUN"
+
+            with m.State("RUN"):
+                m.d.comb += busy.eq(1)
+                with m.If(pass_done):
+                    m.d.sync += [v_run.eq(0), step.eq(0)]
+                    m.next = "NEXT"
+
+            with m.State("NEXT"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += si.eq(si + feeds)
+                with m.Switch(kind):
+                    with m.Case(_Pass.EMBED):
+                        m.d.sync += [ei.eq(1), kind.eq(_Pass.NORM0)]
+                    with m.Case(_Pass.NORM0):
+                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F)]
+                    with m.Case(_Pass.FEED_F):
+                        m.d.sync += [pp.eq(pp + H), ei.eq(ei + 1), kind.eq(_Pass.FEED_G)]
+                    with m.Case(_Pass.FEED_G):
+                        m.d.sync += [pp.eq(pp + H), ei.eq(ei + 1), kind.eq(_Pass.MLGRU)]
+                    with m.Case(_Pass.RES_O):
+                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.GLU)]
+                    with m.Case(_Pass.MLGRU):
+                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.RES_O),
+                                     lh.eq(lh + H), fresh.bit_select(layer, 1).eq(0)]
+                    with m.Case(_Pass.GLU):
+                        m.d.sync += [pp.eq(pp + I), ei.eq(ei + 1), kind.eq(_Pass.RES_DOWN)]
+                    with m.Case(_Pass.RES_DOWN):
+                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F),
+                                     layer.eq(layer + 1)]
+                with m.If((kind == _Pass.RES_DOWN) & (layer == L - 1)):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.next = "SETUP"
+
+            with m.State("FINISH"):
+                m.d.comb += busy.eq(1)
+                with m.If(wb_done):
+                    m.next = "RESULT"
+
+            with m.State("RESULT"):
+                m.d.comb += [
+                    self.res.valid.eq(1),
+                    self.res.payload.token.eq(best_idx),
+                    self.res.payload.logit.eq(best),
+                    self.res.payload.error.eq(error),
+                ]
+                with m.If(self.res.ready):
+                    m.next = "IDLE"
+
+        cycles = Signal(32)
+        with m.If(self.res.valid & (count != 0)):
+            m.d.sync += [cycles.eq(count), count.eq(0)]
+        m.d.comb += self.cycles.eq(cycles)
+        return m

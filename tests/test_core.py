@@ -1,0 +1,283 @@
+# amaranth: UnusedElaboratable=no
+"""The token engine (:class:`mmfree.hw.core.Core`) against the integer golden model, token for token.
+
+The model is loaded through the core's write ports exactly as :func:`mmfree.memory_map.to_regions`
+lays it out; every next token and the largest logit must equal :meth:`GoldenModel.step`'s.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from mmfree import memory_map as mm
+from mmfree.golden import GoldenModel, ModelShape, quantize_model
+from mmfree.hw.config import HwConfig, PRESETS, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
+from mmfree.hw.core import Core, Command, region_words, REGION_PORTS
+from conftest import small_model
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+def test_config_presets():
+    tiny = HwConfig.preset("tiny")
+    assert tiny.fits(TINY_SHAPE) and tiny.lanes == 32
+    assert tiny.trit_words * 32 == TINY_SHAPE.ternary_weights
+    demo = HwConfig.preset("ulx3s-85f")
+    assert demo.fits(DEMO_SHAPE) and demo.trit_words * 32 == 1_433_600
+    assert not tiny.fits(DEMO_SHAPE)
+    assert HwConfig.from_dict(demo.to_dict()) == demo
+    with pytest.raises(ValueError, match="no hardware preset 'nope'"):
+        HwConfig.preset("nope")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(lanes=24), ValueError, "lanes must be a power of two from 4 to 1024, not 24"),
+    (dict(lanes=2), ValueError, "lanes must be a power of two"),
+    (dict(max_hidden=48), ValueError, r"max_hidden \(48\) must be a multiple of lanes \(32\)"),
+    (dict(max_layers=0), ValueError, "max_layers must be positive, not 0"),
+    (dict(max_vocab=2.5), TypeError, "max_vocab must be an int, not 2.5"),
+    (dict(trit_bytes=12), ValueError, r"trit_bytes \(12\) must be a multiple of lanes / 4"),
+])
+def test_config_errors(kwargs, error, message):
+    base = dict(max_hidden=64, max_layers=2, max_intermediate=256, max_vocab=256, trit_bytes=1024,
+                param_words=1024, lanes=32)
+    base.update(kwargs)
+    with pytest.raises(error, match=message):
+        HwConfig(**base)
+
+
+def test_config_check():
+    cfg = HwConfig.preset("tiny")
+    cfg.check(TINY_SHAPE)
+    with pytest.raises(MemoryMapError, match="hidden size 160 exceeds the configured 64"):
+        cfg.check(DEMO_SHAPE)
+    with pytest.raises(MemoryMapError, match="hidden size 48 is not a multiple of 32 lanes"):
+        cfg.check(ModelShape(256, 48, 2, 256))
+    with pytest.raises(MemoryMapError, match="the trits need"):
+        HwConfig(**{**cfg.to_dict(), "trit_bytes": 1024}).check(TINY_SHAPE)
+    with pytest.raises(MemoryMapError, match="not a multiple of 32 lanes"):
+        HwConfig.for_model(ModelShape(256, 48, 2, 256), lanes=32)
+
+
+def test_core_rejects_bad_config():
+    with pytest.raises(TypeError, match="config must be a HwConfig"):
+        Core({"lanes": 32})
+
+
+def test_region_words():
+    q = quantize_model(small_model(30, hidden=16, layers=1, intermediate=32, vocab=32))
+    regions = mm.to_regions(q, 8)
+    words = region_words(regions, 8)
+    assert words[mm.REGION_SCALARS][:4] == [32, 16, 1, 32]
+    assert len(words[mm.REGION_TRITS]) * 2 == len(regions[mm.REGION_TRITS])
+    assert words[mm.REGION_TRITS][0] == int.from_bytes(regions[mm.REGION_TRITS][:2], "little")
+    with pytest.raises(ValueError, match="region params holds 3 bytes"):
+        region_words({mm.REGION_PARAMS: b"abc"}, 8)
+
+
+# --- Amaranth simulation of the whole core -------------------------------------------------------
+
+def _model(seed, vocab, hidden, layers, intermediate):
+    return quantize_model(small_model(seed, hidden=hidden, layers=layers, intermediate=intermediate,
+                                      vocab=vocab))
+
+
+async def _load(ctx, dut, words):
+    for region, ws in words.items():
+        port = getattr(dut, "wr_" + REGION_PORTS[region])
+        ctx.set(port.en, 1)
+        for addr, word in enumerate(ws):
+            ctx.set(port.addr, addr)
+            ctx.set(port.data, word)
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+
+async def _request(ctx, dut, cmd, token=0, limit=100_000):
+    """Send one request; for STEP return ``(token, logit, error, cycles)``."""
+    ctx.set(dut.req.payload.cmd, cmd)
+    ctx.set(dut.req.payload.token, token)
+    ctx.set(dut.req.valid, 1)
+    await ctx.tick().until(dut.req.ready)
+    ctx.set(dut.req.valid, 0)
+    if cmd == Command.RESET_STATE:
+        return None
+    for _ in range(limit):
+        await ctx.tick()
+        if ctx.get(dut.res.valid):
+            break
+    else:
+        raise AssertionError(f"no result within {limit} cycles")
+    assert ctx.get(dut.busy) == 0
+    res = ctx.get(dut.res.payload)
+    ctx.set(dut.res.ready, 1)
+    await ctx.tick()
+    ctx.set(dut.res.ready, 0)
+    return int(res.token), int(res.logit), int(res.error), ctx.get(dut.cycles)
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _check_tokens(ctx_results, golden, first, n):
+    """Expected ``(token, logit)`` of ``n`` greedy steps from ``first`` (advances ``golden``)."""
+    out, tok = [], first
+    for _ in range(n):
+        logits, nxt = golden.step(tok)
+        out.append((nxt, int(logits.max())))
+        tok = nxt
+    return out
+
+
+@pytest.mark.sim
+def test_core_amaranth_small():
+    """A model smaller than the configuration (shape read at run time), greedy tokens, state
+    persistence and ``RESET_STATE``, logits readable after the token, bad requests answered."""
+    q = _model(40, vocab=32, hidden=16, layers=2, intermediate=32)
+    cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=8)
+    words = region_words(mm.to_regions(q, cfg.lanes), cfg.lanes)
+    dut = Core(cfg)
+    golden = GoldenModel(q)
+    got, want = [], []
+    logits_hw = []
+
+    async def bench(ctx):
+        await _load(ctx, dut, words)
+        tok = 5
+        for phase in range(2):
+            for _ in range(3 if phase == 0 else 2):
+                token, logit, error, cycles = await _request(ctx, dut, Command.STEP, tok)
+                assert error == 0
+                logits, nxt = golden.step(tok)
+                got.append((token, logit))
+                want.append((nxt, int(logits.max())))
+                tok = token
+            # the logits stay readable in Y until the next token
+            row = []
+            for v in range(q.shape.vocab_size):
+                ctx.set(dut.rd_logits.addr, v)
+                await ctx.tick()
+                row.append(ctx.get(dut.rd_logits.data))
+            logits_hw.append((row, logits.tolist()))
+            await _request(ctx, dut, Command.RESET_STATE)
+            golden.reset()
+            tok = 5
+        # a token id outside the vocabulary is refused, and nothing changes
+        assert (await _request(ctx, dut, Command.STEP, 32))[2] == 1
+        token, logit, error, cycles = await _request(ctx, dut, Command.STEP, 7)
+        logits, nxt = golden.step(7)
+        assert (token, logit, error) == (nxt, int(logits.max()), 0)
+        print(f"cycles per token: {cycles}")
+
+    _run(dut, bench)
+    assert got == want
+    for hw, gold in logits_hw:
+        assert hw == gold
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_core_amaranth_reload_and_full_rate_rows():
+    """A second model on the same gateware, with ``lanes == H`` so that the rows of every H-wide
+    matrix come out one per cycle (the vector unit's two-read passes must hold them back); and a
+    SCALARS descriptor that does not fit is answered with an error."""
+    cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=16)
+    dut = Core(cfg)
+    models = [_model(41, vocab=40, hidden=16, layers=1, intermediate=48),
+              _model(42, vocab=48, hidden=32, layers=3, intermediate=32)]
+    got, want = [], []
+
+    async def bench(ctx):
+        for q in models:
+            await _load(ctx, dut, region_words(mm.to_regions(q, cfg.lanes), cfg.lanes))
+            await _request(ctx, dut, Command.RESET_STATE)
+            golden = GoldenModel(q)
+            tok = 1
+            for _ in range(2):
+                token, logit, error, _ = await _request(ctx, dut, Command.STEP, tok)
+                logits, nxt = golden.step(tok)
+                got.append((token, logit, error))
+                want.append((nxt, int(logits.max()), 0))
+                tok = token
+        # a descriptor beyond the configuration: H = 64 > 32
+        ctx.set(dut.wr_scalars.addr, 1)
+        ctx.set(dut.wr_scalars.data, 64)
+        ctx.set(dut.wr_scalars.en, 1)
+        await ctx.tick()
+        ctx.set(dut.wr_scalars.en, 0)
+        assert (await _request(ctx, dut, Command.STEP, 1))[2] == 1
+
+    _run(dut, bench)
+    assert got == want
+
+
+# --- cocotb on Verilator, the tiny model's shape -------------------------------------------------
+
+def _tiny_model():
+    from mmfree.registry import bundled_models, resolve
+    if "tiny" in bundled_models():
+        q = resolve("tiny").quantized()
+        if q.shape == TINY_SHAPE:
+            return q, "the bundled tiny model"
+    return _model(50, *(TINY_SHAPE.vocab_size, TINY_SHAPE.hidden_size, TINY_SHAPE.num_layers,
+                        TINY_SHAPE.intermediate_size)), "random weights of the tiny shape"
+
+
+def core_vectors(q, config, script):
+    """Vectors for :mod:`mmfree.sim.tb_core`: the region words and a request script.
+
+    ``script`` is a list of ``("step", token or None)`` (``None``: feed back the previous answer) and
+    ``("reset",)``; the golden model gives every expected answer.
+    """
+    P = config.lanes
+    words = region_words(mm.to_regions(q, P), P)
+    vec = {}
+    for region, ws in words.items():
+        size = P // 4 if region == mm.REGION_TRITS else mm.WORD_BYTES[region]
+        vec[f"region__{REGION_PORTS[region]}"] = np.frombuffer(
+            b"".join(w.to_bytes(size, "little") for w in ws), dtype=np.uint8).reshape(len(ws), size)
+    golden = GoldenModel(q)
+    cmds, expect = [], []
+    tok = 0
+    for item in script:
+        if item[0] == "reset":
+            golden.reset()
+            cmds.append((Command.RESET_STATE.value, 0))
+            continue
+        tok = tok if item[1] is None else item[1]
+        logits, nxt = golden.step(tok)
+        cmds.append((Command.STEP.value, tok))
+        expect.append((nxt, int(logits.max())))
+        tok = nxt
+    vec["commands"] = np.array(cmds, dtype=np.int64)
+    vec["expect"] = np.array(expect, dtype=np.int64)
+    vec["weights_per_token"] = np.array(q.shape.ternary_weights)
+    vec["lanes"] = np.array(P)
+    return vec
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_core_verilator_tiny(tmp_path):
+    from mmfree.sim import runner
+    reason = runner.missing("verilator")
+    if reason:
+        pytest.skip(reason)
+    q, what = _tiny_model()
+    cfg = HwConfig.preset("tiny")
+    script = [("step", 10)] + [("step", None)] * 11 + [("reset",), ("step", 10)] + [("step", None)] * 5
+    vec = core_vectors(q, cfg, script)
+    runner.run_cocotb(Core(cfg), simulator="verilator", test_module="mmfree.sim.tb_core", name="core",
+                      vectors=vec, run_dir=tmp_path)
+    report = json.loads((tmp_path / "core_report.json").read_text())
+    assert report["tokens"] == len(vec["expect"]) and report["matched"] == report["tokens"]
+    print(f"\ntiny ({what}), {cfg.lanes} lanes: {report['tokens']} tokens identical to the golden model; "
+          f"{report['cycles_per_token']:.0f} cycles per token, lane utilisation "
+          f"{100 * report['utilisation']:.1f}%")
