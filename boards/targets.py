@@ -87,7 +87,7 @@ def _boards():
             clock="clk25", clock_hz=25 * MHZ, default_clock_hz=100 * MHZ,
             status_leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
             flash=("openFPGALoader --board ulx3s {bitstream}",
-                   "openFPGALoader --board ulx3s --write-flash {bitstream}"),
+                   "openFPGALoader --board ulx3s -f {bitstream}"),
             bitstream=".bit",
             notes=("LED 7 lights when the PLL has locked.",)))
     boards.append(Board(

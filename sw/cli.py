@@ -22,6 +22,7 @@ class UsageError(Exception):
 COMMAND_MODULES = [
     "mmfree.commands",
     "mmfree.train",
+    "mmfree.boards.commands",
 ]
 
 
