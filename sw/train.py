@@ -296,8 +296,8 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
     if data is None:
         data = DEFAULT_DATA
         if not data.is_file():
-            raise FileNotFoundError(2, "no such file (the default data file; give one with --data)",
-                                    str(data))
+            raise ValueError(f"no --data given and the default {data} does not exist (relative to "
+                             f"{Path.cwd()})")
     device = _device(device)
     if compile is None:
         compile = device.type == "cuda"
