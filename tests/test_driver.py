@@ -279,6 +279,15 @@ def test_faulty_channel_upload_and_200_tokens(image, reference):
     assert bytes(board.memory[0][:len(image)]) == image
 
 
+def test_very_noisy_link_upload_splits_frames(image):
+    """At 5e-3 most full WRITE frames are damaged; halving them after two failures gets through."""
+    board = GoldenBoard()
+    link = FaultyTransport(board, rate=5e-3, seed=5)
+    report = fast_device(link).upload(image)
+    assert bytes(board.memory[0][:len(image)]) == image and report.bytes == len(image)
+    assert link.faults > 100
+
+
 class _DropFrames:
     """Drops the device's frames number ``drop`` (counted from 1) entirely."""
 

@@ -26,6 +26,19 @@ RESEND_DONE = 0xFFFFFFFF
 """A RESEND index past any generation: the device answers with DONE once the generation has ended."""
 
 
+MIN_WRITE_SPLIT = 16
+"""WRITE chunks are not split below this many bytes."""
+
+
+class _Write:
+    __slots__ = ("offset", "data", "wire", "deadline", "attempts")
+
+    def __init__(self, offset, data, wire):
+        self.offset, self.data, self.wire = offset, data, wire
+        self.deadline = 0.0
+        self.attempts = 0
+
+
 class LinkStats:
     """Host-side counters: what the link cost (retransmissions and damage seen)."""
 
@@ -184,11 +197,13 @@ class Device:
                         self.stats.frames_rejected += 1
                     elif item.code & 0x80:              # a reply; commands (a loopback) are ignored
                         self._inbox.append(item)
-                continue
+                if self._inbox:
+                    continue
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline:                         # also when only garbage keeps arriving
                 return None
-            time.sleep(min(0.0005, deadline - now))
+            if not data:
+                time.sleep(min(0.0005, deadline - now))
 
     def _route(self, frame):
         """Hand TOKEN/DONE frames of the running generation to it; True if the frame was taken."""
@@ -279,7 +294,8 @@ class Device:
     def write(self, region, offset, data, progress=None):
         """Write ``data`` into memory ``region`` from byte ``offset``, in frames of at most 256 bytes with
         up to ``window`` in flight. ``progress(n)`` is called with each chunk's size as it is
-        acknowledged."""
+        acknowledged. A chunk whose frame is damaged twice is split in halves (down to
+        ``MIN_WRITE_SPLIT`` bytes): shorter frames get through a noisy link more often."""
         data = bytes(data)
         if not 0 <= region <= 0xFF:
             raise ValueError(f"region must be 0..255, not {region}")
@@ -287,55 +303,64 @@ class Device:
             raise ValueError(f"offset {offset} with {len(data)} bytes is outside the 32-bit address space")
         step = self._max_write()
         chunks = collections.deque((offset + i, data[i:i + step]) for i in range(0, len(data), step))
-        inflight = {}                      # seq -> [wire, deadline, attempts, size]
+        inflight = {}                      # seq -> _Write
         busy_until = None
         while chunks or inflight:
             while chunks and len(inflight) < self.window:
                 off, chunk = chunks.popleft()
                 seq = self._next_seq()
-                wire = p.encode_frame(seq, p.Cmd.WRITE, p.WriteRequest(region, off, chunk).pack())
-                self._send(wire)
+                w = _Write(off, chunk, p.encode_frame(seq, p.Cmd.WRITE, p.WriteRequest(region, off, chunk).pack()))
+                self._send(w.wire)
                 self.stats.commands += 1
-                inflight[seq] = [wire, time.monotonic() + self.timeout, 0, len(chunk)]
-            f = self._receive(min(v[1] for v in inflight.values()))
+                w.deadline = time.monotonic() + self.timeout
+                inflight[seq] = w
+            f = self._receive(min(w.deadline for w in inflight.values()))
             if f is None:
                 self.stats.timeouts += 1
                 now = time.monotonic()
-                for seq, v in inflight.items():
-                    if v[1] <= now:
-                        self._retransmit_write(v, "timeout")
+                for seq, w in list(inflight.items()):
+                    if w.deadline <= now:
+                        self._write_failed(seq, inflight, chunks, "no valid reply")
                 continue
             if self._route(f) or f.seq not in inflight:
                 continue
-            v = inflight[f.seq]
+            w = inflight[f.seq]
             if f.code == p.Reply.ACK:
                 del inflight[f.seq]
                 if progress is not None:
-                    progress(v[3])
+                    progress(len(w.data))
             elif f.code == p.Reply.NAK:
                 nak = self._nak(f)
                 if nak.error in p.FRAME_ERRORS:
-                    self._retransmit_write(v, "damaged")
+                    self._write_failed(f.seq, inflight, chunks, "frame damaged")
                 elif nak.error == p.Err.BUSY:
                     now = time.monotonic()
                     busy_until = busy_until or now + self.busy_timeout
                     if now >= busy_until:
                         raise DeviceBusy(p.Cmd.WRITE, nak)
                     time.sleep(0.01)
-                    self._send(v[0])
-                    v[1] = time.monotonic() + self.timeout
+                    self._send(w.wire)
+                    w.deadline = time.monotonic() + self.timeout
                 else:
                     raise DeviceNak(p.Cmd.WRITE, nak)
             else:
                 raise ProtocolError(f"WRITE answered with {p.command_name(f.code)}")
 
-    def _retransmit_write(self, v, why):
-        v[2] += 1
-        if v[2] > self.retries:
-            raise DeviceTimeout(f"no valid reply to WRITE after {v[2]} attempts ({self.timeout:g} s each)")
+    def _write_failed(self, seq, inflight, chunks, why):
+        w = inflight[seq]
+        w.attempts += 1
         self.stats.retransmissions += 1
-        self._send(v[0])
-        v[1] = time.monotonic() + self.timeout
+        if w.attempts >= 2 and len(w.data) >= 2 * MIN_WRITE_SPLIT:
+            # idempotent: the halves may safely overlap whatever of the whole was written
+            del inflight[seq]
+            half = len(w.data) // 2
+            chunks.appendleft((w.offset + half, w.data[half:]))
+            chunks.appendleft((w.offset, w.data[:half]))
+            return
+        if w.attempts > self.retries:
+            raise DeviceTimeout(f"WRITE failed {w.attempts} times ({why}; {self.timeout:g} s per attempt)")
+        self._send(w.wire)
+        w.deadline = time.monotonic() + self.timeout
 
     def verify(self, region, offset, length):
         """CRC-32 (``zlib.crc32``) of ``length`` bytes of ``region`` from ``offset``, computed by the
