@@ -13,7 +13,7 @@ from mmfree.image import ImageError, image_bytes
 from mmfree.model import HGRNBitConfig, HGRNBitForCausalLM
 from mmfree.sampler import reference_generate, temperature_code
 from mmfree.driver import (Device, GoldenBoard, BoardServer, FaultyTransport, DeviceError, DeviceNak,
-                           DeviceTimeout, IncompatibleImage, TokenLost, upload)
+                           DeviceTimeout, IncompatibleImage, TokenLost, check_image, upload)
 
 PROMPT = [72, 101, 108, 108, 111]
 
@@ -76,8 +76,9 @@ def test_upload_and_verify(image):
     assert dev.verify(0, 0, len(image)) == zlib.crc32(image)
     assert dev.verify(0, 100, 50) == zlib.crc32(image[100:150])
     assert bytes(board.memory[0][:len(image)]) == image
-    dev.feed([1])
     assert dev.status().flags & p.StatusFlag.LOADED
+    dev.write(0, 0, b"XXXX")                                 # a damaged header: no model
+    assert not dev.status().flags & p.StatusFlag.LOADED
 
 
 def test_greedy_generation_equals_golden_model(loaded, reference):
@@ -384,6 +385,18 @@ def test_incompatible_images_refused_before_writing(image):
         fast_device(GoldenBoard()).upload(bytes(bad))
     with pytest.raises(ImageError, match="truncated"):
         fast_device(GoldenBoard()).upload(image[:1000])
+
+
+def test_version_mismatch_refused(image):
+    from dataclasses import replace
+    info = GoldenBoard().info
+    check_image(info, image)
+    with pytest.raises(IncompatibleImage, match="numeric-spec version 7; the image needs version 1"):
+        check_image(replace(info, numeric_spec_version=7), image)
+    with pytest.raises(IncompatibleImage, match="image format version 2"):
+        check_image(replace(info, image_format_version=2), image)
+    with pytest.raises(IncompatibleImage, match="region 0 is 'TRIT'"):
+        check_image(replace(info, regions=(p.Region(b"TRIT", 1 << 20),)), image)
 
 
 def test_text_stream(loaded, reference):

@@ -193,7 +193,12 @@ class GoldenBoard:
         else:
             state = p.DeviceState.IDLE
         flags = p.StatusFlag(0)
-        if self._golden is not None and not self._dirty:
+        if not self.generating:
+            try:
+                self._model()
+            except _Nak:
+                pass
+        if self._golden is not None:
             flags |= p.StatusFlag.LOADED
         if self._logits is not None:
             flags |= p.StatusFlag.CONTEXT
