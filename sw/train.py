@@ -331,21 +331,18 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
     model = HGRNBitForCausalLM(config)
     model.dropout = recipe["dropout"]
     generator = torch.Generator().manual_seed(recipe["seed"])
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    model.to(device)
     optimizer = _optimizer(model, recipe, device)
     state = dict(step=0, tokens=0, wall=0.0, best_val=None, best_step=None, history=[])
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.load_state_dict(checkpoint["optimizer"])    # moves its state to the parameters' device
         state.update({k: checkpoint[k] for k in state})
         torch.set_rng_state(checkpoint["rng_torch"])
         generator.set_state(checkpoint["rng_data"])
         if device.type == "cuda" and checkpoint.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
-    model.to(device)
-    for group in optimizer.state.values():
-        for k, v in group.items():
-            if torch.is_tensor(v) and k != "step":
-                group[k] = v.to(device)
     out.mkdir(parents=True, exist_ok=True)
 
     data_info = dict(file=Path(data).name, sha256=_sha256(data), bytes=train_data.numel() + val_data.numel(),
