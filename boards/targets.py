@@ -19,7 +19,7 @@ as zero for a few microseconds after configuration, and nothing here may depend 
 from dataclasses import dataclass, field
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import wiring, io
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -151,7 +151,7 @@ class BoardTop(Elaboratable):
 
     def _ecp5_pll(self, m, platform, clk_out, locked):
         p = self.pll.params
-        clk = platform.request(self.board.clock, 0, dir="i")
+        m.submodules.clk_buf = clk = io.Buffer("i", platform.request(self.board.clock, 0, dir="-"))
         m.submodules.pll = Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=f"{float(self.pll.f_in) / MHZ:g}",
@@ -207,18 +207,25 @@ class BoardTop(Elaboratable):
         m.d.por += ready.eq(timer == delay)
         m.d.comb += cd_sync.rst.eq(~ready)
 
-        uart = platform.request("uart", 0)
-        _wire_design(m, self.design, uart.rx.i, uart.tx.o)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        _wire_design(m, self.design, rx_buf.i, tx_buf.o)
+
+        def led(name, number, value):
+            buf = io.Buffer("o", platform.request(name, number, dir="-"))
+            m.submodules[f"{name}_{number}"] = buf
+            m.d.comb += buf.o.eq(value)
 
         status = self.design.status
         for bit, res in enumerate(self.board.status_leds):
             if res is not None:
-                m.d.comb += platform.request(*res).o.eq(status[bit])
+                led(*res, status[bit])
         if self.board.family == "ecp5":
-            m.d.comb += platform.request("led", 7).o.eq(locked_por)
+            led("led", 7, locked_por)
         elif self.board.name == "icebreaker":
-            m.d.comb += [platform.request("led_g", 0).o.eq(status[3]),
-                         platform.request("led_r", 0).o.eq(status[2] | ~locked_por)]
+            led("led_g", 0, status[3])
+            led("led_r", 0, status[2] | ~locked_por)
         return m
 
 
