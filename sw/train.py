@@ -62,7 +62,7 @@ CHECKPOINT = "checkpoint.pt"
 
 # The recipe (the defaults train the ``demo`` model).
 DEFAULTS = dict(
-    hidden=144, layers=5, intermediate=464,
+    hidden=160, layers=4, intermediate=512,
     steps=3000, batch=64, context=256,
     lr=3e-3, min_lr_ratio=0.1, warmup=100, weight_decay=0.05, clip=1.0, dropout=0.1,
     seed=0, eval_every=100, checkpoint_every=500, patience=0, float=False,

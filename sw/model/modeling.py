@@ -75,8 +75,15 @@ class BitLinear(nn.Module):
         self.norm = RMSNorm(in_features, eps=1e-8)
         self._cache = None
 
+    def train(self, mode=True):
+        # Optimisers that update parameters in place without bumping the version counter (fused
+        # AdamW) would otherwise leave a stale cache; every train()/eval() switch drops it.
+        self._cache = None
+        return super().train(mode)
+
     def quantized_weight(self):
-        """``(trits [out, in] float, m)`` of the current latent weight; cached while it is unchanged."""
+        """``(trits [out, in] float, m)`` of the current latent weight; cached while it is unchanged
+        (same storage and version) and dropped at every ``train()``/``eval()`` switch."""
         if self.weight.requires_grad and torch.is_grad_enabled():
             return weight_quant(self.weight)
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.weight.device)
