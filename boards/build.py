@@ -7,9 +7,10 @@ factory of components with the accelerator's ports) and does:
    is generated for the frequency the PLL achieves, not the one requested;
 2. **elaborate**: the design, wrapped for the board (:class:`~mmfree.boards.targets.BoardTop`), into an
    Amaranth build plan (``platform.build(top, do_build=False)``);
-3. **hash**: the build hash is a SHA-256 (first 64 bits, 16 hex digits) of every file of that plan,
-   generated with build hash 0, and of the tool versions. The design is then generated again with its
-   own hash built in (the device's INFO returns it) and built;
+3. **hash**: the design digest is a SHA-256 of every file of that plan, generated with build hash 0,
+   and of the tool versions; the *build hash* is its first 32 bits (8 hex digits), the field the
+   device's INFO returns (docs/protocol.md). The design is then generated again with its own build
+   hash built in, and built;
 4. **synthesis, place and route, bitstream**: the plan's commands, one stage at a time, with the YoWASP
    tools only (Yosys, nextpnr-ecp5/ecppack or nextpnr-ice40/icepack, all from PyPI); their output goes
    to ``build.log``, its tail is shown when a stage fails;
@@ -18,7 +19,7 @@ factory of components with the accelerator's ports) and does:
    the build hash. A build whose Fmax is below its clock raises :class:`TimingError` (the bitstream is
    kept only with ``allow_timing_fail``).
 
-Results are cached under ``$MMFREE_CACHE`` (default ``~/.cache/mmfree``) by build hash; a second
+Results are cached under ``$MMFREE_CACHE`` (default ``~/.cache/mmfree``) by design digest; a second
 identical build copies them from there without running a tool. For the bundled designs a key of the
 inputs (board, design parameters, clock, the mmfree sources, tool versions) finds the build hash
 without elaborating anything.
@@ -45,6 +46,9 @@ __all__ = ["Design", "BuildError", "TimingError", "BuildResult", "build", "selft
 
 FLOW_VERSION = 1
 """Bumped when the flow changes what it builds from the same design (part of every build hash)."""
+
+BUILD_HASH_BITS = 32
+"""Width of the build hash: INFO's ``build_hash`` field."""
 
 TOP_NAME = "top"
 
@@ -90,7 +94,7 @@ class Design:
     ports of :data:`~mmfree.boards.targets.DESIGN_SIGNATURE`.
 
     ``make`` is called with the design clock in Hz (an ``int`` when the PLL reaches a whole number of
-    Hz, else a ``float``) and the build hash as an integer below ``2**64`` (0 for the hashing pass: a
+    Hz, else a ``float``) and the build hash as an integer below ``2**32`` (0 for the hashing pass: a
     design must not otherwise depend on it). The component's ``config`` attribute, when it has one (a
     dict, or an object with ``to_dict()``), is recorded in the manifest as the hardware configuration.
 
@@ -364,7 +368,7 @@ def _digest(files, versions, extra):
         content = files[name]
         h.update(b"\0" + name.encode() + b"\0")
         h.update(content.encode() if isinstance(content, str) else content)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def _products(board):
@@ -477,13 +481,14 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
         files0 = _generic_files(comp0, f_design)
     else:
         files0 = dict(_plan(board, comp0, pll, seed).files)
-    build_hash = _digest(files0, versions, {"board": board.name, "seed": seed})
+    digest = _digest(files0, versions, {"board": board.name, "seed": seed})
+    build_hash = digest[:BUILD_HASH_BITS // 4]
     config = _config_of(comp0)
-    cache_dir = root / build_hash
+    cache_dir = root / digest[:32]
     hit = _load_cached(cache_dir) if use_cache else None
     if hit:
         prog.done(f"build hash {build_hash}, cached")
-        _remember(root, input_key, build_hash)
+        _remember(root, input_key, cache_dir.name)
         return _finish(board, out_dir, cache_dir, *hit, cached=True, allow_timing_fail=allow_timing_fail)
 
     # pass 2: the design that carries its own hash
@@ -508,6 +513,7 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
     manifest = {
         "format": 1,
         "build_hash": build_hash,
+        "digest": digest,
         "board": board.name,
         "device": board.device,
         "package": board.package,
@@ -543,7 +549,7 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
     }
 
     # store in the cache, then copy out
-    tmp = root / f".{build_hash}.{os.getpid()}"
+    tmp = root / f".{cache_dir.name}.{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -559,7 +565,7 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
         os.replace(tmp, cache_dir)
     except OSError:                     # a concurrent build of the same hash stored it first
         shutil.rmtree(tmp, ignore_errors=True)
-    _remember(root, input_key, build_hash)
+    _remember(root, input_key, cache_dir.name)
     return _finish(board, out_dir, cache_dir, manifest, report, cached=False,
                    allow_timing_fail=allow_timing_fail)
 
@@ -575,13 +581,13 @@ def _load_cached(cache_dir):
     return manifest, report
 
 
-def _remember(root, input_key, build_hash):
+def _remember(root, input_key, entry):
     if input_key is None:
         return
     index = root / "index"
     index.mkdir(parents=True, exist_ok=True)
     tmp = index / f".{input_key}.{os.getpid()}"
-    tmp.write_text(build_hash + "\n")
+    tmp.write_text(entry + "\n")
     os.replace(tmp, index / input_key)
 
 

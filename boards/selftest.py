@@ -8,7 +8,7 @@ exactly the ports the flow wraps on every board:
 * ``status: Out(4)``: ``loaded``, ``busy``, ``error``, ``heartbeat`` (bit 0 to 3).
 
 Behaviour: every received byte is sent back, except ENQ (``0x05``), which is answered with the
-design's build hash as 16 lowercase hex digits and ``"\\r\\n"`` (the flow's manifest holds the same
+design's build hash as 8 lowercase hex digits and ``"\\r\\n"`` (the flow's manifest holds the same
 hash). ``loaded`` lights once a byte has arrived, ``busy`` while bytes are being sent (stretched to
 about 50 ms so that it is visible), ``error`` stays lit after a framing error or an overrun of the
 16-byte echo buffer, and ``heartbeat`` blinks (a period of 1 to 2 s) while the clock runs.
@@ -133,13 +133,13 @@ class SelfTest(wiring.Component):
     """UART echo with status LEDs; answers ENQ with its build hash (see the module docstring).
 
     Parameters: ``clock_hz`` (the design clock, after the board's PLL), ``baud``, ``build_hash`` (an
-    integer below 2**64, set by the build flow; 0 in a design that has not been through it).
+    integer below 2**32, set by the build flow; 0 in a design that has not been through it).
     """
 
     def __init__(self, clock_hz, baud=3_000_000, build_hash=0):
         self.divisor = uart_divisor(clock_hz, baud)
-        if isinstance(build_hash, bool) or not isinstance(build_hash, int) or not 0 <= build_hash < 1 << 64:
-            raise ValueError(f"build_hash must be an integer in [0, 2**64), not {build_hash!r}")
+        if isinstance(build_hash, bool) or not isinstance(build_hash, int) or not 0 <= build_hash < 1 << 32:
+            raise ValueError(f"build_hash must be an integer in [0, 2**32), not {build_hash!r}")
         self.clock_hz = clock_hz
         self.baud = baud
         self.build_hash = build_hash
@@ -169,7 +169,7 @@ class SelfTest(wiring.Component):
                      echo.w_en.eq(rx.data.valid), rx.data.ready.eq(echo.w_rdy)]
         is_enq = echo.r_data[8]
 
-        reply = [ord(c) for c in f"{self.build_hash:016x}\r\n"]
+        reply = [ord(c) for c in f"{self.build_hash:08x}\r\n"]
         m.submodules.reply = rom = memory.Memory(shape=8, depth=len(reply), init=reply)
         rom_rd = rom.read_port(domain="comb")
         index = Signal(range(len(reply)))
