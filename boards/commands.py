@@ -73,7 +73,7 @@ def cmd_build(args):
         design = selftest_design(baud=args.baud or 3_000_000)
     else:
         try:
-            design = accelerator_design(args.model or "demo", lanes=args.lanes, baud=args.baud)
+            design = accelerator_design(args.model or board.default_model, lanes=args.lanes, baud=args.baud)
         except BuildError as e:
             print(f"mmfree: error: {e}", file=sys.stderr)
             return 1
@@ -109,7 +109,8 @@ def register(sub):
     p.add_argument("--design", choices=("accelerator", "selftest"), default="accelerator",
                    help="what to build: the accelerator (default) or the flow's self-test design "
                         "(UART echo, LED status)")
-    p.add_argument("--model", help="hardware preset the accelerator is sized for (default demo)")
+    p.add_argument("--model", help="hardware preset the accelerator is sized for (default: demo on "
+                                   "ulx3s-85f, tiny elsewhere)")
     p.add_argument("--lanes", type=_positive, help="ternary lanes of the accelerator")
     p.add_argument("--clock", type=_mhz, metavar="MHZ",
                    help="design clock in MHz; the PLL's nearest is used (default: the board's)")

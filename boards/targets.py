@@ -54,6 +54,7 @@ class Board:
     clock: str = None           #: the board clock's resource name
     clock_hz: int = None        #: its frequency
     default_clock_hz: int = 100 * MHZ   #: design clock when neither ``--clock`` nor the design sets one
+    default_model: str = "tiny"  #: the accelerator's hardware preset when ``--model`` is not given
     status_leds: tuple = ()     #: ``(resource, number)`` for status bits 0..3; None leaves a bit unshown
     extra_resources: str = None  #: attribute of the platform class with resources to add
     flash: tuple = ()           #: openFPGALoader command lines (``{bitstream}`` is substituted)
@@ -85,6 +86,7 @@ def _boards():
         boards.append(Board(
             name=f"ulx3s-{size}", title=f"ULX3S ({plat.device})", family="ecp5", platform=plat,
             clock="clk25", clock_hz=25 * MHZ, default_clock_hz=100 * MHZ,
+            default_model="demo" if size == "85f" else "tiny",
             status_leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
             flash=("openFPGALoader --board ulx3s {bitstream}",
                    "openFPGALoader --board ulx3s -f {bitstream}"),
