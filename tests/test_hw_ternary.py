@@ -1,0 +1,294 @@
+"""The ternary matrix-vector unit and the rescale stage against the numeric specification.
+
+Three levels: constructor checks; short Amaranth-simulator runs (``sim``); cocotb on the generated
+Verilog under Verilator and Icarus (``sim``, ``slow``), bit-exact on seeded random jobs and edge
+cases, with random stalls on every stream, and a stall-free throughput run.
+"""
+
+import random
+
+import pytest
+import torch
+
+from mmfree import numerics as nx
+from mmfree.hw.ternary import TernaryMatVec, Rescale, TernaryLinear, MAX_K, acc_width_for
+from mmfree.sim import vectors as V
+from mmfree.sim.pysim import run_streams
+from mmfree.sim.runner import missing, run_cocotb
+
+TB = "mmfree.sim.tb_streams"
+
+
+# --- jobs ------------------------------------------------------------------------------------------
+
+def random_jobs(seed, lanes, max_k, rows, *, min_rows=1, max_rows=40, scales=False):
+    """Jobs of random length (a multiple of ``lanes``) and row count, ``rows`` rows in all."""
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    jobs, total = [], 0
+    while total < rows:
+        k = lanes * rng.randint(1, max_k // lanes)
+        n = min(rng.randint(min_rows, max_rows), max(1, rows - total))
+        codes = torch.randint(-128, 128, (k,), generator=g)
+        if rng.random() < 0.3:                            # quantiser-like codes: -127..127
+            codes = codes.clamp(-127, 127)
+        density = rng.choice([1.0, 0.6, 0.2])
+        trits = torch.randint(-1, 2, (n, k), generator=g) * (torch.rand(n, k, generator=g) < density)
+        jobs.append((codes.tolist(), trits, random_scale(rng) if scales else None))
+        total += n
+    return jobs
+
+
+def random_scale(rng, exp_lo=-40, exp_hi=-8):
+    return nx.PFloat(rng.randrange(1 << 15, 1 << 16), rng.randint(exp_lo, exp_hi))
+
+
+def edge_jobs(lanes, max_k):
+    """All-zero, all +1 and all -1 rows; extreme and zero vectors; the largest and smallest K."""
+    k = max_k
+    zero, plus, minus = torch.zeros(k, dtype=torch.int64), torch.ones(k, dtype=torch.int64), -torch.ones(k, dtype=torch.int64)
+    alt = torch.tensor([1, -1] * (k // 2) + [1] * (k % 2))
+    rows = torch.stack([zero, plus, minus, alt, -alt])
+    g = torch.Generator().manual_seed(99)
+    rnd = torch.randint(-1, 2, (4, k), generator=g)
+    both = torch.cat([rows, rnd])
+    return [
+        ([127] * k, both, None),
+        ([-127] * k, both, None),
+        ([-128] * k, both, None),                         # acc = +-128 K: the accumulator's extremes
+        ([-128, 127] * (k // 2) + [-128] * (k % 2), both, None),
+        ([0] * k, both, None),                            # zero vector
+        ([-128] * lanes, torch.tensor([[-1] * lanes, [1] * lanes, [0] * lanes]), None),   # K = P
+        ([5] * k, torch.zeros((3, k), dtype=torch.int64), None),                          # all-zero matrix
+    ]
+
+
+def steady_jobs(lanes, max_k, seed=7):
+    """Jobs whose matrices take at least as long as loading the next vector: no gap is allowed."""
+    g = torch.Generator().manual_seed(seed)
+    jobs = []
+    words = max_k // lanes
+    half = lanes * max(1, words // 2)
+    for k, n in [(max_k, 6), (lanes, 1), (lanes, 1), (lanes, words), (half, 3), (max_k, 2)]:
+        jobs.append((torch.randint(-128, 128, (k,), generator=g).tolist(),
+                     torch.randint(-1, 2, (n, k), generator=g), None))
+    # the next vector must load within the current matrix: beats(job j) >= words(job j + 1)
+    for (_, t, _), (c, _, _) in zip(jobs, jobs[1:]):
+        assert t.shape[0] * t.shape[1] // lanes >= len(c) // lanes
+    return jobs
+
+
+def attach_scales(jobs, seed, exp_lo=-40, exp_hi=-8):
+    rng = random.Random(seed)
+    return [(c, t, random_scale(rng, exp_lo, exp_hi)) for c, t, _ in jobs]
+
+
+# --- constructor checks ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, exc, msg", [
+    ((0, 16), ValueError, "lanes must be between 1 and 1024, not 0"),
+    ((1025, 2050), ValueError, "lanes must be between 1 and 1024, not 1025"),
+    ((4.0, 16), TypeError, "lanes must be an integer, not 4.0"),
+    ((True, 16), TypeError, "lanes must be an integer, not True"),
+    ((4, "16"), TypeError, "max_k must be an integer, not '16'"),
+    ((4, 0), ValueError, "max_k must be between 1 and"),
+    ((4, 18), ValueError, r"max_k \(18\) must be a multiple of lanes \(4\)"),
+    ((4, MAX_K + 1), ValueError, "max_k must be between 1 and"),
+])
+def test_matvec_rejects(args, exc, msg):
+    with pytest.raises(exc, match=msg):
+        TernaryMatVec(*args)
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(acc_width=1), ValueError, "acc_width must be between 2 and 32, not 1"),
+    (dict(acc_width=33), ValueError, "acc_width must be between 2 and 32, not 33"),
+    (dict(acc_width=20.5), TypeError, "acc_width must be an integer"),
+    (dict(exp_width=1), ValueError, "exp_width must be between 2 and 16, not 1"),
+])
+def test_rescale_rejects(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        Rescale(**kwargs)
+
+
+def unused(elaboratable):
+    elaboratable._MustUse__silence = True             # built to be inspected, not elaborated
+    return elaboratable
+
+
+def test_widths():
+    u = unused(TernaryMatVec(16, 4096))
+    assert u.acc_width == acc_width_for(4096) == 21          # |acc| <= 128 * 4096 = 2**19
+    assert acc_width_for(MAX_K) <= nx.ACC.width
+    assert unused(TernaryMatVec(1024, 1024)).lanes == 1024
+
+
+# --- Amaranth simulator ------------------------------------------------------------------------------
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, max_k", [(1, 4), (3, 12), (4, 16)])
+def test_matvec_pysim(lanes, max_k):
+    dut = TernaryMatVec(lanes, max_k)
+    jobs = random_jobs(lanes, lanes, max_k, 60, max_rows=12) + edge_jobs(lanes, max_k)
+    run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.3, seed=lanes))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, max_k", [(4, 16), (5, 5)])
+def test_matvec_pysim_throughput(lanes, max_k):
+    dut = TernaryMatVec(lanes, max_k)
+    jobs = steady_jobs(lanes, max_k)
+    stats = run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, measure="w"))
+    beats = sum(t.numel() // lanes for _, t, _ in jobs)
+    assert stats["transfers"] == beats
+    assert stats["span"] == beats, f"{beats} weight beats took {stats['span']} cycles"
+
+
+@pytest.mark.sim
+def test_matvec_latency():
+    """A single-beat row's accumulator appears exactly ``latency`` cycles after its beat."""
+    from amaranth.sim import Simulator
+    dut = TernaryMatVec(4, 8)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.act.payload.as_value(), (1 << 32) | 0x01020304)      # codes 4, 3, 2, 1; last
+        ctx.set(dut.act.valid, 1)
+        await ctx.tick().until(dut.act.ready)
+        ctx.set(dut.act.valid, 0)
+        await ctx.tick().until(dut.w.ready)
+        ctx.set(dut.w.payload.as_value(), (1 << 8) | 0b11_01_00_01)       # trits +1, 0, +1, -1; last
+        ctx.set(dut.w.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.w.valid, 0)
+        for cycle in range(1, 20):
+            if ctx.get(dut.o.valid):
+                seen["cycle"], seen["acc"] = cycle, ctx.get(dut.o.payload.acc)
+                break
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"cycle": dut.latency, "acc": 4 + 2 - 1}
+
+
+@pytest.mark.sim
+def test_matvec_invalid_code_is_zero():
+    """The unused code 0b10 contributes nothing (it never comes out of ``pack_trits``)."""
+    dut = TernaryMatVec(4, 4)
+    act = (1 << 32) | 0x7F7F7F7F
+    w = (1 << 8) | 0b10_10_01_10                        # invalid, +1 (code 127), invalid, invalid
+    vec = dict(in__act=V.payload_rows([act], 33), in__w=V.payload_rows([w], 9),
+               out__o=V.payload_rows([127 | (1 << dut.acc_width)], dut.acc_width + 1))
+    run_streams(dut, vec)
+
+
+def rescale_cases(seed, count, acc_width):
+    """Accumulators, last flags and scales: random, plus the scales that saturate or vanish."""
+    rng = random.Random(seed)
+    lim = 1 << (acc_width - 1)
+    edge_acc = [0, 1, -1, lim - 1, -lim, 2, -2, 3, -3, 1000, -1000]
+    edge_scales = [nx.PF_ZERO, nx.PFloat(1 << 15, -74), nx.PFloat(0xFFFF, -74), nx.PFloat(0xFFFF, -28),
+                   nx.PFloat(1 << 15, -12), nx.PFloat(0xFFFF, 0), nx.PFloat(1 << 15, 11),
+                   nx.PFloat(0xFFFF, 127), nx.PFloat(1 << 15, -9), nx.PFloat(1 << 15, -20),
+                   nx.PFloat(0xABCD, -13), nx.PFloat(1 << 15, -16)]
+    accs, lasts, scales = [], [], []
+    for sc in edge_scales:                               # each edge scale on each edge accumulator
+        accs += edge_acc
+        lasts += [0] * (len(edge_acc) - 1) + [1]
+        scales.append(sc)
+    while len(accs) < count:
+        n = rng.randint(1, 30)
+        for i in range(n):
+            mag = rng.choice([lim, 1 << 12, 1 << 6])
+            accs.append(rng.randrange(-mag, mag))
+            lasts.append(int(i == n - 1))
+        scales.append(random_scale(rng, -50, 2) if rng.random() < 0.8 else nx.PFloat(rng.randrange(1 << 15, 1 << 16), rng.randint(-74, 127)))
+    return accs, lasts, scales
+
+
+@pytest.mark.sim
+def test_rescale_pysim():
+    dut = Rescale(acc_width=21)
+    accs, lasts, scales = rescale_cases(3, 400, 21)
+    run_streams(dut, V.rescale_vectors(accs, lasts, scales, 21, 8, stall=0.3, seed=5))
+
+
+@pytest.mark.sim
+def test_rescale_beyond_spec_range():
+    """Exponents too small for ``numerics.rescale`` to evaluate (``2**sh`` overflows int64) give 0."""
+    dut = Rescale(acc_width=21)
+    accs = [0, 1, -1, (1 << 20) - 1, -(1 << 20)]
+    lasts = [0, 0, 0, 0, 1]
+    i = [a & ((1 << 21) - 1) | (l << 21) for a, l in zip(accs, lasts)]
+    s = [0xFFFF | ((-128 & 0xFF) << 16)]
+    vec = dict(in__i=V.payload_rows(i, 22), in__scale=V.payload_rows(s, 24),
+               out__o=V.payload_rows([l << 24 for l in lasts], 25))
+    run_streams(dut, vec)
+
+
+@pytest.mark.sim
+def test_rescale_throughput():
+    dut = Rescale(acc_width=21)
+    accs, lasts, scales = rescale_cases(4, 200, 21)
+    stats = run_streams(dut, V.rescale_vectors(accs, lasts, scales, 21, 8, measure="i"))
+    assert stats["span"] == stats["transfers"] == len(accs)
+
+
+@pytest.mark.sim
+def test_linear_pysim():
+    dut = TernaryLinear(4, 16)
+    jobs = attach_scales(random_jobs(11, 4, 16, 50, max_rows=10) + edge_jobs(4, 16), 12, -20, -6)
+    run_streams(dut, V.linear_vectors(jobs, 4, 8, stall=0.25, seed=2))
+
+
+# --- cocotb on Verilator and Icarus --------------------------------------------------------------------
+
+SIMULATORS = ["verilator", "icarus"]
+
+
+def need(simulator):
+    reason = missing(simulator)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("lanes, max_k, rows", [(4, 32, 1500), (16, 64, 1500)])
+def test_matvec_cocotb(simulator, lanes, max_k, rows, tmp_path):
+    need(simulator)
+    dut = TernaryMatVec(lanes, max_k)
+    jobs = random_jobs(1000 + lanes, lanes, max_k, rows) + edge_jobs(lanes, max_k)
+    run_cocotb(dut, simulator=simulator, test_module=TB, name=f"matvec{lanes}", run_dir=tmp_path,
+               vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=lanes))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_matvec_cocotb_throughput(simulator, tmp_path):
+    """Fed without stalls, the unit takes P trits every clock across rows, columns and matrices."""
+    need(simulator)
+    lanes, max_k = 16, 64
+    dut = TernaryMatVec(lanes, max_k)
+    jobs = steady_jobs(lanes, max_k) * 3
+    run_cocotb(dut, simulator=simulator, test_module=TB, name=f"matvec{lanes}", run_dir=tmp_path,
+               vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, measure="w", full_rate=1))
+    transfers, span = map(int, (tmp_path / "measure.txt").read_text().split())
+    assert transfers == span == sum(t.numel() // lanes for _, t, _ in jobs)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_rescale_cocotb(simulator, tmp_path):
+    need(simulator)
+    dut = Rescale(acc_width=21)
+    accs, lasts, scales = rescale_cases(8, 3000, 21)
+    run_cocotb(dut, simulator=simulator, test_module=TB, name="rescale", run_dir=tmp_path,
+               vectors=V.rescale_vectors(accs, lasts, scales, 21, 8, stall=0.25, seed=9))
