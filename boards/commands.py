@@ -77,6 +77,8 @@ def cmd_build(args):
         except BuildError as e:
             print(f"mmfree: error: {e}", file=sys.stderr)
             return 1
+        except (TypeError, ValueError) as e:         # an unknown preset, a lane count that does not fit
+            raise UsageError(str(e)) from None
     try:
         result = build(board, design, clock_hz=None if args.clock is None else args.clock * 1e6,
                        out_dir=args.output, use_cache=not args.no_cache,
