@@ -455,18 +455,17 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
              "pll": pll.as_dict() if pll else None}
     root = cache_root() / "builds"
     prog.line(f"building {design.name} for {board.title} at {f_design / MHZ:g} MHz"
-              + (f" ({pll.describe()})" if pll and not pll.exact else "")
-              + (f" (requested {requested / MHZ:g} MHz)" if pll and not pll.exact else ""))
+              + (f" ({pll.describe()})" if pll and not pll.exact else ""))
 
     # the inputs' key: a repeated build of a bundled design finds its hash without elaborating
     input_key = None
-    if design.key is not None and use_cache:
+    if design.key is not None:
         input_key = hashlib.sha256(json.dumps({
             "flow": FLOW_VERSION, "board": board.name, "design": design.name, "key": design.key,
             "clock": str(Fraction(f_design)), "seed": seed, "tools": versions,
             "sources": _source_digest()}, sort_keys=True).encode()).hexdigest()[:32]
         index = root / "index" / input_key
-        if index.is_file():
+        if use_cache and index.is_file():
             cached = root / index.read_text().strip()
             hit = _load_cached(cached)
             if hit:
