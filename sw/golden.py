@@ -232,14 +232,17 @@ class GoldenModel:
         return out
 
     def generate(self, prompt, n, temperature=0.0, top_k=None, seed=0):
-        """Yields ``n`` token ids after ``prompt`` (one stream, state reset first)."""
+        """Yields ``n`` token ids after ``prompt`` (one stream, state reset first).
+
+        Tokens are picked by the device sampler (:mod:`mmfree.sampler`: greedy at temperature 0,
+        otherwise integer softmax sampling from a seeded LFSR), so a device given the same temperature,
+        top-k and seed produces the same tokens.
+        """
+        from .sampler import Sampler, temperature_code
+        sampler = Sampler(temperature_code(temperature), top_k or 0, seed)
         self.reset(1)
-        logits, nxt = self.prefill(prompt)
-        gen = torch.Generator().manual_seed(seed)
+        logits, _ = self.prefill(prompt)
         for _ in range(n):
-            if temperature > 0:
-                from .model import sample_logits
-                nxt = int(sample_logits(self.logits_float(logits)[None].float(), temperature, top_k, gen)[0])
-            yield nxt
-            logits, nxt2 = self.step(nxt)
-            nxt = nxt2
+            token = sampler.pick(logits)
+            yield token
+            logits, _ = self.step(token)

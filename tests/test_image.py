@@ -93,3 +93,12 @@ def test_invalid_trit_code_refused_even_with_good_crcs(qmodel):
 def test_bad_packing_name(qmodel):
     with pytest.raises(ValueError, match="packing"):
         im.image_bytes(qmodel, "3bit")
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo"])
+def test_shipped_images_are_reproducible_from_their_checkpoints(name):
+    """The .mfw inside the package is exactly what `mmfree export` makes of the shipped checkpoint."""
+    from mmfree.registry import resolve
+    src = resolve(name)
+    assert src.image is not None and src.image.is_file()
+    assert src.image.read_bytes() == im.image_bytes(quantize_model(src.float_model()))
