@@ -34,12 +34,15 @@ from . import numerics as nx
 from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 
 __all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
-           "WORD_BYTES", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
+           "REGION_TAGS", "WORD_BYTES", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
            "from_regions", "MemoryMapError"]
 
 REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
 REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "gates",
                 REGION_SCALARS: "scalars"}
+REGION_TAGS = {REGION_TRITS: b"TRIT", REGION_PARAMS: b"PARM", REGION_GATES: b"GATE",
+               REGION_SCALARS: b"SCAL"}
+"""The four-byte tags a device reports for its regions in INFO (the host checks them before writing)."""
 WORD_BYTES = {REGION_PARAMS: 2, REGION_GATES: 4, REGION_SCALARS: 4}   # TRITS: lanes / 4
 
 LAYER_MATRICES = ("i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj")
