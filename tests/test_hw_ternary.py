@@ -145,24 +145,28 @@ def test_matvec_pysim_throughput(lanes, max_k):
 
 
 @pytest.mark.sim
-def test_matvec_latency():
+@pytest.mark.parametrize("lanes", [1, 4, 5])
+def test_matvec_latency(lanes):
     """A single-beat row's accumulator appears exactly ``latency`` cycles after its beat."""
     from amaranth.sim import Simulator
-    dut = TernaryMatVec(4, 8)
+    dut = TernaryMatVec(lanes, lanes)
+    codes = [j + 1 for j in range(lanes)]
+    trits = [1, -1, 0] * lanes
+    act, w = V.ternary_beats([(codes, torch.tensor([trits[:lanes]]), None)], lanes)
     seen = {}
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
-        ctx.set(dut.act.payload.as_value(), (1 << 32) | 0x01020304)      # codes 4, 3, 2, 1; last
+        ctx.set(dut.act.payload.as_value(), act[0])
         ctx.set(dut.act.valid, 1)
         await ctx.tick().until(dut.act.ready)
         ctx.set(dut.act.valid, 0)
         await ctx.tick().until(dut.w.ready)
-        ctx.set(dut.w.payload.as_value(), (1 << 8) | 0b11_01_00_01)       # trits +1, 0, +1, -1; last
+        ctx.set(dut.w.payload.as_value(), w[0])
         ctx.set(dut.w.valid, 1)
         await ctx.tick()
         ctx.set(dut.w.valid, 0)
-        for cycle in range(1, 20):
+        for cycle in range(1, 30):
             if ctx.get(dut.o.valid):
                 seen["cycle"], seen["acc"] = cycle, ctx.get(dut.o.payload.acc)
                 break
@@ -172,7 +176,8 @@ def test_matvec_latency():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == {"cycle": dut.latency, "acc": 4 + 2 - 1}
+    assert seen == {"cycle": dut.latency, "acc": sum(c * t for c, t in zip(codes, trits))}
+    assert dut.latency == 4 + max(1, (lanes - 1).bit_length())
 
 
 @pytest.mark.sim
@@ -292,3 +297,18 @@ def test_rescale_cocotb(simulator, tmp_path):
     accs, lasts, scales = rescale_cases(8, 3000, 21)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="rescale", run_dir=tmp_path,
                vectors=V.rescale_vectors(accs, lasts, scales, 21, 8, stall=0.25, seed=9))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_matvec_ecp5_cocotb(simulator, tmp_path):
+    """The ECP5 lane pairs (CCU2C carry chains, Yosys' cell models) give the same bits."""
+    need(simulator)
+    from mmfree.sim.runner import ecp5_cell_models
+    lanes, max_k = 8, 32
+    dut = TernaryMatVec(lanes, max_k, arch="ecp5")
+    jobs = random_jobs(77, lanes, max_k, 1200) + edge_jobs(lanes, max_k)
+    run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_ecp5", run_dir=tmp_path,
+               sources=[ecp5_cell_models()],
+               vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=3))
