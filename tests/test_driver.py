@@ -395,8 +395,11 @@ def test_version_mismatch_refused(image):
         check_image(replace(info, numeric_spec_version=7), image)
     with pytest.raises(IncompatibleImage, match="image format version 2"):
         check_image(replace(info, image_format_version=2), image)
+    with pytest.raises(IncompatibleImage, match="match no known memory map"):
+        check_image(replace(info, regions=(p.Region(b"XYZ\0", 1 << 20),)), image)
+    from mmfree.driver import DEFAULT_MAP
     with pytest.raises(IncompatibleImage, match="region 0 is 'TRIT'"):
-        check_image(replace(info, regions=(p.Region(b"TRIT", 1 << 20),)), image)
+        check_image(replace(info, regions=(p.Region(b"TRIT", 1 << 20),)), image, DEFAULT_MAP)
 
 
 def test_text_stream(loaded, reference):
@@ -404,3 +407,32 @@ def test_text_stream(loaded, reference):
     dev.feed(PROMPT)
     text = "".join(dev.generate(30).text())
     assert text == bytes(reference[:30]).decode("utf-8", "replace")
+
+
+# --- the accelerator's memory layout -------------------------------------------------------------
+
+def accelerator_board(lanes=16):
+    return GoldenBoard(layout="accelerator", lanes=lanes, max_vocab=256, max_hidden=64, max_layers=2,
+                       max_intermediate=128)
+
+
+def test_accelerator_layout_upload_and_generate(image, reference):
+    from mmfree import memory_map as mm
+    from mmfree.driver import AcceleratorMap, memory_map_for
+    board = accelerator_board()
+    dev = fast_device(board)
+    info = dev.info()
+    assert [r.tag.rstrip(b"\0") for r in info.regions] == [mm.REGION_TAGS[i] for i in range(4)]
+    assert isinstance(memory_map_for(info), AcceleratorMap)
+    report = dev.upload(image)
+    assert [pl.name for pl in report.placements] == ["trits", "params", "gates", "scalars"]
+    dev.reset_state()
+    dev.feed(PROMPT)
+    assert list(dev.generate(40)) == reference[:40]
+
+
+def test_accelerator_layout_refuses_lanes_that_do_not_divide_rows(image):
+    board = accelerator_board(lanes=64)        # rows of 32 trits
+    dev = fast_device(board)
+    with pytest.raises(IncompatibleImage, match="lanes"):
+        dev.upload(image)

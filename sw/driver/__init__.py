@@ -18,13 +18,13 @@ from .errors import (DeviceError, DeviceTimeout, DeviceNak, DeviceBusy, TokenLos
                      IncompatibleDevice, IncompatibleImage, VerifyError)
 from .transport import SerialTransport, FaultyTransport, open_transport
 from .device import Device, Generation, LinkStats
-from .memory_map import MemoryMap, Placement, WholeImageMap, DEFAULT_MAP
+from .memory_map import MemoryMap, Placement, WholeImageMap, AcceleratorMap, DEFAULT_MAP, memory_map_for
 from .upload import upload, check_image, UploadReport
 
 __all__ = ["Device", "Generation", "LinkStats", "DeviceError", "DeviceTimeout", "DeviceNak",
            "DeviceBusy", "TokenLost", "ProtocolError", "IncompatibleDevice", "IncompatibleImage",
            "VerifyError", "SerialTransport", "FaultyTransport", "open_transport", "MemoryMap",
-           "Placement", "WholeImageMap", "DEFAULT_MAP", "upload", "check_image", "UploadReport",
+           "Placement", "WholeImageMap", "AcceleratorMap", "DEFAULT_MAP", "memory_map_for", "upload", "check_image", "UploadReport",
            "GoldenBoard", "BoardServer", "serve"]
 
 

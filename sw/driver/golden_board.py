@@ -7,9 +7,12 @@ process; used that way it produces a token only when the host reads and nothing 
 keeps tests deterministic. :func:`serve` puts it behind a TCP socket (``socket://host:port``), where it
 generates as fast as it can, like hardware.
 
-Memory: region 0 (tag ``IMG``) holds a weight image file as it is (:data:`mmfree.driver.DEFAULT_MAP`).
-The model is parsed from it (:mod:`mmfree.image`) when a FEED or GENERATE first needs it after a
-WRITE; if the parse fails, those commands get ``NOT_LOADED``. Cycle counts are reported as 0 (INFO
+Memory, ``layout="image"`` (the default): region 0 (tag ``IMG``) holds a weight image file as it is
+(:data:`mmfree.driver.DEFAULT_MAP`). ``layout="accelerator"``: the four regions of the accelerator
+(:mod:`mmfree.memory_map`, tags ``TRIT PARM GATE SCAL``), sized for ``lanes`` and the ``max_*``
+limits, so the board is a software twin of the hardware down to where every byte goes. The model is
+rebuilt from memory when a FEED or GENERATE first needs it after a WRITE; if the memory does not hold a
+valid model, those commands get ``NOT_LOADED``. Cycle counts are reported as 0 (INFO
 flag ``EMULATED``).
 """
 
@@ -57,14 +60,26 @@ class GoldenBoard:
 
     def __init__(self, image=None, *, image_region_size=1 << 22, lanes=1, max_vocab=65536,
                  max_hidden=4096, max_layers=64, max_intermediate=16384, clock_hz=0,
-                 token_history=256, build_hash=GOLDEN_BUILD_HASH):
+                 token_history=256, build_hash=GOLDEN_BUILD_HASH, layout="image"):
         from ..image import FORMAT_VERSION
         from ..numerics import NUMERIC_SPEC_VERSION
-        self.memory = [bytearray(image_region_size)]
+        if layout not in ("image", "accelerator"):
+            raise ValueError(f"layout must be 'image' or 'accelerator', not {layout!r}")
+        self.layout = layout
+        if layout == "image":
+            regions = (p.Region(b"IMG\0", image_region_size),)
+        else:
+            from .. import memory_map as mm
+            from ..golden import ModelShape
+            if lanes % 4:
+                raise ValueError(f"lanes must be a multiple of 4 for the accelerator layout, not {lanes}")
+            biggest = ModelShape(max_vocab, max_hidden, max_layers, max_intermediate)
+            sizes = mm.region_sizes(biggest, 4)
+            regions = tuple(p.Region(mm.REGION_TAGS[r], sizes[r]) for r in sorted(sizes))
+        self.memory = [bytearray(r.size) for r in regions]
         self.info = p.Info(p.PROTOCOL_VERSION, lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION, max_vocab,
                            max_hidden, max_intermediate, max_layers, clock_hz, build_hash, p.MAX_WRITE,
-                           token_history, p.InfoFlag.SAMPLING | p.InfoFlag.EMULATED,
-                           (p.Region(b"IMG\0", image_region_size),))
+                           token_history, p.InfoFlag.SAMPLING | p.InfoFlag.EMULATED, regions)
         self._rx = p.FrameReceiver()
         self._out = bytearray()
         self._last = None             # (seq, crc, reply bytes) of the last command executed
@@ -77,6 +92,8 @@ class GoldenBoard:
         self._logits = None
         self._gen = None
         if image is not None:
+            if layout != "image":
+                raise ValueError("a preloaded image needs layout='image'")
             if len(image) > image_region_size:
                 raise ValueError(f"image of {len(image)} bytes exceeds the region ({image_region_size})")
             self.memory[0][:len(image)] = image
@@ -213,7 +230,7 @@ class GoldenBoard:
         req = p.WriteRequest.unpack(f.payload)
         mem = self._region(req.region, req.offset, len(req.data))
         mem[req.offset:req.offset + len(req.data)] = req.data
-        if req.region == self.IMAGE_REGION:
+        if self.layout == "accelerator" or req.region == self.IMAGE_REGION:
             self._dirty = True
         return p.Reply.ACK, b""
 
@@ -237,13 +254,17 @@ class GoldenBoard:
         if self._dirty:
             from ..golden import GoldenModel
             from ..image import ImageError, parse_header, read_image
-            mem = self.memory[self.IMAGE_REGION]
             old = self._golden
             self._golden = None
             try:
-                hdr = parse_header(bytes(mem[:64]))
-                if hdr.file_size <= len(mem):
-                    self._golden = GoldenModel(read_image(bytes(mem[:hdr.file_size])))
+                if self.layout == "accelerator":
+                    from ..memory_map import from_regions
+                    self._golden = GoldenModel(from_regions({i: bytes(m) for i, m in enumerate(self.memory)}))
+                else:
+                    mem = self.memory[self.IMAGE_REGION]
+                    hdr = parse_header(bytes(mem[:64]))
+                    if hdr.file_size <= len(mem):
+                        self._golden = GoldenModel(read_image(bytes(mem[:hdr.file_size])))
             except (ImageError, ValueError):
                 pass
             self._dirty = False

@@ -4,13 +4,15 @@ The protocol knows only numbered, byte-addressed memory regions whose sizes (and
 reports. A :class:`MemoryMap` says which parts of an image go to which region at which offset. The
 accelerator's memory-map module provides the map of the hardware; :data:`DEFAULT_MAP` is the map of
 the golden board: the whole image file, as it is, at offset 0 of region 0 (tag ``IMG``).
+:class:`AcceleratorMap` is the map of the accelerator (:mod:`mmfree.memory_map`), and
+:func:`memory_map_for` picks the map a device's INFO asks for.
 """
 
 from dataclasses import dataclass
 
 from .errors import IncompatibleImage
 
-__all__ = ["Placement", "MemoryMap", "WholeImageMap", "DEFAULT_MAP"]
+__all__ = ["Placement", "MemoryMap", "WholeImageMap", "AcceleratorMap", "DEFAULT_MAP", "memory_map_for"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,37 @@ class WholeImageMap(MemoryMap):
 
 
 DEFAULT_MAP = WholeImageMap()
+
+
+class AcceleratorMap(MemoryMap):
+    """The accelerator's four regions (:mod:`mmfree.memory_map`): the image is decoded and laid out
+    for a device with ``lanes`` ternary lanes."""
+
+    def __init__(self, lanes):
+        from .. import memory_map as mm
+        self.lanes = lanes
+        self.regions = dict(mm.REGION_TAGS)
+
+    def place(self, image, header, sections):
+        from .. import memory_map as mm
+        from ..image import read_image
+        try:
+            regions = mm.to_regions(read_image(image), self.lanes)
+        except mm.MemoryMapError as e:
+            raise IncompatibleImage(f"the model does not fit the device: {e}") from None
+        return [Placement(mm.REGION_NAMES[rid], rid, 0, data) for rid, data in sorted(regions.items())]
+
+    def __repr__(self):
+        return f"AcceleratorMap(lanes={self.lanes})"
+
+
+def memory_map_for(info):
+    """The :class:`MemoryMap` a device's INFO describes, by its region tags."""
+    from .. import memory_map as mm
+    tags = [r.tag.rstrip(b"\0") for r in info.regions]
+    if tags[:len(mm.REGION_TAGS)] == [mm.REGION_TAGS[i] for i in range(len(mm.REGION_TAGS))]:
+        return AcceleratorMap(info.lanes)
+    if tags and tags[0] == b"IMG":
+        return DEFAULT_MAP
+    names = ", ".join(t.decode("ascii", "replace") for t in tags) or "none"
+    raise IncompatibleImage(f"the device's memory regions ({names}) match no known memory map")

@@ -10,7 +10,7 @@ import time
 import zlib
 
 from .errors import IncompatibleImage, VerifyError
-from .memory_map import DEFAULT_MAP
+from .memory_map import memory_map_for
 
 __all__ = ["check_image", "upload", "UploadReport"]
 
@@ -44,7 +44,7 @@ def check_image(info, image, memory_map=None):
     :class:`IncompatibleImage` (one line) for an image this device cannot run.
     """
     from ..image import parse_image
-    memory_map = DEFAULT_MAP if memory_map is None else memory_map
+    memory_map = memory_map_for(info) if memory_map is None else memory_map
     data = _image_bytes(image)
     header, sections = parse_image(data)
     if header.format_version != info.image_format_version:
@@ -67,7 +67,7 @@ def check_image(info, image, memory_map=None):
 
 def upload(device, image, memory_map=None, *, progress=None, verify=True, reset=True):
     """Upload a weight image (bytes or a path) to ``device`` through ``memory_map``
-    (:data:`~mmfree.driver.memory_map.DEFAULT_MAP` if None).
+    (the map the device's INFO asks for if None: :func:`~mmfree.driver.memory_map.memory_map_for`).
 
     INFO first: an image that does not fit is refused before a byte of it is sent. Then every placement
     is written, then VERIFYed against its CRC-32 (a mismatch is written once more, then
