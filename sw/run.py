@@ -1,0 +1,109 @@
+"""``mmfree run``: put a model on a device, feed a prompt, stream the generated text.
+
+With ``--port`` it drives whatever answers there (``/dev/ttyUSB0`` for a board, ``socket://host:port``
+for a simulated board started elsewhere). Without it, it starts the simulated board itself: the
+accelerator's RTL in Verilator behind a local TCP socket (:mod:`mmfree.sim.board`), built and cached
+on first use.
+"""
+
+import sys
+import time
+
+__all__ = ["register", "run"]
+
+
+def _image_of(spec):
+    """Weight image bytes of a model spec (bundled name, folder or image)."""
+    from .registry import resolve
+    src = resolve(spec)
+    if src.image is not None:
+        return src.image.read_bytes(), src
+    from .image import image_bytes
+    return image_bytes(src.quantized()), src
+
+
+def _progress_bar(total, desc):
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False)
+
+    def update(done, total_):
+        bar.update(done - bar.n)
+    return bar, update
+
+
+def run(args):
+    from .driver import Device
+    from .commands import encode_prompt
+    image, src = _image_of(args.model)
+    from .image import parse_header
+    shape = parse_header(image).shape
+    prompt = encode_prompt(args.prompt, shape.vocab_size)
+
+    board = None
+    t_start = time.perf_counter()
+    if args.port:
+        url = args.port
+        device = Device(url, baudrate=args.baud)
+    else:
+        from .sim.board import SimulatedBoard
+        board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes)
+        board.start()
+        url = board.url
+        device = Device(url, timeout=2.0, token_timeout=600.0, busy_timeout=600.0)
+    try:
+        with device:
+            info = device.info()
+            bar, update = _progress_bar(len(image), "upload")
+            try:
+                report = device.upload(image, progress=update)
+            finally:
+                bar.close()
+            device.reset_state()
+            t_gen = time.perf_counter()
+            device.feed(prompt)
+            out = sys.stdout.buffer
+            out.write(args.prompt.encode("utf-8"))
+            out.flush()
+            gen = device.generate(args.n, args.temperature, args.top_k, args.seed)
+            for token in gen:
+                out.write(bytes([token]))
+                out.flush()
+            out.write(b"\n")
+            out.flush()
+            t_end = time.perf_counter()
+            status = device.status()
+    finally:
+        if board is not None:
+            board.stop()
+
+    cycles = [c for c in gen.cycles if c]
+    per_token = sum(cycles) / len(cycles) if cycles else 0
+    parts = [f"{len(gen.tokens)} tokens"]
+    if per_token:
+        parts.append(f"{per_token:,.0f} cycles/token")
+        clock = info.clock_hz
+        if board is not None and board.fmax_hz:
+            clock = board.fmax_hz
+        if clock:
+            parts.append(f"{clock / per_token:,.0f} tokens/s at {clock / 1e6:.1f} MHz")
+    parts.append(f"upload {report.bytes:,} bytes in {report.seconds:.1f} s")
+    what = "simulation" if board is not None else "wall"
+    parts.append(f"{what} time {t_end - t_gen:.1f} s")
+    print("mmfree run: " + ", ".join(parts), file=sys.stderr)
+    return 0
+
+
+def register(sub):
+    from .commands import _positive_arg, _nonneg_float
+    p = sub.add_parser("run", help="run a model on a board (or the simulated board) and stream text")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("-n", type=_positive_arg, default=100, help="tokens to generate (default 100)")
+    p.add_argument("--model", default="demo", help="bundled name, model folder or weight image (default demo)")
+    p.add_argument("--port", default=None,
+                   help="serial port or pyserial URL of a device; default: start the simulated board")
+    p.add_argument("--baud", type=_positive_arg, default=3_000_000)
+    p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of the simulated board")
+    p.add_argument("--temperature", type=_nonneg_float, default=0.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
