@@ -51,6 +51,28 @@ BFP_EXP_SHAPE = signed(max(numerics.BFP_EXP_MIN.bit_length(), numerics.BFP_EXP_M
 
 # --- building blocks -----------------------------------------------------------------------------
 
+_DSP_SIGNED_BITS = 18           # operand width of the ECP5 MULT18X18D (and most FPGA DSP blocks)
+
+
+def _mul_chunks(shape):
+    """``(offset, width, signed)`` of the operand pieces one DSP multiplier each takes."""
+    limit = _DSP_SIGNED_BITS if shape.signed else _DSP_SIGNED_BITS - 1
+    if shape.width <= limit:
+        return [(0, shape.width, shape.signed)]
+    out, off = [], 0
+    while shape.width - off > limit:
+        out.append((off, _DSP_SIGNED_BITS - 1, False))
+        off += _DSP_SIGNED_BITS - 1
+    out.append((off, shape.width - off, shape.signed))
+    return out
+
+
+def mul_latency(shape_a, shape_b):
+    """Register stages of :meth:`Pipeline.mul` for operands of these shapes."""
+    n = len(_mul_chunks(shape_a)) * len(_mul_chunks(shape_b))
+    return 1 + (n - 1).bit_length()
+
+
 class Pipeline:
     """Registers of a pipeline that advances as a whole: every register loads only when ``en`` is high.
 
@@ -75,16 +97,52 @@ class Pipeline:
             value = self.reg(value, name=name)
         return value
 
-    def read(self, mem, addr):
-        """A synchronous read port of ``mem`` at ``addr``; its data is one stage later."""
+    def read(self, mem, addr, *, registered=True, name=None):
+        """A synchronous read port of ``mem`` at ``addr``: data 2 stages later (1 if not ``registered``).
+
+        The extra register keeps a block RAM's slow output off any arithmetic path.
+        """
         port = mem.read_port()
         self.m.d.comb += [port.addr.eq(addr), port.en.eq(self.en)]
-        return port.data
+        return self.reg(port.data, name=name) if registered else port.data
+
+    def mul(self, a, b, *, name="mul"):
+        """``a * b``, :func:`mul_latency` stages later: one registered DSP product per pair of operand
+        pieces (at most 18 bits each), then one registered adder level per halving."""
+        a, b = Value.cast(a), Value.cast(b)
+        shape = signed(len(a) + len(b)) if a.shape().signed or b.shape().signed \
+            else unsigned(len(a) + len(b))
+        terms = []
+        for oa, wa, sa in _mul_chunks(a.shape()):
+            pa = a[oa:oa + wa].as_signed() if sa else a[oa:oa + wa]
+            for ob, wb, sb in _mul_chunks(b.shape()):
+                pb = b[ob:ob + wb].as_signed() if sb else b[ob:ob + wb]
+                terms.append((self.reg(pa * pb, name=f"{name}_pp"), oa + ob))
+        while len(terms) > 1:
+            terms.sort(key=lambda t: t[1])
+            nxt = []
+            for j in range(0, len(terms) - 1, 2):
+                (x, sx), (y, sy) = terms[j], terms[j + 1]
+                nxt.append((self.reg(x + (y << (sy - sx)), name=f"{name}_sum"), sx))
+            if len(terms) % 2:
+                nxt.append((self.reg(terms[-1][0], name=f"{name}_sum"), terms[-1][1]))
+            terms = nxt
+        value, sh = terms[0]
+        assert sh == 0
+        return Value.cast(value)[:shape.width].as_signed() if shape.signed else value[:shape.width]
 
 
 def saturate(value, fmt):
-    """``value`` clamped to the range of ``fmt`` and cast to its shape."""
+    """``value`` clamped to the range of ``fmt`` and cast to its shape.
+
+    For a signed value and format the range check compares the top bits with the sign (no carry chain).
+    """
     value = Value.cast(value)
+    if fmt.signed and value.shape().signed and len(value) > fmt.width:
+        top = value[fmt.width - 1:]
+        fits = top.all() | ~top.any()
+        limit = Mux(value[-1], fmt.min, fmt.max)
+        return Mux(fits, value[:fmt.width], limit[:fmt.width]).as_signed()
     lo, hi = fmt.min, fmt.max
     clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
     return clamped[:fmt.width].as_signed() if fmt.signed else clamped[:fmt.width]
@@ -102,8 +160,12 @@ def round_shift(value, sh):
 
 _SIG_FRAC_BITS = ACT.frac - numerics.SIGMOID_STEP_LOG2
 _SIG_LO = numerics.SIGMOID_IN_MIN << ACT.frac
+_SIG_TABLE = numerics.SIGMOID_TABLE
+_SIG_SLOPE = unsigned(max(b - a for a, b in zip(_SIG_TABLE, _SIG_TABLE[1:])).bit_length())
+if any(b < a for a, b in zip(_SIG_TABLE, _SIG_TABLE[1:])):
+    raise ValueError("numerics.SIGMOID_TABLE must be non-decreasing")   # the datapath relies on it
 
-SIGMOID_LATENCY = 3
+SIGMOID_LATENCY = 4 + mul_latency(_SIG_SLOPE, unsigned(_SIG_FRAC_BITS)) + 1
 
 
 def sigmoid_datapath(m, p, x, *, name="sigmoid"):
@@ -112,36 +174,34 @@ def sigmoid_datapath(m, p, x, *, name="sigmoid"):
     A ROM holding ``numerics.SIGMOID_TABLE`` read at two addresses (one block RAM, two read ports), then
     the linear interpolation ``t0 + ((t1 - t0) * fr + half) >> bits`` with one small multiplier.
     """
-    table = numerics.SIGMOID_TABLE
-    if any(b < a for a, b in zip(table, table[1:])):
-        raise ValueError("numerics.SIGMOID_TABLE must be non-decreasing")   # the datapath relies on it
-    rom = memory.Memory(shape=GATE_SHAPE, depth=len(table), init=table)
+    rom = memory.Memory(shape=GATE_SHAPE, depth=len(_SIG_TABLE), init=_SIG_TABLE)
     m.submodules[name + "_rom"] = rom
     span = -2 * _SIG_LO
     off = Signal(range(span), name=name + "_off")
     m.d.comb += off.eq(Mux(x < _SIG_LO, 0, Mux(x > -_SIG_LO - 1, span - 1, x - _SIG_LO)))
-    idx = off[_SIG_FRAC_BITS:]
-    fr = off[:_SIG_FRAC_BITS]
-    # stage 1: both table entries
-    t0 = p.read(rom, idx)
-    t1 = p.read(rom, idx + 1)
-    fr1 = p.reg(fr, name=name + "_fr1")
-    # stage 2: slope (non-negative: the table is monotonic)
-    d2 = p.reg((t1 - t0)[:GATE.width], unsigned(GATE.width), name=name + "_d2")
-    t02 = p.reg(t0, name=name + "_t02")
-    fr2 = p.reg(fr1, name=name + "_fr2")
-    # stage 3: interpolation
-    return p.reg(t02 + round_shift(d2 * fr2, _SIG_FRAC_BITS), GATE_SHAPE, name=name)
+    off1 = p.reg(off, name=name + "_off1")
+    idx = off1[_SIG_FRAC_BITS:]
+    # stage 3: both table entries
+    t0 = p.read(rom, idx, name=name + "_t0")
+    t1 = p.read(rom, idx + 1, name=name + "_t1")
+    fr = p.delay(off1[:_SIG_FRAC_BITS], 2, name=name + "_fr")
+    # stage 4: slope (non-negative: the table is monotonic)
+    slope = p.reg((t1 - t0)[:_SIG_SLOPE.width], _SIG_SLOPE, name=name + "_slope")
+    t0 = p.reg(t0, name=name + "_t0d")
+    fr = p.reg(fr, name=name + "_fr3")
+    prod = p.mul(slope, fr, name=name + "_mul")
+    t0 = p.delay(t0, mul_latency(_SIG_SLOPE, unsigned(_SIG_FRAC_BITS)))
+    return p.reg(t0 + round_shift(prod, _SIG_FRAC_BITS), GATE_SHAPE, name=name)
 
 
-SILU_LATENCY = SIGMOID_LATENCY + 2
+SILU_LATENCY = SIGMOID_LATENCY + mul_latency(ACT_SHAPE, GATE_SHAPE) + 1
 
 
 def silu_datapath(m, p, x, *, name="silu"):
     """ACT ``numerics.silu(x)`` of ACT ``x``, :data:`SILU_LATENCY` stages after ``x``."""
     s = sigmoid_datapath(m, p, x, name=name + "_sig")
     xs = p.delay(x, SIGMOID_LATENCY, name=name + "_x")
-    prod = p.reg(xs * s, name=name + "_prod")
+    prod = p.mul(xs, s, name=name + "_mul")
     return p.reg(saturate(round_shift(prod, GATE.frac), ACT), ACT_SHAPE, name=name)
 
 
@@ -154,17 +214,18 @@ def silu_state_datapath(m, p, h, *, name="silu_state"):
     return silu_datapath(m, p, ha, name=name)
 
 
-MUL_ACT_LATENCY = 2
+MUL_ACT_LATENCY = mul_latency(ACT_SHAPE, ACT_SHAPE) + 1
 
 
 def mul_act_datapath(m, p, a, b, *, name="mul_act"):
     """ACT ``numerics.mul_act(a, b)`` of ACT ``a``, ``b``, :data:`MUL_ACT_LATENCY` stages later."""
-    prod = p.reg(a * b, name=name + "_prod")
+    prod = p.mul(a, b, name=name + "_mul")
     return p.reg(saturate(round_shift(prod, ACT.frac), ACT), ACT_SHAPE, name=name)
 
 
-LOWER_BOUND_BLEND_LATENCY = 2
-_ONE_GATE = Const(1 << GATE.frac, signed(GATE.width + 2))
+_ONE_GATE = 1 << GATE.frac
+_ONE_MINUS_GATE = signed(max((_ONE_GATE - GATE.max).bit_length(), _ONE_GATE.bit_length()) + 1)
+LOWER_BOUND_BLEND_LATENCY = 1 + mul_latency(_ONE_MINUS_GATE, GATE_SHAPE) + 1
 
 
 def lower_bound_blend_datapath(m, p, lb, f, *, name="lb_blend"):
@@ -172,44 +233,54 @@ def lower_bound_blend_datapath(m, p, lb, f, *, name="lb_blend"):
 
     The definition has no saturation; for any two GATE codes the exact result lies in the GATE range.
     """
-    prod = p.reg((_ONE_GATE - lb) * f, name=name + "_prod")
-    lb1 = p.reg(lb, name=name + "_lb")
-    return p.reg(lb1 + round_shift(prod, GATE.frac), GATE_SHAPE, name=name)
+    om = p.reg(_ONE_GATE - lb, _ONE_MINUS_GATE, name=name + "_om")
+    f1 = p.reg(f, name=name + "_f")
+    prod = p.mul(om, f1, name=name + "_mul")
+    lb = p.delay(lb, 1 + mul_latency(_ONE_MINUS_GATE, GATE_SHAPE), name=name + "_lb")
+    return p.reg(lb + round_shift(prod, GATE.frac), GATE_SHAPE, name=name)
 
 
-STATE_UPDATE_LATENCY = 3
+STATE_UPDATE_LATENCY = 1 + max(mul_latency(GATE_SHAPE, STATE_SHAPE),
+                               mul_latency(_ONE_MINUS_GATE, ACT_SHAPE)) + 3
 
 
 def state_update_datapath(m, p, h, f, c, *, name="state_update"):
     """STATE ``numerics.state_update(h, f, c)``, :data:`STATE_UPDATE_LATENCY` stages later."""
-    c_s = c << (STATE.frac - ACT.frac)
-    p1 = p.reg(f * h, name=name + "_fh")
-    p2 = p.reg((_ONE_GATE - f) * c_s, name=name + "_fc")
-    acc = p.reg(p1 + p2, name=name + "_sum")
-    return p.reg(saturate(round_shift(acc, GATE.frac), STATE), STATE_SHAPE, name=name)
+    om = p.reg(_ONE_GATE - f, _ONE_MINUS_GATE, name=name + "_om")
+    f1 = p.reg(f, name=name + "_f")
+    h1 = p.reg(h, name=name + "_h")
+    c1 = p.reg(c, name=name + "_c")
+    lat_fh = mul_latency(GATE_SHAPE, STATE_SHAPE)
+    lat_fc = mul_latency(_ONE_MINUS_GATE, ACT_SHAPE)
+    lat = max(lat_fh, lat_fc)
+    fh = p.delay(p.mul(f1, h1, name=name + "_fh"), lat - lat_fh)
+    fc = p.delay(p.mul(om, c1, name=name + "_fc"), lat - lat_fc)
+    acc = p.reg(fh + (fc << (STATE.frac - ACT.frac)), name=name + "_sum")
+    rounded = p.reg(round_shift(acc, GATE.frac), name=name + "_round")
+    return p.reg(saturate(rounded, STATE), STATE_SHAPE, name=name)
 
 
-APPLY_NORM_WEIGHT_LATENCY = 3
+_NW_PROD = signed(ACT.width + BFP_MANT.width)
+APPLY_NORM_WEIGHT_LATENCY = mul_latency(ACT_SHAPE, MANT_SHAPE) + 3
 
 
 def apply_norm_weight_datapath(m, p, x, w_mant, w_exp, *, name="norm_weight"):
     """ACT ``numerics.apply_norm_weight(x, w_mant, w_exp)``, :data:`APPLY_NORM_WEIGHT_LATENCY` later.
 
-    ``w_exp`` may change with every element. The product (40 bits) is shifted right with rounding for
-    ``w_exp > 0`` or left for ``w_exp <= 0``; shift amounts beyond those that can still change the
-    saturated result are clamped, which keeps the shifters small.
+    ``w_exp`` may change with every element. One arithmetic barrel shifter does both directions:
+    ``u = (p << (W + 1)) >> (e + W)`` is ``p >> (e - 1)`` for ``e > 0`` and ``p << (1 - e)`` otherwise,
+    and ``(u + 1) >> 1`` is then the half-up rounded ``p * 2**-e`` in both cases. ``e`` is clamped to
+    ``[-W, width(p)]`` (``W`` = ACT width), beyond which the saturated result no longer changes.
     """
-    prod = p.reg(x * w_mant, name=name + "_prod")
-    pw = len(prod)
-    e1 = p.reg(w_exp, name=name + "_exp")
-    # right: (p + 2**(e-1)) >> e == ((p >> (e-1)) + 1) >> 1; any e-1 >= pw-1 gives the same result
-    r_amt = Mux(e1 - 1 > pw - 1, pw - 1, e1 - 1)[:(pw - 1).bit_length()]
-    right = ((prod >> r_amt) + 1) >> 1
-    # left: a non-zero product shifted by >= ACT.width bits saturates whatever the exact amount
-    l_amt = Mux(-e1 > ACT.width, ACT.width, -e1)[:ACT.width.bit_length()]
-    left = prod << l_amt
-    shifted = p.reg(Mux(e1 > 0, right, left), name=name + "_shifted")
-    return p.reg(saturate(shifted, ACT), ACT_SHAPE, name=name)
+    prod = p.mul(x, w_mant, name=name + "_mul")
+    pw = _NW_PROD.width
+    lo, hi = -ACT.width, pw
+    e = p.delay(w_exp, mul_latency(ACT_SHAPE, MANT_SHAPE), name=name + "_exp")
+    amt = Mux(e < lo, 0, Mux(e > hi, hi - lo, e - lo))[:(hi - lo).bit_length()]
+    wide = prod << (ACT.width + 1)
+    u = p.reg(wide >> amt, signed(len(wide)), name=name + "_shifted")
+    rounded = p.reg((u + 1) >> 1, name=name + "_round")
+    return p.reg(saturate(rounded, ACT), ACT_SHAPE, name=name)
 
 
 # --- stream components ---------------------------------------------------------------------------
@@ -241,7 +312,7 @@ class _Element(wiring.Component):
 
 
 class Sigmoid(_Element):
-    """``numerics.sigmoid``: ACT ``i`` -> GATE ``o``. Latency 3, one element per cycle, one block RAM."""
+    """``numerics.sigmoid``: ACT ``i`` -> GATE ``o``. One element per cycle, one block RAM."""
 
     LATENCY = SIGMOID_LATENCY
 
@@ -253,7 +324,7 @@ class Sigmoid(_Element):
 
 
 class SiLU(_Element):
-    """``numerics.silu``: ACT ``i`` -> ACT ``o``. Latency 5, one element per cycle."""
+    """``numerics.silu``: ACT ``i`` -> ACT ``o``. One element per cycle."""
 
     LATENCY = SILU_LATENCY
 
@@ -265,7 +336,7 @@ class SiLU(_Element):
 
 
 class SiLUState(_Element):
-    """``numerics.silu_state``: STATE ``i`` -> ACT ``o``. Latency 6, one element per cycle."""
+    """``numerics.silu_state``: STATE ``i`` -> ACT ``o``. One element per cycle."""
 
     LATENCY = SILU_STATE_LATENCY
 
@@ -277,7 +348,7 @@ class SiLUState(_Element):
 
 
 class MulAct(_Element):
-    """``numerics.mul_act``: ``i`` = {a, b: ACT} -> ACT ``o``. Latency 2, one element per cycle."""
+    """``numerics.mul_act``: ``i`` = {a, b: ACT} -> ACT ``o``. One element per cycle."""
 
     LATENCY = MUL_ACT_LATENCY
 
@@ -289,7 +360,7 @@ class MulAct(_Element):
 
 
 class LowerBoundBlend(_Element):
-    """``numerics.lower_bound_blend``: ``i`` = {lb, f: GATE} -> GATE ``o``. Latency 2, one per cycle."""
+    """``numerics.lower_bound_blend``: ``i`` = {lb, f: GATE} -> GATE ``o``. One element per cycle."""
 
     LATENCY = LOWER_BOUND_BLEND_LATENCY
 
@@ -301,7 +372,7 @@ class LowerBoundBlend(_Element):
 
 
 class StateUpdate(_Element):
-    """``numerics.state_update``: ``i`` = {h: STATE, f: GATE, c: ACT} -> STATE ``o``. Latency 3."""
+    """``numerics.state_update``: ``i`` = {h: STATE, f: GATE, c: ACT} -> STATE ``o``."""
 
     LATENCY = STATE_UPDATE_LATENCY
 
@@ -316,7 +387,7 @@ class StateUpdate(_Element):
 class ApplyNormWeight(_Element):
     """``numerics.apply_norm_weight``: ``i`` = {x: ACT, w_mant: signed(16), w_exp: signed(7)} -> ACT.
 
-    Latency 3, one element per cycle. The exponent travels with every element, so one unit serves
+    One element per cycle. The exponent travels with every element, so one unit serves
     every norm weight tensor.
     """
 

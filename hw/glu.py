@@ -28,13 +28,13 @@ class GLU(wiring.Component):
     ``u`` : stream In, ACT signed(24), the ``gate_proj`` outputs in row order; the unit counts them.
     ``o`` : stream Out, ``data`` ACT, ``last`` on the ``I``-th output of a token.
 
-    Latency :attr:`LATENCY` (8) cycles from the transfer of ``up[j]`` to ``o.valid`` with ``o[j]``;
+    Latency :attr:`LATENCY` cycles from the transfer of ``up[j]`` to ``o.valid`` with ``o[j]``;
     one ``u`` element per cycle (so one output per cycle during the up half) while ``o.ready`` is
     high; a stalled ``o`` stalls the whole pipeline. Resources: one sigmoid ROM, multipliers 24x17 and
     24x24, the ``I x 24`` bit buffer.
     """
 
-    LATENCY = SILU_LATENCY + 1 + MUL_ACT_LATENCY
+    LATENCY = SILU_LATENCY + 2 + MUL_ACT_LATENCY
 
     def __init__(self, intermediate):
         if not isinstance(intermediate, int) or isinstance(intermediate, bool):
@@ -75,10 +75,10 @@ class GLU(wiring.Component):
         wr = buf.write_port()
         m.d.comb += [wr.addr.eq(idx), wr.data.eq(act), wr.en.eq(valid & ~is_up & en)]
         gate = p.read(buf, idx)
-        up_val = p.delay(x, SILU_LATENCY + 1)
+        up_val = p.delay(x, SILU_LATENCY + 2)
         out = mul_act_datapath(m, p, gate, up_val, name="glu")
 
-        k = 1 + MUL_ACT_LATENCY
+        k = 2 + MUL_ACT_LATENCY
         m.d.comb += [
             self.o.valid.eq(p.delay(valid & is_up, k, name="valid")),
             self.o.payload.data.eq(out),

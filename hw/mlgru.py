@@ -26,8 +26,9 @@ from .activations import (
 __all__ = ["MLGRU"]
 
 # stage at which the stored state is read (its data arrives one stage later, with f and c)
-_READ_STAGE = max(SIGMOID_LATENCY + LOWER_BOUND_BLEND_LATENCY, SILU_LATENCY) - 1
-_WRITE_STAGE = _READ_STAGE + 1 + STATE_UPDATE_LATENCY
+_GATES_STAGE = max(SIGMOID_LATENCY + LOWER_BOUND_BLEND_LATENCY, SILU_LATENCY)
+_READ_STAGE = _GATES_STAGE - 1
+_WRITE_STAGE = _GATES_STAGE + STATE_UPDATE_LATENCY
 _OUT_STAGE = _WRITE_STAGE + SILU_STATE_LATENCY + MUL_ACT_LATENCY
 
 
@@ -54,7 +55,7 @@ class MLGRU(wiring.Component):
     ``ready`` rise together (``ready`` waits for every ``valid``). The channel counts 0 .. H-1 in the
     unit and wraps, so a token is exactly ``H`` transfers.
 
-    Latency :attr:`LATENCY` (16) cycles from the joined transfer to ``o.valid``; throughput one channel
+    Latency :attr:`LATENCY` cycles from the joined transfer to ``o.valid``; throughput one channel
     per cycle while ``o.ready`` is high, the whole pipeline stalls with ``o``.
     Resources: three sigmoid ROMs (one block RAM each), the state memory, multipliers 17x32 (2),
     24x17 (2), 24x24, 24x16, 18x17 and small ones for the interpolation.
@@ -113,15 +114,15 @@ class MLGRU(wiring.Component):
         f_sig = sigmoid_datapath(m, p, self.f.payload, name="f_sig")
         lb = p.delay(w.lb, SIGMOID_LATENCY)
         f_gate = lower_bound_blend_datapath(m, p, lb, f_sig, name="f_gate")
-        f_gate = p.delay(f_gate, _READ_STAGE + 1 - SIGMOID_LATENCY - LOWER_BOUND_BLEND_LATENCY)
+        f_gate = p.delay(f_gate, _GATES_STAGE - SIGMOID_LATENCY - LOWER_BOUND_BLEND_LATENCY)
         c = silu_datapath(m, p, self.i.payload, name="c")
-        c = p.delay(c, _READ_STAGE + 1 - SILU_LATENCY)
+        c = p.delay(c, _GATES_STAGE - SILU_LATENCY)
 
         # state read, update, write back
         addr = p.reg(w.layer * H + channel, range(self.layers * H), name="addr")
         addr = p.delay(addr, _READ_STAGE - 1)
-        first = p.delay(w.first, _READ_STAGE + 1)
-        h_old = p.read(state, addr)
+        first = p.delay(w.first, _GATES_STAGE)
+        h_old = p.read(state, addr, registered=False)   # state_update registers it first thing
         h_prev = Mux(first, 0, h_old)
         h_new = state_update_datapath(m, p, h_prev, f_gate, c, name="h")
         valid = p.delay(take, _WRITE_STAGE, name="valid")

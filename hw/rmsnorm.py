@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from mmfree import numerics
 from mmfree.numerics import ACT, BFP_MANT, CODE, QUANT_BITS
 
-from .activations import ACT_SHAPE, BFP_EXP_SHAPE, MANT_SHAPE, ApplyNormWeight, Pipeline
+from .activations import ACT_SHAPE, BFP_EXP_SHAPE, MANT_SHAPE, ApplyNormWeight, Pipeline, mul_latency
 
 __all__ = ["PFLOAT_LAYOUT", "OutputScale", "RMSNormQuantizer", "ApplyNormWeight", "MAX_LENGTH"]
 
@@ -65,8 +65,8 @@ class OutputScale(wiring.Component):
     the reciprocal square root is a 48-step restoring division of ``2**62`` by the 16/17-bit mantissa
     and a 24-step restoring integer square root.
 
-    Latency about 110 to 160 cycles from the ``i`` transfer to ``o.valid`` (data dependent); ``i.ready``
-    is high only when idle, so one scale at a time.
+    Latency 114 to 130 cycles from the ``i`` transfer to ``o.valid`` (data dependent; 2 for a zero
+    scale); ``i.ready`` is high only when idle, so one scale at a time.
     """
 
     def __init__(self, max_length=MAX_LENGTH):
@@ -110,26 +110,14 @@ class OutputScale(wiring.Component):
 
         # the one multiplier: current mantissa times the operand of this phase
         operand = Signal(16)
-        with m.Switch(phase):
-            with m.Case(0):
-                m.d.comb += operand.eq(rk_m)
-            with m.Case(3):
-                m.d.comb += operand.eq(r_m)
-            with m.Case(4):
-                m.d.comb += operand.eq(w_m)
-            with m.Case(5):
-                m.d.comb += operand.eq(inv.mant)
-        product = x[:16] * operand
         operand_e = Signal(signed(_EXP_WIDTH))
-        with m.Switch(phase):
-            with m.Case(0):
-                m.d.comb += operand_e.eq(rk_e)
-            with m.Case(3):
-                m.d.comb += operand_e.eq(r_e)
-            with m.Case(4):
-                m.d.comb += operand_e.eq(w_e)
-            with m.Case(5):
-                m.d.comb += operand_e.eq(inv.exp)
+        m.d.comb += [
+            operand.eq(Mux(phase == 0, rk_m, Mux(phase == 3, r_m, Mux(phase == 4, w_m, inv.mant)))),
+            operand_e.eq(Mux(phase == 0, rk_e, Mux(phase == 3, r_e, Mux(phase == 4, w_e, inv.exp)))),
+        ]
+        mul_a, mul_b = Signal(16), Signal(16)
+        mul_e = Signal(signed(_EXP_WIDTH))
+        product = Signal(32)
 
         r2 = rem << 1
         s_in = Signal(30)
@@ -142,9 +130,10 @@ class OutputScale(wiring.Component):
         root_next = Signal(24)
         m.d.comb += root_next.eq((root << 1) | s_ge)
 
-        with m.FSM():
+        # handshakes from the state by continuous assignment: some event-driven simulators never
+        # evaluate a combinational process whose inputs keep their initial values
+        with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     p = self.i.payload
                     m.d.sync += [
@@ -167,7 +156,7 @@ class OutputScale(wiring.Component):
                 with m.Elif(x[17:] != 0):
                     m.d.sync += [x.eq(x >> 1), e.eq(e + 1)]
                 with m.Elif(x[16]):
-                    m.d.sync += [x.eq((x + 1) >> 1), e.eq(e + 1)]      # the rounding step
+                    m.d.sync += [x.eq((x[:17] + 1) >> 1), e.eq(e + 1)]  # the rounding step
                 with m.Elif(~x[15] & (x[8:16] == 0)):
                     m.d.sync += [x.eq(x << 8), e.eq(e - 8)]
                 with m.Elif(~x[15]):
@@ -176,7 +165,9 @@ class OutputScale(wiring.Component):
                     # x is a normalised mantissa: finish this step, start the next one
                     with m.Switch(phase):
                         with m.Case(0, 3, 4, 5):
-                            m.d.sync += [x.eq(product), e.eq(e + operand_e), phase.eq(phase + 1)]
+                            m.d.sync += [mul_a.eq(x[:16]), mul_b.eq(operand),
+                                         mul_e.eq(e + operand_e), phase.eq(phase + 1)]
+                            m.next = "MUL"
                         with m.Case(1):
                             # pf_rsqrt: make the exponent even, then isqrt(2**62 // mant)
                             m.d.sync += [
@@ -196,6 +187,14 @@ class OutputScale(wiring.Component):
                             m.d.sync += [res_m.eq(x[:16]), res_e.eq(e)]
                             m.next = "DONE"
 
+            with m.State("MUL"):
+                m.d.sync += product.eq(mul_a * mul_b)
+                m.next = "PRODUCT"
+
+            with m.State("PRODUCT"):
+                m.d.sync += [x.eq(product), e.eq(mul_e)]
+                m.next = "NORM"
+
             with m.State("DIV"):
                 with m.If(r2 >= div_m):
                     m.d.sync += [rem.eq(r2 - div_m), quo.eq((quo << 1) | 1)]
@@ -214,21 +213,21 @@ class OutputScale(wiring.Component):
                     cnt.eq(cnt - 1),
                 ]
                 with m.If(cnt == 0):
-                    m.d.sync += [
-                        x.eq(root_next),
-                        e.eq(-31 - (e_even >> 1)),
-                        phase.eq(2),
-                    ]
-                    m.next = "NORM"
+                    m.next = "ROOT"
+
+            with m.State("ROOT"):
+                m.d.sync += [x.eq(root), e.eq(-31 - (e_even >> 1)), phase.eq(2)]
+                m.next = "NORM"
 
             with m.State("DONE"):
-                m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.mant.eq(res_m),
-                    self.o.payload.exp.eq(res_e),
-                ]
                 with m.If(self.o.ready):
                     m.next = "IDLE"
+        m.d.comb += [
+            self.i.ready.eq(fsm.ongoing("IDLE")),
+            self.o.valid.eq(fsm.ongoing("DONE")),
+            self.o.payload.mant.eq(res_m),
+            self.o.payload.exp.eq(res_e),
+        ]
 
         return m
 
@@ -260,17 +259,23 @@ class RMSNormQuantizer(wiring.Component):
     Operation, latency, throughput
     ------------------------------
     Pass 1 accepts one element per cycle (``i.ready`` stays high until ``last``): ``z = v * w_mant`` goes
-    to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Four cycles after
-    ``last`` (sooner if the previous vector's codes and scale are still pending, later) pass 2 starts:
-    ``s = max(0, bitlen(max|z|) - 24)``, then per element ``(254 (|z| >> s) + A) // (2A)``, ``A =
-    max|z| >> s``, through a 7-stage pipelined restoring divider: the first code is valid 14 cycles
-    after ``last`` and one follows per cycle while ``codes.ready`` is high. In parallel
-    :class:`OutputScale` computes the scale (about 110-160 cycles). The next vector is accepted once all
-    reads of pass 2 are issued, so a vector takes about ``2 K + 16`` cycles (more if the scale is
-    slower, for ``K`` under about 150).
+    to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Pass 2 then
+    reads the buffer back: ``s = max(0, bitlen(max|z|) - 24)``, ``A = max|z| >> s``, and per element
+    ``(254 (|z| >> s) + A) // (2 A)`` through a 7-stage pipelined restoring divider (13 stages in all).
+    The first code is valid :attr:`CODE_LATENCY` (22) cycles after the ``last`` transfer, if the
+    previous vector's codes have left the pipeline and its scale has been taken; one code follows per
+    cycle while ``codes.ready`` is high (a stalled ``codes`` stalls pass 2). In parallel
+    :class:`OutputScale` computes the scale, valid about 125 to 140 cycles after ``last``.
+    The next vector is accepted as soon as pass 2 has read the whole buffer, so a stream of vectors
+    takes about ``max(2 K + 10, 135)`` cycles each (below ``K`` of about 60 the scale is the slower
+    part). ``i.ready`` does not depend on the outputs combinationally.
 
-    Resources: two multipliers (24x16, 24x24), one 16x16, a ``max(lengths) x 40`` bit memory.
+    Resources: multipliers 24x16 and 24x24 (pass 1), 16x16 (scale), a ``max(lengths) x 40`` bit
+    memory; no divider beyond the 7 compare-subtract stages and the sequential ones of the scale.
     """
+
+    CODE_LATENCY = 22
+    """Cycles from the ``last`` transfer to the first ``codes.valid`` (checked by the tests)."""
 
     def __init__(self, lengths):
         if isinstance(lengths, int) and not isinstance(lengths, bool):
@@ -310,25 +315,25 @@ class RMSNormQuantizer(wiring.Component):
         buf = memory.Memory(shape=signed(_Z_WIDTH), depth=kmax, init=[])
         m.submodules.buffer = buf
         wr = buf.write_port()
-        rd = buf.read_port()
 
         # --- pass 1: z = v * w into the buffer, max|z|, sum(v*v) -----------------------------------
         loading = Signal()
         take = self.i.valid & self.i.ready
         m.d.comb += self.i.ready.eq(loading)
-        a_ok, a_last = Signal(), Signal()
-        a_v, a_w = Signal(ACT_SHAPE), Signal(MANT_SHAPE)
-        b_ok, b_last = Signal(), Signal()
-        b_z, b_sq = Signal(signed(_Z_WIDTH)), Signal(2 * (ACT.width - 1) + 1)
-        c_ok, c_last = Signal(), Signal()
-        c_z, c_az, c_sq = Signal(signed(_Z_WIDTH)), Signal(_ZMAG_WIDTH), Signal.like(b_sq)
-        m.d.sync += [
-            a_ok.eq(take), a_last.eq(self.i.payload.last),
-            a_v.eq(self.i.payload.v), a_w.eq(self.i.payload.w_mant),
-            b_ok.eq(a_ok), b_last.eq(a_last), b_z.eq(a_v * a_w), b_sq.eq(a_v * a_v),
-            c_ok.eq(b_ok), c_last.eq(b_last), c_z.eq(b_z), c_sq.eq(b_sq),
-            c_az.eq(Mux(b_z < 0, -b_z, b_z)),
-        ]
+        p1 = Pipeline(m, Const(1))                   # never stalls: nothing flows out of pass 1
+        v1 = p1.reg(self.i.payload.v, name="v1")
+        w1 = p1.reg(self.i.payload.w_mant, name="w1")
+        lat_z = mul_latency(ACT_SHAPE, MANT_SHAPE)
+        lat_sq = mul_latency(ACT_SHAPE, ACT_SHAPE)
+        lat = max(lat_z, lat_sq)
+        z = p1.delay(p1.mul(v1, w1, name="z"), lat - lat_z, name="z")
+        sq = p1.delay(p1.mul(v1, v1, name="sq"), lat - lat_sq, name="sq")
+        az = p1.reg(Mux(z < 0, -z, z), unsigned(_ZMAG_WIDTH), name="az")
+        z = p1.reg(z, name="z")
+        sq = p1.reg(sq, name="sq")
+        c_ok = p1.delay(take, 2 + lat, name="ok")
+        c_last = p1.delay(self.i.payload.last, 2 + lat, name="last")
+
         count = Signal(range(kmax + 1))
         zmax = Signal(_ZMAG_WIDTH)
         ss = Signal(_ss_width(kmax))
@@ -337,11 +342,11 @@ class RMSNormQuantizer(wiring.Component):
         wm = Signal(PFLOAT_LAYOUT)
         with m.If(take & self.i.payload.last):
             m.d.sync += [w_exp.eq(self.i.payload.w_exp), wm.eq(self.i.payload.m)]
-        m.d.comb += [wr.addr.eq(count), wr.data.eq(c_z), wr.en.eq(c_ok & (count != kmax))]
+        m.d.comb += [wr.addr.eq(count), wr.data.eq(z), wr.en.eq(c_ok & (count != kmax))]
         with m.If(c_ok):
             m.d.sync += [
-                ss.eq(ss + c_sq),
-                zmax.eq(Mux(c_az > zmax, c_az, zmax)),
+                ss.eq(ss + sq),
+                zmax.eq(Mux(az > zmax, az, zmax)),
                 loaded.eq(c_last),
             ]
             with m.If(count != kmax):
@@ -363,32 +368,39 @@ class RMSNormQuantizer(wiring.Component):
         issue = emitting & (rptr != k)
         with m.If(en & issue):
             m.d.sync += rptr.eq(rptr + 1)
-        m.d.comb += [rd.addr.eq(rptr), rd.en.eq(en)]
         valid = [issue]
         last = [rptr == k - 1]
-        # stage 1: memory output
-        z1 = rd.data
-        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
-        # stage 2: magnitude, sign, common shift
-        neg = p.reg(z1 < 0)
-        mag = p.reg(Mux(z1 < 0, -z1, z1)[:_ZMAG_WIDTH] >> shift, unsigned(QUANT_BITS))
-        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
-        # stage 3: numerator 254 |z| + A
-        num = p.reg((mag << 8) - (mag << 1) + amax, unsigned(QUANT_BITS + 8))
-        neg = p.reg(neg)
-        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
-        # stages 4-10: restoring division by 2A, one quotient bit per stage (the quotient is <= 127)
+
+        def stage():
+            valid.append(p.reg(valid[-1], name="valid"))
+            last.append(p.reg(last[-1], name="last"))
+
+        # stages 1, 2: the buffer's output, registered
+        zr = p.read(buf, rptr, name="zr")
+        stage(); stage()
+        # stage 3: magnitude and sign; stage 4: the common shift s
+        neg = p.reg(zr < 0, name="neg")
+        mag = p.reg(Mux(zr < 0, -zr, zr), unsigned(_ZMAG_WIDTH), name="mag")
+        stage()
+        mag = p.reg(mag >> shift, unsigned(QUANT_BITS), name="mag_s")
+        neg = p.reg(neg, name="neg")
+        stage()
+        # stage 5: numerator 254 |z| + A
+        num = p.reg((mag << 8) - (mag << 1) + amax, unsigned(QUANT_BITS + 8), name="num")
+        neg = p.reg(neg, name="neg")
+        stage()
+        # stages 6-12: restoring division by 2A, one quotient bit per stage (the quotient is <= 127)
         quo = Const(0, 7)
         for bit in reversed(range(7)):
-            dsh = amax << (bit + 1)
-            ge = num >= dsh
-            quo = p.reg(quo | (ge << bit), unsigned(7))
-            num = p.reg(Mux(ge, num - dsh, num), unsigned(QUANT_BITS + 8))
-            neg = p.reg(neg)
-            valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
-        # stage 11: sign
-        code = p.reg(Mux(zero, 0, Mux(neg, -quo, quo)), signed(CODE.width))
-        valid.append(p.reg(valid[-1])); last.append(p.reg(last[-1]))
+            diff = num - (amax << (bit + 1))
+            ge = diff >= 0
+            quo = p.reg(quo | (ge << bit), unsigned(7), name="quo")
+            num = p.reg(Mux(ge, diff, num), unsigned(QUANT_BITS + 8), name="num")
+            neg = p.reg(neg, name="neg")
+            stage()
+        # stage 13: sign
+        code = p.reg(Mux(zero, 0, Mux(neg, -quo, quo)), signed(CODE.width), name="code")
+        stage()
         m.d.comb += [
             self.codes.valid.eq(valid[-1]),
             self.codes.payload.code.eq(code),
@@ -408,9 +420,23 @@ class RMSNormQuantizer(wiring.Component):
             su.i.payload.k_recip.eq(k_recip),
             su.i.payload.m.eq(wm),
         ]
-        with m.FSM():
+        # s = max(0, bitlen(max|z|) - QUANT_BITS) = bitlen(max|z| >> QUANT_BITS)
+        bits_over = Const(0, shift.shape())
+        for b, bit in enumerate(zmax[QUANT_BITS:]):
+            bits_over = Mux(bit, b + 1, bits_over)
+        # pf_recip(K) of the configured lengths, zero (and an error) for any other length: the hits
+        # exclude each other, so a balanced OR of masked constants selects (no priority chain)
+        hits = [(count == length, numerics.pf_recip(length)) for length in self.lengths]
+        terms = [Mux(hit, PFLOAT_LAYOUT.const({"mant": r.mant, "exp": r.exp}).as_value(), 0)
+                 for hit, r in hits]
+        while len(terms) > 1:
+            terms = [terms[j] | terms[j + 1] if j + 1 < len(terms) else terms[j]
+                     for j in range(0, len(terms), 2)]
+        recip = terms[0]
+        match = Cat(*(hit for hit, _ in hits)).any()
+
+        with m.FSM() as fsm:
             with m.State("LOAD"):
-                m.d.comb += loading.eq(1)
                 with m.If(take & self.i.payload.last):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
@@ -421,23 +447,12 @@ class RMSNormQuantizer(wiring.Component):
                 # the previous vector's codes must be out of the pipeline (it uses A, s) and its
                 # scale delivered before this vector's are started
                 with m.If(~busy2 & su.i.ready):
-                    lz = Signal(range(_ZMAG_WIDTH - QUANT_BITS + 1))
-                    hi = zmax[QUANT_BITS:]
-                    for b in range(len(hi)):
-                        with m.If(hi[b]):
-                            m.d.comb += lz.eq(b + 1)
-                    m.d.sync += [shift.eq(lz), k.eq(count)]
-                    match = Signal()
-                    for length in self.lengths:
-                        rcp = numerics.pf_recip(length)
-                        with m.If(count == length):
-                            m.d.comb += match.eq(1)
-                            m.d.sync += [k_recip.mant.eq(rcp.mant), k_recip.exp.eq(rcp.exp)]
+                    m.d.sync += [shift.eq(bits_over), k.eq(count), k_recip.eq(recip)]
                     with m.If(~match):
-                        m.d.sync += [k_recip.eq(0), self.length_error.eq(1)]
+                        m.d.sync += self.length_error.eq(1)
                     m.next = "PREP"
             with m.State("PREP"):
-                m.d.comb += su_start.eq(1)     # su.i.ready is high: it was idle in WAIT
+                # su.i.ready is high: it was idle in WAIT
                 m.d.sync += [
                     amax.eq(zmax >> shift),
                     zero.eq(zmax == 0),
@@ -446,7 +461,11 @@ class RMSNormQuantizer(wiring.Component):
                 ]
                 m.next = "EMIT"
             with m.State("EMIT"):
-                m.d.comb += emitting.eq(1)
                 with m.If(en & (rptr == k - 1)):
                     m.next = "LOAD"
+        m.d.comb += [
+            loading.eq(fsm.ongoing("LOAD")),
+            su_start.eq(fsm.ongoing("PREP")),
+            emitting.eq(fsm.ongoing("EMIT")),
+        ]
         return m

@@ -464,3 +464,71 @@ def test_glu_arguments():
         GLU(0)
     with pytest.raises(TypeError, match="intermediate must be an int, not 2.0"):
         GLU(2.0)
+
+
+# --- the same units as Verilog, under cocotb ------------------------------------------------------
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_units_cocotb(simulator, monkeypatch):
+    """Every unit at once on the generated Verilog: 10,000+ seeded vectors per unit, random stalls on
+    every stream, exact comparison and stream-rule checks in :mod:`mmfree.sim.tb_units`."""
+    import hashlib
+    from mmfree.sim import runner
+    from mmfree.sim.unit_vectors import UnitsBench, bench_vectors
+
+    reason = runner.missing(simulator)
+    if reason is not None:
+        pytest.skip(reason)
+    bench = UnitsBench()
+    # The runner reuses Verilator's run-time objects across designs, and one of them (cocotb's
+    # verilator.o) is compiled against the top module's port list: keep this bench's builds in a cache
+    # of their own, keyed by its ports, so that it never links one compiled for another design.
+    ports = repr(sorted((name, repr(member)) for name, member in bench.signature.members.flatten()))
+    key = hashlib.sha256(ports.encode()).hexdigest()[:12]
+    monkeypatch.setenv("MMFREE_SIM_CACHE", str(runner.cache_dir() / f"units-{key}"))
+    # Verilator, the primary simulator, checks 10,000+ vectors per unit; Icarus a quarter of them
+    n = 10_000 if simulator == "verilator" else 2_500
+    vec = bench_vectors(bench, 2024, elements=n, norm=n // 70,
+                        mlgru_tokens=-(-n // (bench.hidden * bench.layers)),
+                        glu_tokens_=-(-n // bench.intermediate), stall=0.25)
+    for port in ("sigmoid_o", "rmsnorm_codes", "mlgru_o", "glu_o"):
+        assert len(vec["out__" + port]) >= n
+    num, _ = runner.run_cocotb(bench, simulator=simulator, test_module="mmfree.sim.tb_units",
+                               name="units", vectors=vec)
+    assert num == 1
+
+
+@pytest.mark.sim
+def test_latencies():
+    """The documented latencies: element units, MLGRU, GLU, and the quantiser's first code."""
+    def first_out(dut, send_port, items, out_port):
+        t = {}
+
+        async def bench(ctx):
+            ctx.set(out_port.ready, 1)
+            for n, item in enumerate(items):
+                ctx.set(send_port.valid, 1)
+                ctx.set(send_port.payload, item)
+                await ctx.tick().until(send_port.ready)
+            ctx.set(send_port.valid, 0)
+            cycles = 0
+            while not ctx.get(out_port.valid):
+                await ctx.tick()
+                cycles += 1
+            t["latency"] = cycles + 1          # the last transfer's edge counts as the first cycle
+        _run(dut, bench, deadline=2000)
+        return t["latency"]
+
+    for cls, item in ((Sigmoid, 0), (SiLU, 0), (SiLUState, 0), (MulAct, {"a": 0, "b": 0}),
+                      (LowerBoundBlend, {"lb": 0, "f": 0}), (StateUpdate, {"h": 0, "f": 0, "c": 0}),
+                      (ApplyNormWeight, {"x": 0, "w_mant": 0, "w_exp": 0})):
+        dut = cls()
+        assert first_out(dut, dut.i, [item], dut.o) == cls.LATENCY, cls.__name__
+    dut = GLU(4)
+    assert first_out(dut, dut.u, [0] * 5, dut.o) == GLU.LATENCY
+    dut = RMSNormQuantizer(8)
+    items = [{"v": 1, "w_mant": 1, "w_exp": 0, "m": {"mant": 1 << 15, "exp": 0}, "last": j == 7}
+             for j in range(8)]
+    assert first_out(dut, dut.i, items, dut.codes) == RMSNormQuantizer.CODE_LATENCY
