@@ -191,12 +191,15 @@ def _main(argv=None):
     parser.add_argument("--lanes", type=int, nargs="+", default=[64, 256], metavar="P")
     parser.add_argument("--max-k", type=int, default=4096, metavar="K",
                         help="longest row the matrix-vector unit holds (default 4096)")
+    parser.add_argument("--arch", choices=["ecp5", "generic"], default=None,
+                        help="lane pair structure of the matrix-vector unit (default: ecp5, as on a board)")
     parser.add_argument("--no-rescale", action="store_true", help="skip the rescale stage")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    units = [(f"TernaryMatVec P={p} K={args.max_k}", p, TernaryMatVec(p, args.max_k), f"ternary_matvec_{p}")
-             for p in args.lanes]
+    arch = args.arch or "ecp5"
+    units = [(f"TernaryMatVec P={p} K={args.max_k} {arch}", p, TernaryMatVec(p, args.max_k, arch=args.arch),
+              f"ternary_matvec_{p}") for p in args.lanes]
     if not args.no_rescale:
         rs = Rescale(acc_width=acc_width_for(args.max_k))
         units.append((f"Rescale acc_width={rs.acc_width}", None, rs, "rescale"))
@@ -212,11 +215,11 @@ def _main(argv=None):
         print(json.dumps(rows, indent=1))
         return 0
     head = ["unit", "LUT4", "/lane", "(logic", "carry", "ram)", "COMB", "/lane", "FF", "BRAM", "DSP", "Fmax MHz"]
-    print(("{:<34}" + "{:>8}" * (len(head) - 1)).format(*head))
+    print(("{:<40}" + "{:>8}" * (len(head) - 2) + "{:>10}").format(*head))
     for r in rows:
         vals = [r["unit"], r["lut4"], r["lut4_per_lane"] or "", r["lut_logic"], r["lut_carry"], r["lut_ram"],
                 r["comb"], r["comb_per_lane"] or "", r["ff"], r["bram"], r["dsp"], r["fmax_mhz"]]
-        print(("{:<34}" + "{:>8}" * (len(head) - 1)).format(*vals))
+        print(("{:<40}" + "{:>8}" * (len(head) - 2) + "{:>10}").format(*vals))
     return 0
 
 

@@ -6,7 +6,7 @@ uses additions only: no multiplier, no DSP block.
 
 :class:`Rescale` turns those accumulators into the golden model's ACT values,
 ``numerics.rescale(acc, scale)`` bit for bit, with the scale (a :class:`~mmfree.numerics.PFloat`)
-given once per vector. It uses one multiplier.
+given once per vector. It uses one or two 18x18 multipliers.
 
 :class:`TernaryLinear` is the two connected: the integer half of a BitLinear.
 
@@ -51,6 +51,8 @@ MAX_LANES = 1024
 CODE_BITS = nx.CODE.width
 PF_MANT_BITS = 16
 """Width of a :class:`~mmfree.numerics.PFloat` mantissa (``[2**15, 2**16)``, or 0)."""
+MUL_LO_BITS = 17
+"""Low accumulator bits multiplied on their own (unsigned 17 x 16 fits one 18x18 multiplier)."""
 
 
 def _check_int(name, value, lo, hi):
@@ -412,7 +414,8 @@ class Rescale(wiring.Component):
 
     Datapath
     --------
-    ``p = acc * mant`` (a DSP multiplier), then with ``sh = -(exp + 12)`` clamped to
+    ``p = acc * mant`` (two registered partial products, ``acc[:17] * mant`` and
+    ``acc[17:] * mant``, each one 18x18 DSP multiplier, then their sum), then with ``sh = -(exp + 12)`` clamped to
     ``[-8, acc_width + 16]`` (beyond it the result no longer changes) and ``t = sh + 8``:
     ``u = (p << 9) >> t`` (arithmetic barrel shift), ``value = saturate((u + 1) >> 1)``, which is the
     round-half-up of ``p * 2**-sh``. ``sh < -8`` saturates any non-zero product: with a normalised
@@ -465,11 +468,14 @@ class Rescale(wiring.Component):
         a_acc = Signal(signed(A))
         a_mant = Signal(PF_MANT_BITS)
         a_sh = Signal(signed(self._exp_width + 2))
-        # stage b: product
+        # stage b: partial products, each one 18x18 multiplier, registered before they are added
+        # (an accumulator of at most 18 bits needs one multiplier: a single signed product)
+        lo_bits = MUL_LO_BITS if A > MUL_LO_BITS + 1 else 0
         b_valid, b_last = Signal(), Signal()
-        b_p = Signal(signed(A + PF_MANT_BITS + 1))
+        b_lo = Signal(lo_bits + PF_MANT_BITS)
+        b_hi = Signal(signed(A - lo_bits + PF_MANT_BITS + 1))
         b_sh = Signal(signed(self._exp_width + 2))
-        # stage c: product (second register, for the multiplier's timing) and shift amount
+        # stage c: product and shift amount
         c_valid, c_last, c_big = Signal(), Signal(), Signal()
         c_p = Signal(signed(A + PF_MANT_BITS + 1))
         c_t = Signal(range(sh_max + 9))
@@ -486,11 +492,12 @@ class Rescale(wiring.Component):
                 a_sh.eq(-(self.scale.payload.exp + nx.ACT.frac)),
 
                 b_valid.eq(a_valid), b_last.eq(a_last),
-                b_p.eq(a_acc * a_mant),
+                b_lo.eq(a_acc[:lo_bits] * a_mant),
+                b_hi.eq(a_acc[lo_bits:].as_signed() * a_mant),
                 b_sh.eq(a_sh),
 
                 c_valid.eq(b_valid), c_last.eq(b_last),
-                c_p.eq(b_p),
+                c_p.eq((b_hi << lo_bits) + b_lo),
                 c_big.eq(b_sh < -8),
                 c_t.eq(Mux(b_sh < -8, 0, Mux(b_sh > sh_max, sh_max, b_sh)) + 8),
 
