@@ -16,11 +16,16 @@ Each component has an input stream ``i`` and an output stream ``o``. All of them
   whole pipeline (and ``i.ready``) for as many cycles.
 * ``o.valid`` never depends on ``o.ready``; ``i.ready`` depends combinationally on ``o.ready``.
 
+Timing: every product is split into DSP-sized pieces (18-bit signed operands) whose partial products
+are registered, then summed by one registered adder level per halving (:meth:`Pipeline.mul`); block
+RAM outputs get one more register before any arithmetic. Each stage is at most one DSP block, one
+carry chain or one small mux tree: every unit here closes above 100 MHz on an ECP5-85F, speed grade 6.
+
 Formats follow :mod:`mmfree.numerics`: ACT ``signed(24)`` with 12 fraction bits, STATE ``signed(32)``
 with 20, GATE ``unsigned(17)`` with 16, BFP16 mantissas ``signed(16)`` with a ``signed(7)`` exponent.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,7 +34,7 @@ from mmfree.numerics import ACT, GATE, STATE, BFP_MANT
 
 __all__ = [
     "fixed_shape", "ACT_SHAPE", "STATE_SHAPE", "GATE_SHAPE", "MANT_SHAPE", "BFP_EXP_SHAPE",
-    "Pipeline", "saturate", "round_shift",
+    "Pipeline", "mul_latency", "saturate", "round_shift",
     "sigmoid_datapath", "silu_datapath", "silu_state_datapath", "mul_act_datapath",
     "lower_bound_blend_datapath", "state_update_datapath", "apply_norm_weight_datapath",
     "Sigmoid", "SiLU", "SiLUState", "MulAct", "LowerBoundBlend", "StateUpdate", "ApplyNormWeight",
@@ -312,7 +317,8 @@ class _Element(wiring.Component):
 
 
 class Sigmoid(_Element):
-    """``numerics.sigmoid``: ACT ``i`` -> GATE ``o``. One element per cycle, one block RAM."""
+    """``numerics.sigmoid``: ACT ``i`` -> GATE ``o``. Latency 6, one element per cycle; one block RAM,
+    one small multiplier."""
 
     LATENCY = SIGMOID_LATENCY
 
@@ -324,7 +330,8 @@ class Sigmoid(_Element):
 
 
 class SiLU(_Element):
-    """``numerics.silu``: ACT ``i`` -> ACT ``o``. One element per cycle."""
+    """``numerics.silu``: ACT ``i`` -> ACT ``o``. Latency 9, one element per cycle; one block RAM,
+    multipliers 24x17 (two DSP blocks) and a small one."""
 
     LATENCY = SILU_LATENCY
 
@@ -336,7 +343,7 @@ class SiLU(_Element):
 
 
 class SiLUState(_Element):
-    """``numerics.silu_state``: STATE ``i`` -> ACT ``o``. One element per cycle."""
+    """``numerics.silu_state``: STATE ``i`` -> ACT ``o``. Latency 10, one element per cycle."""
 
     LATENCY = SILU_STATE_LATENCY
 
@@ -348,7 +355,8 @@ class SiLUState(_Element):
 
 
 class MulAct(_Element):
-    """``numerics.mul_act``: ``i`` = {a, b: ACT} -> ACT ``o``. One element per cycle."""
+    """``numerics.mul_act``: ``i`` = {a, b: ACT} -> ACT ``o``. Latency 4, one element per cycle; a
+    24x24 multiplier (four DSP blocks)."""
 
     LATENCY = MUL_ACT_LATENCY
 
@@ -360,7 +368,8 @@ class MulAct(_Element):
 
 
 class LowerBoundBlend(_Element):
-    """``numerics.lower_bound_blend``: ``i`` = {lb, f: GATE} -> GATE ``o``. One element per cycle."""
+    """``numerics.lower_bound_blend``: ``i`` = {lb, f: GATE} -> GATE ``o``. Latency 3, one element per
+    cycle; an 18x17 multiplier."""
 
     LATENCY = LOWER_BOUND_BLEND_LATENCY
 
@@ -372,7 +381,8 @@ class LowerBoundBlend(_Element):
 
 
 class StateUpdate(_Element):
-    """``numerics.state_update``: ``i`` = {h: STATE, f: GATE, c: ACT} -> STATE ``o``."""
+    """``numerics.state_update``: ``i`` = {h: STATE, f: GATE, c: ACT} -> STATE ``o``. Latency 6, one
+    element per cycle; multipliers 17x32 and 18x24 (two DSP blocks each)."""
 
     LATENCY = STATE_UPDATE_LATENCY
 
@@ -387,8 +397,8 @@ class StateUpdate(_Element):
 class ApplyNormWeight(_Element):
     """``numerics.apply_norm_weight``: ``i`` = {x: ACT, w_mant: signed(16), w_exp: signed(7)} -> ACT.
 
-    One element per cycle. The exponent travels with every element, so one unit serves
-    every norm weight tensor.
+    Latency 5, one element per cycle; a 24x16 multiplier and a 65-bit barrel shifter. The exponent
+    travels with every element, so one unit serves every norm weight tensor.
     """
 
     LATENCY = APPLY_NORM_WEIGHT_LATENCY

@@ -12,13 +12,17 @@ import torch
 from amaranth.sim import Simulator
 
 from mmfree import numerics as nx
-from mmfree.numerics import ACT, GATE, STATE, BFP_MANT, PFloat
+from mmfree.numerics import ACT, PFloat
 from mmfree.hw.activations import (
     Sigmoid, SiLU, SiLUState, MulAct, LowerBoundBlend, StateUpdate, ApplyNormWeight,
 )
 from mmfree.hw.rmsnorm import RMSNormQuantizer, OutputScale, MAX_LENGTH
 from mmfree.hw.mlgru import MLGRU
 from mmfree.hw.glu import GLU
+from mmfree.sim.unit_vectors import (
+    ELEMENTS, element_cases, element_reference, norm_cases, norm_reference, norm_beats,
+    mlgru_steps, mlgru_beats, glu_tokens, glu_reference,
+)
 
 
 # --- stream helpers ------------------------------------------------------------------------------
@@ -96,113 +100,29 @@ def _stream_test(dut, port_in, items, port_out, count, seed, *, stall_in=0.3, st
     return got
 
 
-# --- value generators ----------------------------------------------------------------------------
+# --- element-wise units --------------------------------------------------------------------------
 
-def _edges(fmt):
-    return [fmt.min, fmt.min + 1, -1 if fmt.signed else 0, 0, 1, fmt.max - 1, fmt.max]
+@pytest.mark.sim
+@pytest.mark.parametrize("name", list(ELEMENTS))
+def test_element(name):
+    """Each element unit on 600 seeded inputs (extremes of every format included), random stalls."""
+    seed = list(ELEMENTS).index(name) + 1
+    cases = element_cases(name, random.Random(seed), 600)
+    dut = ELEMENTS[name]()
+    got = _stream_test(dut, dut.i, cases, dut.o, len(cases), 10 + seed)
+    assert got == element_reference(name, cases)
 
 
-def _rand(rng, fmt, n, *, small=None):
-    """``n`` codes of ``fmt``: edge values, uniformly random ones and (if ``small``) small ones."""
-    out = _edges(fmt)
-    while len(out) < n:
-        r = rng.random()
-        if small is not None and r < 0.5:
-            out.append(rng.randint(max(fmt.min, -small), min(fmt.max, small)))
-        else:
-            out.append(rng.randint(fmt.min, fmt.max))
-    rng.shuffle(out)
-    return out[:n]
+def test_apply_norm_weight_int64_range():
+    """Where ``x * w << -w_exp`` leaves int64, the tensor form of ``apply_norm_weight`` wraps; the
+    hardware follows the same definition on unbounded integers (it saturates)."""
+    x, w, e = 6564614, 12927, -32
+    assert int(nx.apply_norm_weight(_t([x]), _t([w]), e)[0]) == ACT.min           # wrapped
+    assert element_reference("norm_weight", [{"x": x, "w_mant": w, "w_exp": e}]) == [ACT.max]
 
 
 def _t(xs):
     return torch.tensor(xs, dtype=torch.int64)
-
-
-# --- element-wise units --------------------------------------------------------------------------
-
-SIG_RANGE = -nx.SIGMOID_IN_MIN << ACT.frac
-
-
-@pytest.mark.sim
-def test_sigmoid():
-    rng = random.Random(1)
-    xs = _rand(rng, ACT, 400, small=SIG_RANGE + 256)
-    xs += list(range(-SIG_RANGE - 2, -SIG_RANGE + 300)) + list(range(SIG_RANGE - 300, SIG_RANGE + 2))
-    dut = Sigmoid()
-    got = _stream_test(dut, dut.i, xs, dut.o, len(xs), 11)
-    assert got == nx.sigmoid(_t(xs)).tolist()
-
-
-@pytest.mark.sim
-def test_silu():
-    rng = random.Random(2)
-    xs = _rand(rng, ACT, 400, small=SIG_RANGE + 256)
-    dut = SiLU()
-    got = _stream_test(dut, dut.i, xs, dut.o, len(xs), 12)
-    assert got == nx.silu(_t(xs)).tolist()
-
-
-@pytest.mark.sim
-def test_silu_state():
-    rng = random.Random(3)
-    hs = _rand(rng, STATE, 400, small=SIG_RANGE << 8)
-    hs += [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127]
-    dut = SiLUState()
-    got = _stream_test(dut, dut.i, hs, dut.o, len(hs), 13)
-    assert got == nx.silu_state(_t(hs)).tolist()
-
-
-@pytest.mark.sim
-def test_mul_act():
-    rng = random.Random(4)
-    a = _rand(rng, ACT, 300, small=1 << 14)
-    b = _rand(rng, ACT, 300, small=1 << 14)
-    dut = MulAct()
-    got = _stream_test(dut, dut.i, [{"a": x, "b": y} for x, y in zip(a, b)], dut.o, len(a), 14)
-    assert got == nx.mul_act(_t(a), _t(b)).tolist()
-
-
-@pytest.mark.sim
-def test_lower_bound_blend():
-    rng = random.Random(5)
-    lb = _rand(rng, GATE, 300, small=1 << 16)
-    f = _rand(rng, GATE, 300, small=1 << 16)
-    dut = LowerBoundBlend()
-    got = _stream_test(dut, dut.i, [{"lb": x, "f": y} for x, y in zip(lb, f)], dut.o, len(lb), 15)
-    assert got == nx.lower_bound_blend(_t(lb), _t(f)).tolist()
-
-
-@pytest.mark.sim
-def test_state_update():
-    rng = random.Random(6)
-    h = _rand(rng, STATE, 300, small=1 << 24)
-    f = _rand(rng, GATE, 300, small=1 << 16)
-    c = _rand(rng, ACT, 300, small=1 << 16)
-    dut = StateUpdate()
-    items = [{"h": x, "f": y, "c": z} for x, y, z in zip(h, f, c)]
-    got = _stream_test(dut, dut.i, items, dut.o, len(h), 16)
-    assert got == nx.state_update(_t(h), _t(f), _t(c)).tolist()
-
-
-@pytest.mark.sim
-def test_apply_norm_weight():
-    rng = random.Random(7)
-    n = 400
-    x = _rand(rng, ACT, n, small=1 << 14)
-    w = _rand(rng, BFP_MANT, n, small=1 << 12)
-    exps = [rng.choice([nx.BFP_EXP_MIN, nx.BFP_EXP_MAX, 0, 1, -1, 12, 14, 15, 39, 40, 41, -23, -24,
-                        -25, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX)]) for _ in range(n)]
-    dut = ApplyNormWeight()
-    items = [{"x": a, "w_mant": b, "w_exp": e} for a, b, e in zip(x, w, exps)]
-    got = _stream_test(dut, dut.i, items, dut.o, n, 17)
-    # the definition on int64 tensors wraps when ``x * w << -w_exp`` leaves int64 (w_exp < -24 with a
-    # large product); the hardware saturates as the same definition does on unbounded integers
-    exact = [ACT.saturate(nx.shift_round(a * b, e)) for a, b, e in zip(x, w, exps)]
-    assert got == exact
-    for a, b, e, g in zip(x, w, exps, got):
-        if abs(a * b) << max(0, -e) < 1 << 63:
-            assert g == int(nx.apply_norm_weight(_t([a]), _t([b]), e)[0]), (a, b, e)
 
 
 # --- RMSNorm and quantiser -----------------------------------------------------------------------
@@ -211,44 +131,10 @@ def _pf(p):
     return {"mant": p.mant, "exp": p.exp}
 
 
-def _norm_vectors(rng, lengths, count):
-    """Seeded vectors for the quantiser: (v, w_mant, w_exp, m) with edge cases first."""
-    k0 = lengths[0]
-    m0 = nx.pf_from_float(0.0213)
-    vecs = [
-        ([0] * k0, [rng.randint(-30000, 30000) for _ in range(k0)], 14, m0),           # zero vector
-        ([rng.randint(-5000, 5000) for _ in range(k0)], [0] * k0, 14, m0),             # zero weight
-        ([ACT.min] * k0, [BFP_MANT.min] * k0, nx.BFP_EXP_MIN, m0),                      # extremes
-        ([ACT.max] * k0, [BFP_MANT.max] * k0, nx.BFP_EXP_MAX, PFloat(65535, 300)),
-        ([ACT.min, ACT.max] * (k0 // 2) + [1] * (k0 % 2), [1] * k0, 0, PFloat(32768, -300)),
-        ([1] + [0] * (k0 - 1), [1] * k0, 15, PFloat(1, 0)),                            # tiny, odd m
-        ([rng.choice([-1, 1]) for _ in range(k0)], [rng.randint(-3, 3) for _ in range(k0)], 3, m0),
-    ]
-    while len(vecs) < count:
-        k = rng.choice(lengths)
-        scale = rng.choice([1, 1 << 6, 1 << 12, 1 << 16, 1 << 23])
-        v = [max(ACT.min, min(ACT.max, int(rng.gauss(0, scale)))) for _ in range(k)]
-        w = [max(BFP_MANT.min, min(BFP_MANT.max, int(rng.gauss(1 << 14, 1 << rng.randint(4, 14)))))
-             for _ in range(k)]
-        vecs.append((v, w, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX),
-                     nx.pf_from_float(rng.uniform(1e-5, 0.1))))
-    return vecs
-
-
-def _norm_reference(v, w, w_exp, m):
-    vt, wt = _t(v), _t(w)
-    codes, zmax = nx.quantize_activations(vt * wt)
-    scale = nx.output_scale(zmax, ACT.frac + w_exp, int((vt * vt).sum()), len(v), m)
-    return codes.tolist(), (scale.mant, scale.exp)
-
-
 def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3):
     dut = RMSNormQuantizer(lengths)
     rng = random.Random(seed)
-    items = []
-    for v, w, e, mm in vecs:
-        for j, (a, b) in enumerate(zip(v, w)):
-            items.append({"v": a, "w_mant": b, "w_exp": e, "m": _pf(mm), "last": j == len(v) - 1})
+    items, _, _ = norm_beats(vecs)
     codes, scales = [], []
 
     async def tx(ctx):
@@ -265,7 +151,7 @@ def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3):
     _run(dut, tx, rx_codes, rx_scale)
     pos = 0
     for n, (v, w, e, mm) in enumerate(vecs):
-        ref_codes, ref_scale = _norm_reference(v, w, e, mm)
+        ref_codes, ref_scale = norm_reference((v, w, e, mm))
         got = codes[pos:pos + len(v)]
         pos += len(v)
         assert [c for c, _ in got] == ref_codes, f"vector {n}: codes"
@@ -277,14 +163,14 @@ def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3):
 @pytest.mark.sim
 def test_rmsnorm_quantizer():
     rng = random.Random(21)
-    _run_norm((24, 40), _norm_vectors(rng, (24, 40), 14), 22)
+    _run_norm((24, 40), norm_cases(rng, (24, 40), 14), 22)
 
 
 @pytest.mark.sim
 def test_rmsnorm_quantizer_back_to_back():
     """No stalls: vectors of a length above the scale latency, one after the other."""
     rng = random.Random(23)
-    _run_norm((200,), _norm_vectors(rng, (200,), 3), 24, stall_in=0.0, stall_out=0.0)
+    _run_norm((200,), norm_cases(rng, (200,), 3), 24, stall_in=0.0, stall_out=0.0)
 
 
 @pytest.mark.sim
@@ -346,48 +232,10 @@ def test_rmsnorm_arguments():
 
 # --- MLGRU ---------------------------------------------------------------------------------------
 
-def _mlgru_steps(rng, hidden, layers, tokens, *, order="layers"):
-    """(layer, first, f, i, g, lb, g_mant, g_exp) per step: tokens through the layers, or one layer."""
-    lbs = [[0] * hidden] + [[rng.randint(0, 1 << 16) for _ in range(hidden)] for _ in range(layers - 1)]
-    gms = [[rng.randint(BFP_MANT.min, BFP_MANT.max) for _ in range(hidden)] for _ in range(layers)]
-    gexp = [rng.choice([13, 14, 15, rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX)]) for _ in range(layers)]
-    lbs[-1][:4] = [0, 1 << 16, GATE.max, 1]                         # edges of GATE
-    steps = []
-    for t in range(tokens):
-        for layer in (range(layers) if order == "layers" else [t % layers] * 1):
-            sc = rng.choice([1 << 8, 1 << 12, 1 << 14, 1 << 16, 1 << 22])
-            vec = lambda: [max(ACT.min, min(ACT.max, int(rng.gauss(0, sc)))) for _ in range(hidden)]
-            f, i, g = vec(), vec(), vec()
-            if rng.random() < 0.2:                                  # drive the state to its limits
-                f = [ACT.min] * hidden
-                i = [rng.choice([ACT.min, ACT.max]) for _ in range(hidden)]
-            steps.append((layer, t == 0 or rng.random() < 0.05, f, i, g, lbs[layer], gms[layer],
-                          gexp[layer]))
-    return steps
-
-
-def _mlgru_reference(steps, hidden, layers):
-    h = [torch.zeros(hidden, dtype=torch.int64) for _ in range(layers)]
-    out = []
-    for layer, first, f, i, g, lb, gm, ge in steps:
-        fg = nx.lower_bound_blend(_t(lb), nx.sigmoid(_t(f)))
-        c = nx.silu(_t(i))
-        prev = torch.zeros(hidden, dtype=torch.int64) if first else h[layer]
-        h[layer] = nx.state_update(prev, fg, c)
-        out += nx.mul_act(nx.apply_norm_weight(_t(g), _t(gm), ge), nx.silu_state(h[layer])).tolist()
-    return out, h
-
-
 def _run_mlgru(hidden, layers, steps, seed, stall_in=0.3, stall_out=0.3):
     dut = MLGRU(hidden, layers)
     rng = random.Random(seed)
-    streams = {"f": [], "i": [], "g": [], "w": []}
-    for layer, first, f, i, g, lb, gm, ge in steps:
-        streams["f"] += f
-        streams["i"] += i
-        streams["g"] += g
-        streams["w"] += [{"lb": a, "g_mant": b, "g_exp": ge, "layer": layer, "first": first}
-                         for a, b in zip(lb, gm)]
+    streams, expected = mlgru_beats(steps, hidden, layers)
     got = []
     n = len(streams["f"])
 
@@ -400,15 +248,13 @@ def _run_mlgru(hidden, layers, steps, seed, stall_in=0.3, stall_out=0.3):
         await _recv(ctx, dut.o, n, random.Random(rng.random()), stall_out, got, ("data", "last"))
 
     _run(dut, *(sender(k) for k in streams), rx)
-    ref, _ = _mlgru_reference(steps, hidden, layers)
-    assert [d for d, _ in got] == ref
-    assert [l for _, l in got] == ([0] * (hidden - 1) + [1]) * len(steps)
+    assert got == [(e["data"], e["last"]) for e in expected]
 
 
 @pytest.mark.sim
 def test_mlgru():
     rng = random.Random(31)
-    _run_mlgru(8, 3, _mlgru_steps(rng, 8, 3, 6), 32)
+    _run_mlgru(8, 3, mlgru_steps(rng, 8, 3, 6), 32)
 
 
 @pytest.mark.sim
@@ -417,7 +263,7 @@ def test_mlgru_same_layer_back_to_back():
     previous token wrote it."""
     rng = random.Random(33)
     h = MLGRU.MIN_HIDDEN
-    _run_mlgru(h, 1, _mlgru_steps(rng, h, 1, 24, order="one"), 34, stall_in=0.0, stall_out=0.0)
+    _run_mlgru(h, 1, mlgru_steps(rng, h, 1, 24, one_layer=True), 34, stall_in=0.0, stall_out=0.0)
 
 
 def test_mlgru_arguments():
@@ -432,19 +278,11 @@ def test_mlgru_arguments():
 # --- GLU -----------------------------------------------------------------------------------------
 
 def _run_glu(n, tokens, seed, stall_in=0.3, stall_out=0.3):
-    rng = random.Random(seed)
-    us = []
-    for _ in range(tokens):
-        sc = rng.choice([1 << 8, 1 << 12, 1 << 16, 1 << 22])
-        us.append(_rand(rng, ACT, 2 * n, small=sc) if rng.random() < 0.3 else
-                  [max(ACT.min, min(ACT.max, int(rng.gauss(0, sc)))) for _ in range(2 * n)])
+    toks = glu_tokens(random.Random(seed), n, tokens)
     dut = GLU(n)
-    got = _stream_test(dut, dut.u, [x for u in us for x in u], dut.o, n * tokens, seed + 1,
+    got = _stream_test(dut, dut.u, [x for u in toks for x in u], dut.o, n * tokens, seed + 1,
                        stall_in=stall_in, stall_out=stall_out, fields=("data", "last"))
-    ref = []
-    for u in us:
-        ref += nx.mul_act(nx.silu(_t(u[:n])), _t(u[n:])).tolist()
-    assert [d for d, _ in got] == ref
+    assert [d for d, _ in got] == glu_reference(toks, n)
     assert [l for _, l in got] == ([0] * (n - 1) + [1]) * tokens
 
 
@@ -528,6 +366,24 @@ def test_latencies():
         assert first_out(dut, dut.i, [item], dut.o) == cls.LATENCY, cls.__name__
     dut = GLU(4)
     assert first_out(dut, dut.u, [0] * 5, dut.o) == GLU.LATENCY
+
+    dut = MLGRU(MLGRU.MIN_HIDDEN, 1)
+    t = {}
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for port in (dut.f, dut.i, dut.g, dut.w):
+            ctx.set(port.valid, 1)
+        await ctx.tick().until(dut.w.ready)
+        for port in (dut.f, dut.i, dut.g, dut.w):
+            ctx.set(port.valid, 0)
+        cycles = 1
+        while not ctx.get(dut.o.valid):
+            await ctx.tick()
+            cycles += 1
+        t["latency"] = cycles
+    _run(dut, bench, deadline=2000)
+    assert t["latency"] == MLGRU.LATENCY
     dut = RMSNormQuantizer(8)
     items = [{"v": 1, "w_mant": 1, "w_exp": 0, "m": {"mant": 1 << 15, "exp": 0}, "last": j == 7}
              for j in range(8)]
