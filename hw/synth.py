@@ -110,7 +110,8 @@ def _versions():
 
 def _run(cmd, cwd, log):
     with open(log, "w") as f:
-        r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **yowasp_env()})
+        r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, **yowasp_env()})
     if r.returncode:
         tail = Path(log).read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {r.returncode}), log {log}:\n{tail}")
@@ -135,7 +136,8 @@ def synthesize(component, *, name="top", freq_mhz=100, seed=1, speed=6, cache=Tr
     if speed not in (6, 7, 8):
         raise ValueError(f"speed must be 6, 7 or 8, not {speed!r}")
     text = rtlil.convert(component, name=name, platform=ECP5_TARGET, emit_src=False)
-    key = hashlib.sha256("\n".join([text, str(freq_mhz), str(seed), str(speed), _FORMAT, *_versions()]).encode())
+    key = hashlib.sha256("\n".join([text, str(freq_mhz), str(seed), str(speed), _FORMAT,
+                                    *_versions()]).encode())
     build = synth_cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     done = build / "result.json"
     if cache and done.exists():
@@ -214,7 +216,8 @@ def _main(argv=None):
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    head = ["unit", "LUT4", "/lane", "(logic", "carry", "ram)", "COMB", "/lane", "FF", "BRAM", "DSP", "Fmax MHz"]
+    head = ["unit", "LUT4", "/lane", "(logic", "carry", "ram)", "COMB", "/lane", "FF", "BRAM", "DSP",
+            "Fmax MHz"]
     print(("{:<40}" + "{:>8}" * (len(head) - 2) + "{:>10}").format(*head))
     for r in rows:
         vals = [r["unit"], r["lut4"], r["lut4_per_lane"] or "", r["lut_logic"], r["lut_carry"], r["lut_ram"],

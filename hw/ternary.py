@@ -123,8 +123,9 @@ class TernaryMatVec(wiring.Component):
     matrix's last beat if it is complete by then: a matrix of at least as many beats as the next
     vector has words hides the load entirely. ``act.ready`` and ``w.ready`` depend on registers only.
     A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``) after
-    its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of :attr:`fifo_depth`
-    results absorbs the pipeline's contents, and ``w`` stops before it would overflow.
+    its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of
+    :attr:`fifo_depth` results absorbs the pipeline's contents, and ``w`` stops before it would
+    overflow.
 
     Resources
     ---------
@@ -381,7 +382,7 @@ class TernaryMatVec(wiring.Component):
 
 
 class Rescale(wiring.Component):
-    """Accumulators times a per-vector :class:`~mmfree.numerics.PFloat`, to ACT: :func:`~mmfree.numerics.rescale`.
+    """Accumulators times a per-vector PFloat scale, to ACT: :func:`~mmfree.numerics.rescale`.
 
     ``value = saturate_ACT(round_half_up(acc * mant * 2**(exp + 12)))`` exactly as the numeric
     specification defines it, for every accumulator and every scale with ``mant`` 0 or in
@@ -415,10 +416,11 @@ class Rescale(wiring.Component):
     Datapath
     --------
     ``p = acc * mant`` (two registered partial products, ``acc[:17] * mant`` and
-    ``acc[17:] * mant``, each one 18x18 DSP multiplier, then their sum), then with ``sh = -(exp + 12)`` clamped to
+    ``acc[17:] * mant``, each one 18x18 DSP multiplier, then their sum; one product when the
+    accumulator has at most 18 bits). Then, with ``sh = -(exp + 12)`` clamped to
     ``[-8, acc_width + 16]`` (beyond it the result no longer changes) and ``t = sh + 8``:
-    ``u = (p << 9) >> t`` (arithmetic barrel shift), ``value = saturate((u + 1) >> 1)``, which is the
-    round-half-up of ``p * 2**-sh``. ``sh < -8`` saturates any non-zero product: with a normalised
+    ``u = (p << 9) >> t`` (arithmetic barrel shift) and ``value = saturate((u + 1) >> 1)``, which is
+    the round-half-up of ``p * 2**-sh``. ``sh < -8`` saturates any non-zero product: with a normalised
     mantissa ``|p| >= 2**15``, so ``|p| * 2**9`` is already beyond ACT's range.
     """
 

@@ -40,7 +40,8 @@ def run_streams(dut, vectors, *, vcd=None):
         while not (all(len(got[p]) >= len(expect[p]) for p in expect) and
                    all(sent[p] == len(inputs[p]) for p in inputs)):
             cycle += 1
-            assert cycle <= limit, f"timeout after {cycle} cycles ({sent}, { {p: len(g) for p, g in got.items()} })"
+            assert cycle <= limit, \
+                f"timeout after {cycle} cycles (sent {sent}, got { {p: len(g) for p, g in got.items()} })"
             for p, beats in inputs.items():
                 port = getattr(dut, p)
                 if not holding[p]:

@@ -19,9 +19,11 @@ The cache is ``$MMFREE_SIM_CACHE`` if set, else ``build/sim`` in a source checko
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -180,8 +182,8 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=
         args = list(VERILATOR_ARGS) if simulator == "verilator" else []
         try:
             with _environ(tool_env(simulator)):
-                runner.build(sources=[*map(Path, sources), src], hdl_toplevel=toplevel, build_dir=build_dir,
-                             build_args=args, timescale=TIMESCALE, always=True,
+                runner.build(sources=[*map(Path, sources), src], hdl_toplevel=toplevel,
+                             build_dir=build_dir, build_args=args, timescale=TIMESCALE, always=True,
                              log_file=log if quiet else None)
         except (Exception, SystemExit) as e:
             tail = log.read_text()[-4000:] if log.exists() else ""
@@ -223,8 +225,21 @@ def _runtime_cache(simulator):
         return None
     import cocotb
     key = hashlib.sha256("\n".join([_tool_version(simulator), cocotb.__version__, VERILATOR_OPT,
-                                    *VERILATOR_ARGS]).encode()).hexdigest()[:16]
+                                    *VERILATOR_ARGS, _compiler()]).encode()).hexdigest()[:16]
     return cache_dir() / f"verilator-runtime-{key}"
+
+
+def _compiler():
+    return _compiler_version(os.environ.get("CXX", "c++"))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cxx):
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return cxx
+    return cxx + " " + (out.splitlines() or [""])[0]
 
 
 def _save_runtime(build_dir, runtime):

@@ -139,7 +139,8 @@ async def _run(dut, vec):
         with open(os.path.join(os.path.dirname(os.environ["MMFREE_VECTORS"]), "measure.txt"), "w") as f:
             f.write(f"{transfers} {span}\n")
         if int(vec.get("full_rate", 0)):
-            assert transfers == span, f"{measure}: {transfers} transfers in {span} cycles, expected one per cycle"
+            assert transfers == span, \
+                f"{measure}: {transfers} transfers in {span} cycles, expected one per cycle"
 
 
 @cocotb.test()

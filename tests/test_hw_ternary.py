@@ -46,7 +46,8 @@ def random_scale(rng, exp_lo=-40, exp_hi=-8):
 def edge_jobs(lanes, max_k):
     """All-zero, all +1 and all -1 rows; extreme and zero vectors; the largest and smallest K."""
     k = max_k
-    zero, plus, minus = torch.zeros(k, dtype=torch.int64), torch.ones(k, dtype=torch.int64), -torch.ones(k, dtype=torch.int64)
+    zero = torch.zeros(k, dtype=torch.int64)
+    plus, minus = zero + 1, zero - 1
     alt = torch.tensor([1, -1] * (k // 2) + [1] * (k % 2))
     rows = torch.stack([zero, plus, minus, alt, -alt])
     g = torch.Generator().manual_seed(99)
