@@ -1,0 +1,970 @@
+"""The host link in gateware: the protocol of :mod:`mmfree.protocol` between a byte stream and the
+token engine (:class:`~mmfree.hw.core.Core`).
+
+Every constant, code and field layout here comes from :mod:`mmfree.protocol`; field offsets are read
+from its ``struct`` formats, so this file holds no protocol number of its own.
+
+Blocks
+------
+::
+
+    rx bytes --> FrameReceiver --frame events--> executor --> FrameSender --> tx bytes
+                 (COBS decode, CRC residue,        |   ^         (CRC append, COBS encode)
+                  two 512-byte frame banks) <------'   |
+                                                       v
+                                 Core: req/res, wr_* and rd_* ports of the four regions
+
+* :class:`FrameReceiver` decodes COBS on the fly into one of two frame banks (one block RAM), runs
+  CRC-32 over every decoded byte and, at the closing delimiter, classifies the frame in the order of
+  docs/protocol.md §2.4 (``TOO_LONG``, ``BAD_FRAME``, ``BAD_CRC``, intact). An intact frame keeps its
+  bank until the executor frees it, so the next frame arrives into the other bank while one executes.
+  With both banks held, input stalls (``ready`` low): a UART then drops bytes, which costs that frame.
+* The **executor** is one state machine. Whenever the transmitter is free it serves, in this order:
+  a result of the core, the next frame event, the next token of a running FEED or GENERATE. FEED and GENERATE run in
+  the background, so INFO and STATUS (and STOP and RESEND during a GENERATE) are answered while the
+  core computes; other commands get ``BUSY`` then, as the protocol specifies. No state waits for the
+  host; the only waits are for the core (bounded) and for the transmitter.
+* :class:`FrameSender` builds a frame from a random-access body (``seq``, ``code``, payload): it runs
+  CRC-32 over the body, then COBS-encodes body and CRC with a look-ahead scan (about two clocks per
+  byte), between two delimiters.
+
+Replies are built from registers: the stored reply (the last non-NAK reply, resent for a duplicate
+command) holds its code and up to 28 payload bytes, or stands for the INFO reply, a constant of the
+build. NAK, TOKEN and DONE frames of the stream use a second, scratch set of registers, so they never
+replace the stored reply.
+
+Memory access: WRITE turns byte offsets into word addresses and byte lanes and merges partial words
+by reading them first (one byte per clock); VERIFY reads the region back through the ``rd_*`` ports
+and runs CRC-32 over its bytes (one byte per clock). The model descriptor (the first four SCALARS
+words) is kept in registers as it is written: it decides ``LOADED`` and the vocabulary ``BAD_TOKEN``
+checks against. A WRITE that changes the descriptor (a new model) clears the recurrent state, the
+position and the context, as the golden board does when it parses a model of another shape.
+
+Not implemented: on-device sampling (INFO flag ``SAMPLING`` is clear; a GENERATE with a non-zero
+temperature gets ``BAD_ARGUMENT``).
+"""
+
+import re
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import crc, data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree import memory_map
+from mmfree import protocol as p
+
+from .activations import ACT_SHAPE
+from .config import HwConfig
+from .core import (Command, REGION_PORTS, read_signature, request_layout, result_layout,
+                   write_signature)
+from mmfree.numerics import GATE
+
+__all__ = ["Link", "FrameReceiver", "FrameSender", "core_signature", "info_for", "region_sizes",
+           "EVENT_LAYOUT"]
+
+_CRC32 = crc.catalog.CRC32_ISO_HDLC(data_width=8)
+assert _CRC32.compute(b"123456789") == p.crc32(b"123456789")
+
+BANK = 512
+"""Bytes per frame bank: a power of two that holds :data:`mmfree.protocol.MAX_ENCODED` decoded bytes."""
+assert BANK >= p.MAX_ENCODED
+
+_PAYLOAD_AT = p.HEADER_SIZE                     # payload offset in a decoded frame
+_FEED_TOKEN = len(p.FeedRequest((0,)).pack())   # bytes per token id in a FEED
+_HDR_BYTES = max(p.WriteRequest.HEAD.size, p.VerifyRequest.STRUCT.size,
+                 p.GenerateRequest.STRUCT.size, p.ResendRequest.STRUCT.size)
+_REPLY_BYTES = max(p.Status.SIZE, p.FeedReply.STRUCT.size, p.VerifyReply.STRUCT.size,
+                   p.StopReply.STRUCT.size, p.Token.STRUCT.size, p.Done.STRUCT.size)
+_SCRATCH_BYTES = max(p.Nak.STRUCT.size, p.Token.STRUCT.size, p.Done.STRUCT.size)
+_COBS_BLOCK = 254                               # data bytes of the longest COBS block
+
+EVENT_LAYOUT = data.StructLayout({
+    "error": 8,                                 # an Err code (a frame error), or 0: intact
+    "seq": 8,                                   # the frame's first two decoded bytes (0 and 0xFF
+    "code": 8,                                  # where the protocol says so)
+    "length": range(p.MAX_ENCODED + 1),         # decoded bytes, CRC included
+    "bank": 1,
+    "crc": 32,                                  # the frame's CRC field (its last four bytes)
+})
+"""What :class:`FrameReceiver` reports at each non-empty frame's closing delimiter."""
+
+
+# --- struct layouts of mmfree.protocol as bit fields -----------------------------------------------
+
+def _fields(st):
+    """``(offset, size)`` of every field of a little-endian ``struct.Struct``, pad bytes skipped."""
+    fmt = st.format
+    if fmt[0] != "<":
+        raise ValueError(f"struct format {fmt!r} is not little-endian")
+    out, off = [], 0
+    for count, kind in re.findall(r"(\d*)([xBHIs])", fmt[1:]):
+        count = int(count or 1)
+        size = {"x": 1, "B": 1, "H": 2, "I": 4, "s": 1}[kind]
+        if kind == "x":
+            off += count
+        elif kind == "s":
+            out.append((off, count))
+            off += count
+        else:
+            for _ in range(count):
+                out.append((off, size))
+                off += size
+    assert off == st.size, fmt
+    return out
+
+
+def _pack(st, *values):
+    """An Amaranth value laid out as ``st.pack(*values)`` lays out its bytes (pad bytes zero)."""
+    fields = _fields(st)
+    if len(values) != len(fields):
+        raise ValueError(f"{st.format} has {len(fields)} fields, {len(values)} values given")
+    parts, at = [], 0
+    for (off, size), v in zip(fields, values):
+        if off > at:
+            parts.append(Const(0, 8 * (off - at)))
+        parts.append(Const(int(v), 8 * size) if isinstance(v, int) else _extend(v, 8 * size))
+        at = off + size
+    if st.size > at:
+        parts.append(Const(0, 8 * (st.size - at)))
+    return Cat(*parts)
+
+
+def _extend(v, width):
+    v = Value.cast(v)
+    if len(v) >= width:
+        return v[:width]
+    return Cat(v, Const(0, width - len(v)))
+
+
+def _unpack(st, bits):
+    """The fields of ``st`` sliced from ``bits`` (the struct's bytes, little-endian)."""
+    return [bits[8 * off:8 * (off + size)] for off, size in _fields(st)]
+
+
+# --- the core's ports, seen from the link --------------------------------------------------------
+
+def core_signature(config):
+    """The ports of :class:`~mmfree.hw.core.Core` from the side that drives it (the link)."""
+    P = config.lanes
+    return wiring.Signature({
+        "req": Out(stream.Signature(request_layout(config))),
+        "res": In(stream.Signature(result_layout(config))),
+        "busy": In(1),
+        "cycles": In(32),
+        "wr_trits": Out(write_signature(config.trit_words, 2 * P)),
+        "wr_params": Out(write_signature(config.param_words, 16)),
+        "wr_gates": Out(write_signature(config.gate_words, GATE.width)),
+        "wr_scalars": Out(write_signature(config.scalar_words, 32)),
+        "rd_trits": Out(read_signature(config.trit_words, 2 * P)),
+        "rd_params": Out(read_signature(config.param_words, 16)),
+        "rd_gates": Out(read_signature(config.gate_words, GATE.width)),
+        "rd_scalars": Out(read_signature(config.scalar_words, 32)),
+        "rd_logits": Out(read_signature(config.y_depth, ACT_SHAPE)),
+    })
+
+
+def _region_words(config):
+    """``{region: (bytes per word, words, bits per word)}`` of the device memory regions."""
+    return {
+        memory_map.REGION_TRITS: (config.trit_word_bytes, config.trit_words, 2 * config.lanes),
+        memory_map.REGION_PARAMS: (memory_map.WORD_BYTES[memory_map.REGION_PARAMS], config.param_words, 16),
+        memory_map.REGION_GATES: (memory_map.WORD_BYTES[memory_map.REGION_GATES], config.gate_words,
+                                  GATE.width),
+        memory_map.REGION_SCALARS: (memory_map.WORD_BYTES[memory_map.REGION_SCALARS],
+                                    config.scalar_words, 32),
+    }
+
+
+def region_sizes(config):
+    """Bytes of each region of a device built for ``config`` (what INFO reports)."""
+    return {r: wb * n for r, (wb, n, _) in _region_words(config).items()}
+
+
+def info_for(config, build_hash=0, token_history=256):
+    """The :class:`~mmfree.protocol.Info` a device built for ``config`` reports."""
+    from mmfree.image import FORMAT_VERSION
+    from mmfree.numerics import NUMERIC_SPEC_VERSION
+    regions = tuple(p.Region(memory_map.REGION_TAGS[r], size)
+                    for r, size in sorted(region_sizes(config).items()))
+    return p.Info(p.PROTOCOL_VERSION, config.lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION,
+                  config.max_vocab, config.max_hidden, config.max_intermediate, config.max_layers,
+                  config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag(0), regions)
+
+
+# --- receiver ------------------------------------------------------------------------------------
+
+class FrameReceiver(wiring.Component):
+    """COBS deframer with CRC-32 residue check, into two frame banks.
+
+    Members
+    -------
+    i : In(stream.Signature(8))
+        Bytes from the host. ``ready`` is low only while the bank the next frame would go to is still
+        held, or while a closing delimiter waits for the previous event to be taken.
+    buf : Out(write port: ``addr`` (``bank * 512 + index``), ``data``, ``en``)
+        Decoded bytes of the frame in progress.
+    event : Out(stream.Signature(EVENT_LAYOUT))
+        One per non-empty frame, at its closing delimiter. An intact frame (``error`` 0) holds its bank
+        until ``free`` releases it; a damaged one holds nothing.
+    free : In(2)
+        A pulse on bit ``b`` releases bank ``b``.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "buf": Out(write_signature(2 * BANK, 8)),
+            "event": Out(stream.Signature(EVENT_LAYOUT)),
+            "free": In(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = crc_unit = _CRC32.create()
+        n_enc = Signal(range(p.MAX_ENCODED + 2))        # encoded bytes since the last delimiter
+        overflow = Signal()
+        left = Signal(8)                                # data bytes left in the COBS block
+        zero_pending = Signal()                         # a zero ends the block if more follows
+        dlen = Signal(range(p.MAX_ENCODED + 1))         # decoded bytes written
+        seq, code = Signal(8), Signal(8)
+        tail = Signal(32)
+        wbank = Signal()
+        held = Signal(2)
+
+        byte = self.i.payload
+        is_delim = byte == p.DELIMITER
+        ev = self.event.payload
+        m.d.comb += self.i.ready.eq(Mux(is_delim, (n_enc == 0) | ~self.event.valid,
+                                        ~held.bit_select(wbank, 1)))
+        take = self.i.valid & self.i.ready
+
+        with m.If(self.event.ready):
+            m.d.sync += self.event.valid.eq(0)
+        m.d.sync += held.eq(held & ~self.free)
+
+        emit = Signal()
+        emit_byte = Signal(8)
+        m.d.comb += [
+            self.buf.addr.eq(Cat(dlen[:BANK.bit_length() - 1], wbank)),
+            self.buf.data.eq(emit_byte),
+            self.buf.en.eq(emit),
+            crc_unit.data.eq(emit_byte),
+            crc_unit.valid.eq(emit),
+        ]
+        with m.If(emit):
+            m.d.sync += [dlen.eq(dlen + 1), tail.eq(Cat(tail[8:], emit_byte))]
+            with m.If(dlen == 0):
+                m.d.sync += seq.eq(emit_byte)
+            with m.If(dlen == 1):
+                m.d.sync += code.eq(emit_byte)
+
+        with m.If(take & is_delim):
+            m.d.comb += crc_unit.start.eq(1)
+            m.d.sync += [n_enc.eq(0), overflow.eq(0), left.eq(0), zero_pending.eq(0), dlen.eq(0)]
+            with m.If(n_enc != 0):
+                seq_v = Mux(dlen > 0, seq, 0)
+                code_v = Mux(dlen > 1, code, 0xFF)
+                error = Signal(8)
+                with m.If(overflow):
+                    m.d.comb += error.eq(p.Err.TOO_LONG)
+                with m.Elif(left != 0):
+                    m.d.comb += error.eq(p.Err.BAD_FRAME)
+                with m.Elif(dlen < p.MIN_FRAME):
+                    m.d.comb += error.eq(p.Err.BAD_FRAME)
+                with m.Elif(dlen > p.MAX_FRAME):
+                    m.d.comb += error.eq(p.Err.TOO_LONG)
+                with m.Elif(crc_unit.crc != p.CRC_RESIDUE):
+                    m.d.comb += error.eq(p.Err.BAD_CRC)
+                cobs_ok = ~overflow & (left == 0)
+                m.d.sync += [
+                    self.event.valid.eq(1),
+                    ev.error.eq(error),
+                    ev.seq.eq(Mux(cobs_ok, seq_v, 0)),
+                    ev.code.eq(Mux(cobs_ok, code_v, 0xFF)),
+                    ev.length.eq(dlen),
+                    ev.bank.eq(wbank),
+                    ev.crc.eq(tail),
+                ]
+                with m.If(error == 0):
+                    m.d.sync += [held.eq((held & ~self.free) | (1 << wbank)), wbank.eq(~wbank)]
+        with m.Elif(take):
+            with m.If(n_enc <= p.MAX_ENCODED):
+                m.d.sync += n_enc.eq(n_enc + 1)
+            with m.If(n_enc >= p.MAX_ENCODED):
+                m.d.sync += overflow.eq(1)
+            with m.Elif(left == 0):                     # a code byte
+                m.d.sync += [left.eq(byte - 1), zero_pending.eq(byte != 0xFF)]
+                with m.If(zero_pending):
+                    m.d.comb += [emit.eq(1), emit_byte.eq(0)]
+            with m.Else():
+                m.d.sync += left.eq(left - 1)
+                m.d.comb += [emit.eq(1), emit_byte.eq(byte)]
+        return m
+
+
+# --- sender --------------------------------------------------------------------------------------
+
+class FrameSender(wiring.Component):
+    """Frames a body (``seq``, ``code``, payload) read at random: CRC-32 appended, COBS-encoded,
+    between two delimiters.
+
+    Parameters
+    ----------
+    max_body : int
+        The longest body; body and CRC must fit one COBS block (254 bytes).
+
+    Members
+    -------
+    start : In(1)
+        Pulse (while ``busy`` is low) to send a frame of ``length`` body bytes.
+    length : In(range(max_body + 1))
+    busy : Out(1)
+        High from ``start`` until the closing delimiter has been taken by ``o``.
+    index : Out(range(max_body))
+        The body byte wanted; ``byte`` must be it in the same clock. The body must not change while
+        ``busy`` is high.
+    byte : In(8)
+    o : Out(stream.Signature(8))
+        The frame on the wire.
+    """
+
+    def __init__(self, max_body):
+        if max_body + p.CRC_SIZE > _COBS_BLOCK:
+            raise ValueError(f"max_body {max_body} with its CRC exceeds one COBS block of {_COBS_BLOCK}")
+        self.max_body = max_body
+        super().__init__({
+            "start": In(1),
+            "length": In(range(max_body + 1)),
+            "busy": Out(1),
+            "index": Out(range(max_body)),
+            "byte": In(8),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = crc_unit = _CRC32.create()
+        total_max = self.max_body + p.CRC_SIZE
+        n = Signal(range(self.max_body + 1))
+        k = Signal(range(total_max + 1))                # byte being read
+        start_at = Signal(range(total_max + 1))         # first byte of the block
+        at = Signal(range(total_max + 1))               # scan position: the block ends here
+        total = Signal(range(total_max + 1))
+        m.d.comb += total.eq(n + p.CRC_SIZE)
+
+        def frame_byte(x):
+            crc_byte = crc_unit.crc.word_select((x - n)[:2], 8)
+            m.d.comb += self.index.eq(x)
+            return Mux(x < n, self.byte, crc_byte)
+
+        o = self.o
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += crc_unit.start.eq(1)
+                    m.d.sync += [n.eq(self.length), k.eq(0)]
+                    m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += [self.busy.eq(1), crc_unit.valid.eq(1), crc_unit.data.eq(frame_byte(k))]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == n - 1):
+                    m.next = "OPEN"
+            with m.State("OPEN"):
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(p.DELIMITER)]
+                with m.If(o.ready):
+                    m.d.sync += [start_at.eq(0), at.eq(0)]
+                    m.next = "SCAN"
+            with m.State("SCAN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If((at == total) | (frame_byte(at) == 0)):
+                    m.next = "CODE"
+                with m.Else():
+                    m.d.sync += at.eq(at + 1)
+            with m.State("CODE"):
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(at - start_at + 1)]
+                with m.If(o.ready):
+                    m.d.sync += k.eq(start_at)
+                    with m.If(at == start_at):
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(frame_byte(k))]
+                with m.If(o.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k + 1 == at):
+                        m.next = "NEXT"
+            with m.State("NEXT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(at == total):
+                    m.next = "CLOSE"
+                with m.Else():                          # a zero at `at` ended the block
+                    m.d.sync += [start_at.eq(at + 1), at.eq(at + 1)]
+                    with m.If(at + 1 == total):
+                        m.next = "LAST"                 # the frame ends with a zero: empty block
+                    with m.Else():
+                        m.next = "SCAN"
+            with m.State("LAST"):
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(1)]
+                with m.If(o.ready):
+                    m.next = "CLOSE"
+            with m.State("CLOSE"):
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(p.DELIMITER)]
+                with m.If(o.ready):
+                    m.next = "IDLE"
+        return m
+
+
+# --- the link ------------------------------------------------------------------------------------
+
+class Link(wiring.Component):
+    """The protocol engine: frames from ``rx``, replies and token streams to ``tx``, the core on
+    ``core``. See the module documentation.
+
+    Parameters
+    ----------
+    config : :class:`~mmfree.hw.config.HwConfig`
+        The core's configuration (INFO reports it; ``clk_freq`` is INFO's ``clock_hz``).
+    build_hash : int
+        32-bit value INFO reports as the build hash.
+    token_history : int
+        Tokens of the current generation held for RESEND: a power of two from 1 to 32768.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the host.
+    tx : Out(stream.Signature(8))
+        Bytes to the host.
+    core : Out(:func:`core_signature`)
+        Connect to the :class:`~mmfree.hw.core.Core` with :func:`amaranth.lib.wiring.connect`.
+    loaded : Out(1)
+        The SCALARS descriptor describes a model that fits (STATUS flag ``LOADED``).
+    active : Out(1)
+        A FEED or GENERATE is running.
+    error : Out(1)
+        The last reply sent was a NAK.
+    """
+
+    def __init__(self, config, build_hash=0, *, token_history=256):
+        if not isinstance(config, HwConfig):
+            raise TypeError(f"config must be a HwConfig, not {config!r}")
+        if isinstance(build_hash, bool) or not isinstance(build_hash, int):
+            raise TypeError(f"build_hash must be an int, not {build_hash!r}")
+        if not 0 <= build_hash < 1 << 32:
+            raise ValueError(f"build_hash must be in [0, 2**32), not {build_hash}")
+        if isinstance(token_history, bool) or not isinstance(token_history, int):
+            raise TypeError(f"token_history must be an int, not {token_history!r}")
+        if not 1 <= token_history <= 1 << 15 or token_history & (token_history - 1):
+            raise ValueError(f"token_history must be a power of two from 1 to 32768, not {token_history}")
+        if config.clk_freq >= 1 << 32:
+            raise ValueError(f"clk_freq {config.clk_freq} does not fit INFO's 32-bit clock_hz")
+        self.config = config
+        self.build_hash = build_hash
+        self.token_history = token_history
+        self.info = info_for(config, build_hash, token_history)
+        self.info_bytes = self.info.pack()
+        self.max_body = p.HEADER_SIZE + max(len(self.info_bytes), _REPLY_BYTES, _SCRATCH_BYTES)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "core": Out(core_signature(config)),
+            "loaded": Out(1),
+            "active": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        core = self.core
+        words = _region_words(cfg)
+        sizes = region_sizes(cfg)
+        n_regions = len(words)
+        wmax = max(wb for wb, _, _ in words.values())   # bytes of the widest word
+
+        # --- receive -------------------------------------------------------------------------------
+        m.submodules.rx = rxf = FrameReceiver()
+        m.submodules.banks = banks = memory.Memory(shape=8, depth=2 * BANK, init=[])
+        bank_w = banks.write_port()
+        bank_r = banks.read_port()
+        m.d.comb += [
+            rxf.i.valid.eq(self.rx.valid), rxf.i.payload.eq(self.rx.payload),
+            self.rx.ready.eq(rxf.i.ready),
+            bank_w.addr.eq(rxf.buf.addr), bank_w.data.eq(rxf.buf.data), bank_w.en.eq(rxf.buf.en),
+        ]
+
+        # --- send ----------------------------------------------------------------------------------
+        m.submodules.tx = snd = FrameSender(self.max_body)
+        m.d.comb += [
+            self.tx.valid.eq(snd.o.valid), self.tx.payload.eq(snd.o.payload),
+            snd.o.ready.eq(self.tx.ready),
+        ]
+
+        # stored reply: seq, code, payload (or the INFO constant); scratch: NAK, TOKEN, DONE
+        last_valid = Signal()
+        last_seq = Signal(8)
+        last_crc = Signal(32)
+        r_code = Signal(8)
+        r_blen = Signal(range(self.max_body + 1))      # body bytes of the stored reply
+        r_info = Signal()
+        r_payload = Signal(8 * _REPLY_BYTES)
+        s_seq = Signal(8)
+        s_code = Signal(8)
+        s_payload = Signal(8 * _SCRATCH_BYTES)
+        send_scratch = Signal()
+        info_const = Const(int.from_bytes(self.info_bytes, "little"), 8 * len(self.info_bytes))
+        idx = snd.index
+        reply_body = Mux(r_info, Cat(last_seq, r_code, info_const).word_select(idx, 8),
+                         Cat(last_seq, r_code, r_payload).word_select(idx, 8))
+        scratch_body = Cat(s_seq, s_code, s_payload).word_select(idx, 8)
+        m.d.comb += snd.byte.eq(Mux(send_scratch, scratch_body, reply_body))
+
+        # --- state ---------------------------------------------------------------------------------
+        frames_ok = Signal(32)
+        frames_rejected = Signal(32)
+        naks_sent = Signal(32)
+        last_error = Signal(8)
+        cycles_last = Signal(32)
+        position = Signal(32)
+        context = Signal()
+        err_flag = Signal()
+        fault = Signal()                                # the core answered with its error flag
+        desc = [Signal(32, name=f"desc{k}") for k in range(4)]     # V, H, L, I as written
+        V, H, L, I = desc
+        P = cfg.lanes
+        loaded = Signal()
+        m.d.comb += loaded.eq(
+            (V >= 1) & (V <= cfg.max_vocab) & (H >= 1) & (H <= cfg.max_hidden) &
+            (H[:cfg.lanes_log2] == 0) & (L >= 1) & (L <= cfg.max_layers) & (I >= 1) &
+            (I <= cfg.max_intermediate) & (I[:cfg.lanes_log2] == 0))
+
+        tok_shape = self.core.res.payload.token.shape()
+        next_tok = Signal(tok_shape)                    # argmax of the last step
+        step_out = Signal()                             # a STEP is with the core
+
+        feed_active = Signal()
+        feed_n = Signal(range(p.MAX_FEED + 1))
+        feed_idx = Signal(range(p.MAX_FEED + 1))
+        feed_seq = Signal(8)
+        feed_crc = Signal(32)
+        m.submodules.feed_mem = feed_mem = memory.Memory(shape=tok_shape, depth=p.MAX_FEED, init=[])
+        feed_w = feed_mem.write_port()
+        feed_r = feed_mem.read_port(domain="comb")
+        m.d.comb += feed_r.addr.eq(feed_idx)
+
+        gen_active = Signal()
+        gen_ever = Signal()
+        gen_stop = Signal()
+        gen_seq = Signal(8)
+        gen_n = Signal(32)
+        produced = Signal(32)
+        gen_reason = Signal(8)
+        hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
+        m.submodules.history = hist = memory.Memory(shape=hist_shape, depth=self.token_history, init=[])
+        hist_w = hist.write_port()
+        hist_r = hist.read_port()
+        hist_bits = (self.token_history - 1).bit_length()
+
+        m.d.comb += [
+            self.loaded.eq(loaded),
+            self.active.eq(feed_active | gen_active),
+            self.error.eq(err_flag),
+        ]
+
+        # --- the frame being executed --------------------------------------------------------------
+        ev = Signal(EVENT_LAYOUT)
+        held = Signal()                                 # ev's bank is still ours
+        hdr = Signal(8 * _HDR_BYTES)                    # payload bytes 0.. of the frame
+        plen = Signal(range(p.MAX_ENCODED + 1))
+        m.d.comb += plen.eq(ev.length - p.HEADER_SIZE - p.CRC_SIZE)
+        bank_base = Signal(range(BANK))                 # bank byte read next
+        m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
+
+        # memory walk (WRITE, VERIFY): byte position, bytes left, one pipeline stage
+        region = Signal(range(n_regions))
+        mpos = Signal(33)
+        mleft = Signal(33)
+        writing = Signal()
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_lane = Signal(range(wmax))
+        s1_addr = Signal(32)
+        word = Signal(8 * wmax)
+        desc_changed = Signal()
+        m.submodules.vcrc = vcrc = _CRC32.create()
+
+        region_shift = Signal(range(wmax.bit_length() + 1))
+        region_size = Signal(33)
+        with m.Switch(region):
+            for r, (wb, _, _) in words.items():
+                with m.Case(r):
+                    m.d.comb += [region_shift.eq(wb.bit_length() - 1), region_size.eq(sizes[r])]
+        lane_mask = Signal(range(wmax))
+        m.d.comb += lane_mask.eq((1 << region_shift) - 1)
+
+        rdata = Signal(8 * wmax)
+        for r, (wb, depth, bits) in words.items():
+            name = REGION_PORTS[r]
+            rd, wr = getattr(core, f"rd_{name}"), getattr(core, f"wr_{name}")
+            m.d.comb += rd.addr.eq(mpos >> (wb.bit_length() - 1))
+            with m.If(region == r):
+                m.d.comb += rdata.eq(rd.data)           # zero-extended (GATES: 17 of 32 bits)
+        m.d.comb += core.rd_logits.addr.eq(0)
+
+        # stage 1 of the walk
+        lane_byte = Signal(8)
+        m.d.comb += lane_byte.eq(rdata.word_select(s1_lane, 8))
+        base = Mux(s1_first, rdata, word)
+        merged = Signal(8 * wmax)
+        m.d.comb += merged.eq(Cat(*(Mux(s1_lane == j, bank_r.data, base.word_select(j, 8))
+                                   for j in range(wmax))))
+        with m.If(s1_valid & writing):
+            m.d.sync += word.eq(merged)
+            with m.If(s1_last):
+                for r, (wb, depth, bits) in words.items():
+                    wr = getattr(core, f"wr_{REGION_PORTS[r]}")
+                    m.d.comb += [wr.addr.eq(s1_addr), wr.data.eq(merged[:bits]), wr.en.eq(region == r)]
+                with m.If((region == memory_map.REGION_SCALARS) & (s1_addr < len(desc))):
+                    for k, d in enumerate(desc):
+                        with m.If(s1_addr == k):
+                            m.d.sync += d.eq(merged[:32])
+                            with m.If(d != merged[:32]):
+                                m.d.sync += desc_changed.eq(1)
+        with m.If(s1_valid & ~writing):
+            m.d.comb += [vcrc.valid.eq(1), vcrc.data.eq(lane_byte)]
+        m.d.sync += s1_valid.eq(0)
+
+        # FEED copy: token assembly
+        fbytes = Signal(range(4 * p.MAX_FEED + 1))      # payload bytes requested
+        fgot = Signal(range(4 * p.MAX_FEED + 1))        # payload bytes arrived
+        fshift = Signal(8 * _FEED_TOKEN)
+        fbad = Signal()
+        fbad_tok = Signal(32)
+        f_pending = Signal()
+
+        # request fields
+        w_region, w_offset = _unpack(p.WriteRequest.HEAD, hdr)
+        v_region, v_offset, v_length = _unpack(p.VerifyRequest.STRUCT, hdr)
+        g_n, g_temperature, g_top_k, g_seed = _unpack(p.GenerateRequest.STRUCT, hdr)
+        (r_index,) = _unpack(p.ResendRequest.STRUCT, hdr)
+
+        m.d.comb += [hist_r.addr.eq(r_index[:hist_bits]), hist_w.addr.eq(produced[:hist_bits])]
+
+        # --- helpers: one frame out per command path ----------------------------------------------
+        def reply(code, payload=None, length=0, info=False, seq=None, crc_field=None):
+            m.d.sync += [
+                r_code.eq(code), r_info.eq(int(info)), r_blen.eq(p.HEADER_SIZE + length), send_scratch.eq(0), err_flag.eq(0),
+                last_valid.eq(1), last_seq.eq(ev.seq if seq is None else seq),
+                last_crc.eq(ev.crc if crc_field is None else crc_field),
+            ]
+            if payload is not None:
+                m.d.sync += r_payload.eq(_extend(payload, len(r_payload)))
+            m.d.comb += [snd.start.eq(1), snd.length.eq(p.HEADER_SIZE + length)]
+
+        def scratch(seq, code, payload, length):
+            m.d.sync += [s_seq.eq(seq), s_code.eq(code), s_payload.eq(_extend(payload, len(s_payload))),
+                         send_scratch.eq(1)]
+            m.d.comb += [snd.start.eq(1), snd.length.eq(p.HEADER_SIZE + length)]
+
+        def nak(error, arg=0, seq=None, command=None):
+            scratch(ev.seq if seq is None else seq, p.Reply.NAK,
+                    _pack(p.Nak.STRUCT, error, ev.code if command is None else command, arg),
+                    p.Nak.STRUCT.size)
+            m.d.sync += [naks_sent.eq(naks_sent + 1), last_error.eq(error), err_flag.eq(1)]
+
+        busy_now = feed_active | gen_active
+
+        # --- executor ------------------------------------------------------------------------------
+        ev_in = rxf.event
+        with m.FSM(name="exec"):
+            with m.State("IDLE"):
+                with m.If(held):
+                    m.d.comb += rxf.free.eq(1 << ev.bank)
+                    m.d.sync += held.eq(0)
+                with m.If(snd.busy):
+                    pass
+                with m.Elif(core.res.valid):
+                    m.next = "STEP_DONE"
+                with m.Elif(ev_in.valid & ~held):
+                    # frames before the next token, so that a fast core cannot starve the host
+                    m.d.comb += ev_in.ready.eq(1)
+                    m.d.sync += ev.eq(ev_in.payload)
+                    m.next = "EVENT"
+                with m.Elif(feed_active & ~step_out):
+                    m.next = "FEED_STEP"
+                with m.Elif(gen_active & ~step_out):
+                    m.next = "GEN_NEXT"
+
+            with m.State("EVENT"):
+                with m.If(ev.error != 0):
+                    m.d.sync += frames_rejected.eq(frames_rejected + 1)
+                    nak(ev.error)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [frames_ok.eq(frames_ok + 1), held.eq(1)]
+                    with m.If(last_valid & (ev.seq == last_seq) & (ev.crc == last_crc)):
+                        # a repeat of the last command executed: its stored reply again
+                        m.d.sync += send_scratch.eq(0)
+                        m.d.comb += [snd.start.eq(1), snd.length.eq(r_blen)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [bank_base.eq(_PAYLOAD_AT), fgot.eq(0)]
+                        m.next = "HEADER"
+
+            with m.State("HEADER"):
+                # bytes _PAYLOAD_AT.. arrive one clock after their address; fgot counts them
+                m.d.sync += bank_base.eq(bank_base + 1)
+                with m.If(bank_base != _PAYLOAD_AT):
+                    m.d.sync += [hdr.eq(Cat(hdr[8:], bank_r.data)), fgot.eq(fgot + 1)]
+                with m.If(fgot == _HDR_BYTES - 1):
+                    m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                known = Signal()
+                lo_ok = Signal()
+                with m.Switch(ev.code):
+                    for cmd, (lo, hi) in p.REQUEST_LENGTHS.items():
+                        with m.Case(cmd):
+                            m.d.comb += known.eq(1)
+                            ok = (plen >= lo) & (plen <= hi)
+                            if cmd == p.Cmd.FEED:
+                                ok = ok & ((plen % _FEED_TOKEN) == 0)
+                            m.d.comb += lo_ok.eq(ok)
+                with m.If(~known):
+                    nak(p.Err.UNKNOWN_COMMAND, ev.code)
+                    m.next = "IDLE"
+                with m.Elif(~lo_ok):
+                    nak(p.Err.BAD_LENGTH, plen)
+                    m.next = "IDLE"
+                with m.Else():
+                    with m.Switch(ev.code):
+                        with m.Case(p.Cmd.INFO):
+                            reply(p.Reply.ACK, info=True, length=len(self.info_bytes))
+                            m.next = "IDLE"
+                        with m.Case(p.Cmd.STATUS):
+                            state = Mux(feed_active, p.DeviceState.FEEDING,
+                                        Mux(gen_active, p.DeviceState.GENERATING, p.DeviceState.IDLE))
+                            flags = Cat(loaded, context)
+                            assert p.StatusFlag.LOADED == 1 and p.StatusFlag.CONTEXT == 2
+                            reply(p.Reply.ACK, _pack(p.Status.STRUCT, cycles_last, produced, position,
+                                                     frames_ok, frames_rejected, naks_sent, last_error,
+                                                     state, flags),
+                                  p.Status.SIZE)
+                            m.next = "IDLE"
+                        with m.Case(p.Cmd.WRITE, p.Cmd.VERIFY):
+                            is_write = ev.code == p.Cmd.WRITE
+                            reg = Mux(is_write, w_region, v_region)
+                            off = Mux(is_write, w_offset, v_offset)
+                            count = Mux(is_write, plen - p.WriteRequest.HEAD.size, v_length)
+                            m.d.sync += [region.eq(reg[:len(region)]), mpos.eq(off), mleft.eq(count),
+                                         writing.eq(is_write), desc_changed.eq(0),
+                                         bank_base.eq(_PAYLOAD_AT + p.WriteRequest.HEAD.size)]
+                            with m.If(busy_now):
+                                nak(p.Err.BUSY)
+                                m.next = "IDLE"
+                            with m.Elif(reg >= n_regions):
+                                nak(p.Err.BAD_REGION, reg)
+                                m.next = "IDLE"
+                            with m.Else():
+                                m.next = "RANGE"
+                        with m.Case(p.Cmd.RESET_STATE):
+                            with m.If(busy_now):
+                                nak(p.Err.BUSY)
+                                m.next = "IDLE"
+                            with m.Else():
+                                m.next = "RESET"
+                        with m.Case(p.Cmd.FEED):
+                            m.d.sync += [bank_base.eq(_PAYLOAD_AT), fbytes.eq(0), fgot.eq(0),
+                                         fbad.eq(0), feed_n.eq(0)]
+                            with m.If(busy_now):
+                                nak(p.Err.BUSY)
+                                m.next = "IDLE"
+                            with m.Elif(~loaded):
+                                nak(p.Err.NOT_LOADED)
+                                m.next = "IDLE"
+                            with m.Else():
+                                m.next = "FEED_COPY"
+                        with m.Case(p.Cmd.GENERATE):
+                            with m.If(busy_now):
+                                nak(p.Err.BUSY)
+                            with m.Elif(~loaded):
+                                nak(p.Err.NOT_LOADED)
+                            with m.Elif(~context):
+                                nak(p.Err.NO_CONTEXT)
+                            with m.Elif(g_temperature != 0):
+                                nak(p.Err.BAD_ARGUMENT)
+                            with m.Else():
+                                reply(p.Reply.ACK)
+                                m.d.sync += [gen_active.eq(1), gen_ever.eq(1), gen_stop.eq(0),
+                                             gen_seq.eq(ev.seq), gen_n.eq(g_n), produced.eq(0)]
+                            m.next = "IDLE"
+                        with m.Case(p.Cmd.STOP):
+                            with m.If(feed_active):
+                                nak(p.Err.BUSY)
+                            with m.Else():
+                                reply(p.Reply.ACK, _pack(p.StopReply.STRUCT, gen_active),
+                                      p.StopReply.STRUCT.size)
+                                with m.If(gen_active):
+                                    m.d.sync += gen_stop.eq(1)
+                            m.next = "IDLE"
+                        with m.Case(p.Cmd.RESEND):
+                            diff = Signal(32)
+                            m.d.comb += diff.eq(produced - r_index)
+                            with m.If(feed_active):
+                                nak(p.Err.BUSY)
+                                m.next = "IDLE"
+                            with m.Elif(~gen_ever):
+                                nak(p.Err.GONE, r_index)
+                                m.next = "IDLE"
+                            with m.Elif(r_index < produced):
+                                with m.If(diff <= self.token_history):
+                                    m.next = "RESEND_TOKEN"     # the history read is under way
+                                with m.Else():
+                                    nak(p.Err.GONE, r_index)
+                                    m.next = "IDLE"
+                            with m.Elif(~gen_active):
+                                reply(p.Reply.DONE, _pack(p.Done.STRUCT, produced, gen_reason),
+                                      p.Done.STRUCT.size)
+                                m.next = "IDLE"
+                            with m.Else():
+                                reply(p.Reply.ACK)
+                                m.next = "IDLE"
+
+            with m.State("RESEND_TOKEN"):
+                reply(p.Reply.TOKEN, _pack(p.Token.STRUCT, r_index, hist_r.data.token, hist_r.data.cycles),
+                      p.Token.STRUCT.size)
+                m.next = "IDLE"
+
+            # --- WRITE and VERIFY ----------------------------------------------------------------
+            with m.State("RANGE"):
+                with m.If(mpos + mleft > region_size):
+                    nak(p.Err.BAD_RANGE, mpos[:32])
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += vcrc.start.eq(1)
+                    m.next = "WALK"
+
+            with m.State("WALK"):
+                lane = mpos[:len(s1_lane)] & lane_mask
+                with m.If(mleft != 0):
+                    m.d.sync += [
+                        s1_valid.eq(1), s1_lane.eq(lane),
+                        s1_first.eq(s1_valid == 0),
+                        s1_last.eq((mleft == 1) | (lane == lane_mask)),
+                        s1_addr.eq(mpos >> region_shift),
+                        mpos.eq(mpos + 1), mleft.eq(mleft - 1), bank_base.eq(bank_base + 1),
+                    ]
+                    # a new word starts at lane 0 (the first byte of the walk is flagged above)
+                    with m.If(lane == 0):
+                        m.d.sync += s1_first.eq(1)
+                with m.Else():
+                    m.next = "WALK_END"
+
+            with m.State("WALK_END"):
+                # the last byte is in stage 1 this clock; the CRC is ready the next
+                with m.If(~s1_valid):
+                    with m.If(writing):
+                        with m.If(desc_changed):
+                            m.d.sync += [context.eq(0), position.eq(0)]
+                            m.next = "WRITE_RESET"
+                        with m.Else():
+                            reply(p.Reply.ACK)
+                            m.next = "IDLE"
+                    with m.Else():
+                        reply(p.Reply.ACK, _pack(p.VerifyReply.STRUCT, vcrc.crc), p.VerifyReply.STRUCT.size)
+                        m.next = "IDLE"
+
+            with m.State("WRITE_RESET"):
+                # a new model descriptor: the recurrent state of the old model means nothing
+                m.d.comb += [core.req.valid.eq(1), core.req.payload.cmd.eq(Command.RESET_STATE)]
+                with m.If(core.req.ready):
+                    reply(p.Reply.ACK)
+                    m.next = "IDLE"
+
+            # --- RESET_STATE ---------------------------------------------------------------------
+            with m.State("RESET"):
+                m.d.comb += [core.req.valid.eq(1), core.req.payload.cmd.eq(Command.RESET_STATE)]
+                with m.If(core.req.ready):
+                    m.d.sync += [context.eq(0), position.eq(0)]
+                    reply(p.Reply.ACK)
+                    m.next = "IDLE"
+
+            # --- FEED ----------------------------------------------------------------------------
+            with m.State("FEED_COPY"):
+                with m.If(fbytes != plen):
+                    m.d.sync += [bank_base.eq(bank_base + 1), fbytes.eq(fbytes + 1)]
+                with m.If(fgot != fbytes):                  # a byte read last clock is here
+                    tok = Cat(fshift[8:], bank_r.data)
+                    m.d.sync += [fshift.eq(tok), fgot.eq(fgot + 1)]
+                    with m.If(fgot % _FEED_TOKEN == _FEED_TOKEN - 1):
+                        m.d.sync += feed_n.eq(feed_n + 1)
+                        m.d.comb += [feed_w.addr.eq(feed_n), feed_w.data.eq(tok),
+                                     feed_w.en.eq(1)]
+                        with m.If((tok >= V) & ~fbad):
+                            m.d.sync += [fbad.eq(1), fbad_tok.eq(tok)]
+                with m.Elif(fgot == plen):
+                    with m.If(fbad):
+                        nak(p.Err.BAD_TOKEN, fbad_tok)
+                    with m.Else():
+                        m.d.sync += [feed_active.eq(1), feed_idx.eq(0), feed_seq.eq(ev.seq),
+                                     feed_crc.eq(ev.crc), fault.eq(0)]
+                    m.next = "IDLE"
+
+            with m.State("FEED_STEP"):
+                m.d.comb += [core.req.valid.eq(1), core.req.payload.cmd.eq(Command.STEP),
+                             core.req.payload.token.eq(feed_r.data)]
+                with m.If(core.req.ready):
+                    m.d.sync += step_out.eq(1)
+                    m.next = "IDLE"
+
+            with m.State("STEP_DONE"):
+                res = core.res.payload
+                m.d.comb += core.res.ready.eq(1)
+                m.d.sync += [next_tok.eq(res.token), cycles_last.eq(core.cycles), step_out.eq(0),
+                             position.eq(position + 1), context.eq(1)]
+                with m.If(res.error):
+                    m.d.sync += fault.eq(1)
+                    with m.If(gen_active):
+                        m.d.sync += gen_stop.eq(1)
+                with m.If(feed_active):
+                    m.d.sync += feed_idx.eq(feed_idx + 1)
+                    with m.If(feed_idx + 1 == feed_n):
+                        m.d.sync += feed_active.eq(0)
+                        m.next = "FEED_DONE"
+                    with m.Else():
+                        m.next = "IDLE"
+                with m.Else():
+                    m.next = "IDLE"
+
+            with m.State("FEED_DONE"):
+                with m.If(fault):
+                    nak(p.Err.INTERNAL, seq=feed_seq, command=p.Cmd.FEED)
+                with m.Else():
+                    reply(p.Reply.ACK, _pack(p.FeedReply.STRUCT, position, next_tok, cycles_last),
+                          p.FeedReply.STRUCT.size, seq=feed_seq, crc_field=feed_crc)
+                m.next = "IDLE"
+
+            # --- GENERATE ------------------------------------------------------------------------
+            with m.State("GEN_NEXT"):
+                with m.If(gen_stop | (produced == gen_n)):
+                    reason = Mux(produced < gen_n, p.DoneReason.STOPPED, p.DoneReason.COMPLETE)
+                    scratch(gen_seq, p.Reply.DONE, _pack(p.Done.STRUCT, produced, reason),
+                            p.Done.STRUCT.size)
+                    m.d.sync += [gen_active.eq(0), gen_reason.eq(reason)]
+                    m.next = "IDLE"
+                with m.Else():
+                    scratch(gen_seq, p.Reply.TOKEN, _pack(p.Token.STRUCT, produced, next_tok, cycles_last),
+                            p.Token.STRUCT.size)
+                    m.d.comb += [hist_w.en.eq(1), hist_w.data.token.eq(next_tok),
+                                 hist_w.data.cycles.eq(cycles_last)]
+                    m.d.sync += produced.eq(produced + 1)
+                    m.next = "GEN_STEP"
+
+            with m.State("GEN_STEP"):
+                m.d.comb += [core.req.valid.eq(1), core.req.payload.cmd.eq(Command.STEP),
+                             core.req.payload.token.eq(next_tok)]
+                with m.If(core.req.ready):
+                    m.d.sync += step_out.eq(1)
+                    m.next = "IDLE"
+        return m
+
