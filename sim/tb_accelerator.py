@@ -1,0 +1,215 @@
+"""cocotb testbench of the whole accelerator (:class:`mmfree.hw.accelerator.Accelerator`, byte port):
+a host talks the protocol to it byte by byte, uploads a model, feeds a prompt, generates tokens, and
+every reply is compared with what the golden model says.
+
+:func:`make_vectors` runs in the pytest process (it needs the golden model, so torch); the testbench
+itself needs cocotb, numpy and :mod:`mmfree.protocol` (standard library only). Vector file contents:
+
+``wire__<phase>``, ``expect__<phase>``
+    ``uint8``: the bytes the host sends in a phase and, for ``info``, ``upload``, ``reset`` and
+    ``verify``, the exact bytes the device must answer with.
+``feed_expect``
+    ``int64 [2]``: position and argmax the FEED's ACK must report.
+``gen_seq``, ``gen_tokens``
+    The GENERATE's sequence number and the ``n`` tokens it must stream.
+``weights_per_token``, ``lanes``
+    For the lane utilisation figure.
+
+The run writes ``accelerator_report.json`` next to the vector file: tokens, matched, cycles of every
+token (from the TOKEN frames), cycles per token, utilisation, and the clock cycles of each phase.
+"""
+
+import json
+import os
+
+PHASES = ("info", "upload", "reset", "verify", "feed", "generate")
+
+
+# --- the pytest side -----------------------------------------------------------------------------
+
+def make_vectors(q, config, prompt, n, build_hash=0, token_history=256):
+    """Vectors for this testbench: upload ``q`` (a :class:`~mmfree.golden.QuantizedModel`) to a device
+    built for ``config``, FEED ``prompt`` (token ids), GENERATE ``n`` tokens greedily."""
+    import numpy as np
+    from mmfree import memory_map as mm, protocol as p
+    from mmfree.golden import GoldenModel
+    from mmfree.hw.link import info_for
+
+    seq = [0]
+
+    def frame(code, payload=b""):
+        seq[0] = (seq[0] + 1) & 0xFF
+        return seq[0], p.encode_frame(seq[0], code, payload)
+
+    def reply(s, code=p.Reply.ACK, payload=b""):
+        return p.encode_frame(s, code, payload)
+
+    wire, expect = {k: b"" for k in PHASES}, {k: b"" for k in PHASES}
+    s, w = frame(p.Cmd.INFO)
+    wire["info"], expect["info"] = w, reply(s, payload=info_for(config, build_hash, token_history).pack())
+    regions = mm.to_regions(q, config.lanes)
+    for r, blob in sorted(regions.items()):
+        for k in range(0, len(blob), p.MAX_WRITE):
+            s, w = frame(p.Cmd.WRITE, p.WriteRequest(r, k, blob[k:k + p.MAX_WRITE]).pack())
+            wire["upload"] += w
+            expect["upload"] += reply(s)
+    s, w = frame(p.Cmd.RESET_STATE)
+    wire["reset"], expect["reset"] = w, reply(s)
+    for r, blob in sorted(regions.items()):
+        s, w = frame(p.Cmd.VERIFY, p.VerifyRequest(r, 0, len(blob)).pack())
+        wire["verify"] += w
+        expect["verify"] += reply(s, payload=p.VerifyReply(p.crc32(blob)).pack())
+
+    golden = GoldenModel(q)
+    for t in prompt:
+        logits, nxt = golden.step(t)
+    _, wire["feed"] = frame(p.Cmd.FEED, p.FeedRequest(tuple(prompt)).pack())
+    feed_expect = [len(prompt), nxt]
+    gen_seq, wire["generate"] = frame(p.Cmd.GENERATE, p.GenerateRequest(n).pack())
+    tokens = []
+    for _ in range(n):
+        tokens.append(nxt)
+        _, nxt = golden.step(nxt)
+
+    vec = {}
+    for k in PHASES:
+        vec[f"wire__{k}"] = np.frombuffer(wire[k], dtype=np.uint8)
+        vec[f"expect__{k}"] = np.frombuffer(expect[k], dtype=np.uint8)
+    vec["feed_expect"] = np.array(feed_expect, dtype=np.int64)
+    vec["gen_seq"] = np.array(gen_seq)
+    vec["gen_tokens"] = np.array(tokens, dtype=np.int64)
+    vec["weights_per_token"] = np.array(q.shape.ternary_weights)
+    vec["lanes"] = np.array(config.lanes)
+    return vec
+
+
+# --- the cocotb side -----------------------------------------------------------------------------
+
+try:
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import ReadOnly, RisingEdge
+except ImportError:                     # imported for make_vectors only
+    cocotb = None
+
+
+def _load():
+    import numpy as np
+    with np.load(os.environ["MMFREE_VECTORS"], allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+class _Host:
+    def __init__(self, dut):
+        from mmfree import protocol as p
+        self.p = p
+        self.dut = dut
+        self.raw = bytearray()
+        self.frames = []
+        self.rx = p.FrameReceiver()
+        self.cycle = 0
+
+    async def collect(self):
+        dut = self.dut
+        dut.tx__ready.value = 1
+        while True:
+            await RisingEdge(dut.clk)
+            self.cycle += 1
+            if dut.tx__valid.value == 1:
+                b = int(dut.tx__payload.value)
+                self.raw.append(b)
+                self.frames += self.rx.feed(bytes((b,)))
+
+    async def send(self, data):
+        dut = self.dut
+        for b in data:
+            dut.rx__payload.value = int(b)
+            dut.rx__valid.value = 1
+            while True:
+                await ReadOnly()
+                ready = dut.rx__ready.value == 1
+                await RisingEdge(dut.clk)
+                if ready:
+                    break
+        dut.rx__valid.value = 0
+
+    async def frames_since(self, start, n, limit):
+        for _ in range(limit):
+            if len(self.frames) >= start + n:
+                return self.frames[start:start + n]
+            await RisingEdge(self.dut.clk)
+        raise AssertionError(f"{len(self.frames) - start} of {n} frames within {limit} cycles")
+
+    async def bytes_since(self, start, n, limit):
+        for _ in range(limit):
+            if len(self.raw) >= start + n:
+                return bytes(self.raw[start:start + n])
+            await RisingEdge(self.dut.clk)
+        raise AssertionError(f"{len(self.raw) - start} of {n} bytes within {limit} cycles")
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def accelerator(dut):
+        """INFO, upload, RESET_STATE, VERIFY, FEED, GENERATE; every reply checked."""
+        vec = _load()
+        host = _Host(dut)
+        p = host.p
+        dut.rx__valid.value = 0
+        dut.tx__ready.value = 1
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.rst.value = 1
+        for _ in range(3):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        cocotb.start_soon(host.collect())
+        await RisingEdge(dut.clk)
+
+        phase_cycles = {}
+        for phase in ("info", "upload", "reset", "verify"):
+            want = bytes(vec[f"expect__{phase}"])
+            t0, start = host.cycle, len(host.raw)
+            await host.send(bytes(vec[f"wire__{phase}"]))
+            got = await host.bytes_since(start, len(want), 200 * len(want) + 100_000)
+            assert got == want, f"{phase}: the device answered {got[:64].hex()}..., expected {want[:64].hex()}..."
+            phase_cycles[phase] = host.cycle - t0
+            dut._log.info(f"{phase}: {len(vec[f'wire__{phase}'])} bytes sent, reply identical, "
+                          f"{phase_cycles[phase]} cycles")
+
+        t0, start = host.cycle, len(host.frames)
+        await host.send(bytes(vec["wire__feed"]))
+        (f,) = await host.frames_since(start, 1, 1_000_000 * 64)
+        assert isinstance(f, p.Frame) and f.code == p.Reply.ACK, f"FEED answered {f}"
+        feed = p.FeedReply.unpack(f.payload)
+        want_pos, want_arg = (int(v) for v in vec["feed_expect"])
+        assert (feed.position, feed.argmax) == (want_pos, want_arg), f"FEED: {feed}, golden {want_pos, want_arg}"
+        phase_cycles["feed"] = host.cycle - t0
+        dut._log.info(f"feed: {want_pos} tokens, argmax {feed.argmax}, {phase_cycles['feed']} cycles")
+
+        tokens = [int(t) for t in vec["gen_tokens"]]
+        seq = int(vec["gen_seq"])
+        t0, start = host.cycle, len(host.frames)
+        await host.send(bytes(vec["wire__generate"]))
+        got = await host.frames_since(start, len(tokens) + 2, 2_000_000 * (len(tokens) + 1))
+        assert all(isinstance(x, p.Frame) and x.seq == seq for x in got), got[:4]
+        assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE
+        assert p.Done.unpack(got[-1].payload) == p.Done(len(tokens), p.DoneReason.COMPLETE)
+        stream = [p.Token.unpack(x.payload) for x in got[1:-1]]
+        assert [t.index for t in stream] == list(range(len(tokens)))
+        phase_cycles["generate"] = host.cycle - t0
+        matched = 0
+        for i, (t, want) in enumerate(zip(stream, tokens)):
+            assert t.token == want, f"token {i}: device {t.token}, golden {want}"
+            matched += 1
+        cycles = [t.cycles for t in stream]
+        per_token = sum(cycles) / len(cycles)
+        weights, lanes = int(vec["weights_per_token"]), int(vec["lanes"])
+        report = dict(tokens=len(tokens), matched=matched, cycles=cycles, cycles_per_token=per_token,
+                      weights_per_token=weights, lanes=lanes, utilisation=weights / (lanes * per_token),
+                      phase_cycles=phase_cycles,
+                      upload_bytes=len(vec["wire__upload"]))
+        with open(os.path.join(os.path.dirname(os.environ["MMFREE_VECTORS"]), "accelerator_report.json"),
+                  "w") as fh:
+            json.dump(report, fh)
+        dut._log.info(f"{len(tokens)} generated tokens identical to the golden model; "
+                      f"{per_token:.0f} cycles per token, lane utilisation {100 * report['utilisation']:.1f}%")
