@@ -334,6 +334,15 @@ def make_report(family, nextpnr_report, cell_counts, clock_hz):
     }
 
 
+def _overfull(log_path):
+    """``(resource, used, available)`` of each resource nextpnr's last utilisation table overfills."""
+    import re
+    text = _tail(log_path, lines=400)
+    start = text.rfind("Device utilisation")
+    rows = re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text[start:]) if start >= 0 else []
+    return [(k, int(u), int(a)) for k, u, a in rows if int(u) > int(a)]
+
+
 def _cell_counts(stat_path):
     try:
         stat = json.loads(Path(stat_path).read_text())
@@ -531,7 +540,15 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
     for argv in commands:
         tool = argv[0]
         argv = [env[tool.upper().replace("-", "_")]] + argv[1:]
-        _run_stage(prog, _STAGES.get(tool, tool), argv, work, env, log_path)
+        try:
+            _run_stage(prog, _STAGES.get(tool, tool), argv, work, env, log_path)
+        except BuildError as e:
+            over = _overfull(log_path) if tool.startswith("nextpnr") else []
+            if over:
+                raise BuildError(f"the design does not fit the {board.device}: "
+                                 + ", ".join(f"{k} {u}/{a}" for k, u, a in over)
+                                 + f"; log: {log_path}") from None
+            raise
 
     if board.family == "generic":
         report = {"timing_met": True, "note": "no synthesis for the generic target"}

@@ -453,3 +453,12 @@ def test_accelerator_bitstream_meets_its_clock(board, model, module_cache):
         assert report["resources"][key]["percent"] <= 100
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["hardware"]["clk_freq"] == manifest["clock"]["achieved_hz"]
+
+
+def test_overfull_resources_are_named(tmp_path):
+    from mmfree.boards.build import _overfull
+    log = tmp_path / "build.log"
+    log.write_text("Info: Device utilisation:\nInfo: \t ICESTORM_LC:   38414/   5280   727%\n"
+                   "Info: \t ICESTORM_RAM:     183/     30   610%\nInfo: \t SB_IO:  9/ 39  23%\n"
+                   "ERROR: Unable to place cell 'x', no BELs remaining\n")
+    assert _overfull(log) == [("ICESTORM_LC", 38414, 5280), ("ICESTORM_RAM", 183, 30)]
