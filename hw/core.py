@@ -311,7 +311,8 @@ class Core(wiring.Component):
         best = Signal(ACT_SHAPE)
         best_idx = Signal(range(VMAX))
         error = Signal()
-        count = Signal(32)
+        count = Signal(32)                             # cycles since the request
+        cycles = Signal(32)                            # of the last STEP, set as its answer appears
 
         # per-pass properties, from the pass kind
         mode = Signal(_Mode)
@@ -617,7 +618,7 @@ class Core(wiring.Component):
                     m.d.sync += error.eq(0)
                     m.next = "PRODUCTS"
                 with m.Else():
-                    m.d.sync += [error.eq(1), best.eq(0), best_idx.eq(0)]
+                    m.d.sync += [error.eq(1), best.eq(0), best_idx.eq(0), cycles.eq(count + 1)]
                     m.next = "RESULT"
 
             with m.State("PRODUCTS"):
@@ -703,6 +704,7 @@ class Core(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += busy.eq(1)
                 with m.If(wb_done):
+                    m.d.sync += cycles.eq(count + 1)
                     m.next = "RESULT"
 
             with m.State("RESULT"):
@@ -715,8 +717,5 @@ class Core(wiring.Component):
                 with m.If(self.res.ready):
                     m.next = "IDLE"
 
-        cycles = Signal(32)
-        with m.If(self.res.valid & (count != 0)):
-            m.d.sync += [cycles.eq(count), count.eq(0)]
         m.d.comb += self.cycles.eq(cycles)
         return m

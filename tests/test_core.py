@@ -26,11 +26,22 @@ def test_config_presets():
     assert tiny.fits(TINY_SHAPE) and tiny.lanes == 32
     assert tiny.trit_words * 32 == TINY_SHAPE.ternary_weights
     demo = HwConfig.preset("ulx3s-85f")
-    assert demo.fits(DEMO_SHAPE) and demo.trit_words * 32 == 1_433_600
+    assert demo.fits(DEMO_SHAPE) and demo.trit_words * demo.lanes == DEMO_SHAPE.ternary_weights
     assert not tiny.fits(DEMO_SHAPE)
     assert HwConfig.from_dict(demo.to_dict()) == demo
     with pytest.raises(ValueError, match="no hardware preset 'nope'"):
         HwConfig.preset("nope")
+
+
+def test_config_presets_hold_bundled_models():
+    from mmfree.registry import bundled_models, BUNDLED_DIR
+    from mmfree.model import HGRNBitConfig
+    for name in ("tiny", "demo"):
+        if name not in bundled_models():
+            continue
+        c = HGRNBitConfig.from_json_file(BUNDLED_DIR / name / "config.json")
+        shape = ModelShape(c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate)
+        HwConfig.preset(name).check(shape)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -52,7 +63,7 @@ def test_config_errors(kwargs, error, message):
 def test_config_check():
     cfg = HwConfig.preset("tiny")
     cfg.check(TINY_SHAPE)
-    with pytest.raises(MemoryMapError, match="hidden size 160 exceeds the configured 64"):
+    with pytest.raises(MemoryMapError, match="hidden size 144 exceeds the configured 64"):
         cfg.check(DEMO_SHAPE)
     with pytest.raises(MemoryMapError, match="hidden size 48 is not a multiple of 32 lanes"):
         cfg.check(ModelShape(256, 48, 2, 256))
