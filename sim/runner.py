@@ -33,6 +33,7 @@ __all__ = ["SIMULATORS", "SimulationError", "missing", "tool_env", "to_verilog",
 
 SIMULATORS = ("verilator", "icarus")
 VECTORS_ENV = "MMFREE_VECTORS"
+_PLACEHOLDER = "mmfree_placeholder_top"
 """The environment variable that carries the test-vector file's path to the testbench."""
 
 TIMESCALE = ("1ns", "1ps")
@@ -269,8 +270,9 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
     if reason is not None:
         raise SimulationError(reason)
     if not isinstance(component, str):
-        # The design hash depends on the text, the text on the name: convert under a fixed name first.
-        text = to_verilog(component, "mmfree_dut")
+        # The hash depends on the text and the name on the hash: convert under a placeholder name
+        # (Amaranth names the submodules "<top>.<sub>") and substitute the real one.
+        text = to_verilog(component, _PLACEHOLDER)
     else:
         text = component
     key = hashlib.sha256("\n".join([text, simulator, _tool_version(simulator), *VERILATOR_ARGS,
@@ -278,7 +280,7 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
                          ).hexdigest()[:16]
     toplevel = f"{name}_{key}"
     if not isinstance(component, str):
-        text = to_verilog(component, toplevel)
+        text = text.replace(_PLACEHOLDER, toplevel)
     build_dir = cache_dir() / f"{simulator}-{key}"
 
     from cocotb_tools.check_results import get_results
