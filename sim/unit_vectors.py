@@ -326,8 +326,12 @@ def _field_specs(shape, prefix="", offset=0):
     return out
 
 
-def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru_tokens=20, glu_tokens_=40, stall=0.3):
-    """The vector dict (format of :mod:`mmfree.sim.tb_units`) for ``bench``: every port's payloads."""
+def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40, stall=0.3):
+    """The vector dict (format of :mod:`mmfree.sim.tb_units`) for ``bench``: every port's payloads.
+
+    ``elements`` inputs per element unit, ``norm`` quantiser jobs, ``mlgru`` tokens (each through all
+    layers), ``glu`` tokens; ``stall`` is the probability of an idle cycle or a ``ready`` stall.
+    """
     import numpy as np
     from .vectors import payload_rows
 
@@ -341,12 +345,12 @@ def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru_tokens=20, glu_t
     beats["rmsnorm_i"] = (items, True)
     beats["rmsnorm_codes"] = (codes, False)
     beats["rmsnorm_scale"] = (scales, False)
-    steps = mlgru_steps(rng, bench.hidden, bench.layers, mlgru_tokens)
+    steps = mlgru_steps(rng, bench.hidden, bench.layers, mlgru)
     m_in, m_out = mlgru_beats(steps, bench.hidden, bench.layers)
     for k, v in m_in.items():
         beats[f"mlgru_{k}"] = (v, True)
     beats["mlgru_o"] = (m_out, False)
-    toks = glu_tokens(rng, bench.intermediate, glu_tokens_)
+    toks = glu_tokens(rng, bench.intermediate, glu)
     beats["glu_u"] = ([x for u in toks for x in u], True)
     beats["glu_o"] = ([{"data": x, "last": int(j % bench.intermediate == bench.intermediate - 1)}
                        for j, x in enumerate(glu_reference(toks, bench.intermediate))], False)

@@ -329,8 +329,8 @@ def test_units_cocotb(simulator, monkeypatch):
     # Verilator, the primary simulator, checks 10,000+ vectors per unit; Icarus a quarter of them
     n = 10_000 if simulator == "verilator" else 2_500
     vec = bench_vectors(bench, 2024, elements=n, norm=n // 70,
-                        mlgru_tokens=-(-n // (bench.hidden * bench.layers)),
-                        glu_tokens_=-(-n // bench.intermediate), stall=0.25)
+                        mlgru=-(-n // (bench.hidden * bench.layers)), glu=-(-n // bench.intermediate),
+                        stall=0.25)
     for port in ("sigmoid_o", "rmsnorm_codes", "mlgru_o", "glu_o"):
         assert len(vec["out__" + port]) >= n
     num, _ = runner.run_cocotb(bench, simulator=simulator, test_module="mmfree.sim.tb_units",
