@@ -250,15 +250,20 @@ def output_scale(zmax, z_exp, ss, k, m):
 
 
 def rescale(acc, scale):
-    """Accumulators (int64) times a PFloat scale, to ACT: rounded half up, saturated."""
+    """Accumulators (int64) times a PFloat scale, to ACT: rounded half up, saturated.
+
+    Exactly ``saturate(floor(acc * mant * 2**(exp + 12) + 1/2))`` for every accumulator and exponent:
+    a left shift that must saturate does, and a right shift of 48 bits or more gives 0.
+    """
     if scale.mant == 0:
         return torch.zeros_like(acc)
     sh = -(scale.exp + ACT.frac)
-    p = acc * scale.mant
+    p = acc * scale.mant                        # |acc| < 2**31, mant < 2**16
     if sh <= 0:
-        p = (p << min(-sh, 24)).clamp(-(1 << 62), 1 << 62)
+        # |p| > 2**39 saturates whatever the shift; clamping first keeps the shift inside int64
+        p = p.clamp(-(1 << 39), 1 << 39) << min(-sh, 23)
         return ACT.saturate(p)
-    return ACT.saturate(shift_round(p, sh))
+    return ACT.saturate(shift_round(p, min(sh, 60)))
 
 
 # --- element-wise functions ----------------------------------------------------------------------

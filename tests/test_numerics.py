@@ -142,3 +142,9 @@ def test_trit_packing_bit_layout_and_invalid_codes():
         nx.unpack_trits(torch.tensor([0b10], dtype=torch.uint8), 1)
     with pytest.raises(ValueError, match="242"):
         nx.unpack_trits_base3(torch.tensor([243], dtype=torch.uint8), 5)
+
+
+def test_rescale_extremes_saturate_or_vanish():
+    assert nx.rescale(torch.tensor([1 << 24, -(1 << 24)]), nx.PFloat(65535, 12)).tolist() == [nx.ACT.max, nx.ACT.min]
+    assert nx.rescale(torch.tensor([(1 << 31) - 1, -(1 << 31)]), nx.PFloat(65535, -100)).tolist() == [0, 0]
+    assert nx.rescale(torch.tensor([1, -1]), nx.PFloat(32768, 200)).tolist() == [nx.ACT.max, nx.ACT.min]
