@@ -178,8 +178,9 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=
         log = build_dir / "build.log"
         runtime = _runtime_cache(simulator)
         if runtime is not None and runtime.is_dir():
-            for f in runtime.iterdir():
-                shutil.copy(f, build_dir / f.name)
+            for pattern in _RUNTIME_OBJECTS:
+                for f in runtime.glob(pattern):
+                    shutil.copy(f, build_dir / f.name)
         args = list(VERILATOR_ARGS) if simulator == "verilator" else []
         try:
             with _environ(tool_env(simulator)):
@@ -195,12 +196,14 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=
         return True
 
 
-_RUNTIME_OBJECTS = ("verilated*.o", "verilated*.d", "verilator.o", "verilator.d")
+# Only Verilator's own run-time library: cocotb's verilator.o includes the design's header, so it is
+# compiled anew for every design.
+_RUNTIME_OBJECTS = ("verilated*.o", "verilated*.d")
 
 # Run between Verilator and make: the run-time objects copied in from the cache are made newer than
 # the freshly written Vtop.mk, which verilated.mk lists as their prerequisite.
 _TOUCH_RUNTIME = ("import glob, os\n"
-                  "for f in glob.glob('verilated*.o') + glob.glob('verilator.o'):\n"
+                  "for f in glob.glob('verilated*.o'):\n"
                   "    os.utime(f)\n")
 
 
@@ -225,7 +228,7 @@ def _runtime_cache(simulator):
     if simulator != "verilator":
         return None
     import cocotb
-    key = hashlib.sha256("\n".join([_tool_version(simulator), cocotb.__version__, VERILATOR_OPT,
+    key = hashlib.sha256("\n".join(["runtime-2", _tool_version(simulator), cocotb.__version__, VERILATOR_OPT,
                                     *VERILATOR_ARGS, _compiler()]).encode()).hexdigest()[:16]
     return cache_dir() / f"verilator-runtime-{key}"
 

@@ -210,7 +210,8 @@ def embedding_to_act(mant, exp):
 
 def apply_norm_weight(x, w_mant, w_exp):
     """``x * w`` for ACT ``x`` and a BFP16 weight: ACT, rounded half up, saturated."""
-    return ACT.saturate(shift_round(x * w_mant.long(), w_exp))
+    # a left shift of 24 or more saturates any non-zero product; capping it keeps int64 exact
+    return ACT.saturate(shift_round(x * w_mant.long(), max(w_exp, -24)))
 
 
 def bit_length(x):
