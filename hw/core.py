@@ -89,7 +89,7 @@ from .activations import (
 )
 from .config import HwConfig
 from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
-from .ternary import TernaryLinear
+from .ternary import Rescale, TernaryMatVec
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
            "region_words", "REGION_PORTS"]
@@ -167,11 +167,17 @@ _C_AT = SILU_LATENCY                                         # silu(Y[j])
 _U_IN = max(_F_AT, _C_AT)
 _H_AT = _U_IN + STATE_UPDATE_LATENCY                         # new state
 _SH_AT = _H_AT + SILU_STATE_LATENCY                          # silu of the new state
-_MUL_IN = max(_SH_AT, _ANW_AT, _C_AT)
-_OUT_AT = _MUL_IN + MUL_ACT_LATENCY                          # every pass's output
-_FRONT = 3                                                   # accept, A data, B data -> operands
-_QDEPTH = _FRONT + _OUT_AT + 4                               # quantiser feed FIFO: a full pipeline
+_MUL_IN = max(_SH_AT, _ANW_AT, _C_AT)                        # the MLGRU's output product
+_OUT_AT = {                                                  # where each pass's result leaves
+    "EMBED": _ANW_AT, "RES": _ANW_AT, "FEED": 0,
+    "GLU": _C_AT + MUL_ACT_LATENCY,                          # the same multiplier, fed earlier
+    "MLGRU": _MUL_IN + MUL_ACT_LATENCY,
+}
+_DEPTH = max(_OUT_AT.values())
+_FRONT = 2                                                   # accept, read -> operands
+_QDEPTH = _FRONT + _DEPTH + 4                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
+_ADEPTH = 32                                                 # accumulators waiting for their scale
 
 
 class Core(wiring.Component):
@@ -206,6 +212,7 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         self._buffers = {}                              # for tests: name -> Memory
+        self._probe = {}                                # for tests: name -> internal unit
         cfg = self.config
         P, LP = cfg.lanes, cfg.lanes_log2
         HMAX, IMAX, LMAX, VMAX, KMAX = (cfg.max_hidden, cfg.max_intermediate, cfg.max_layers,
@@ -242,16 +249,28 @@ class Core(wiring.Component):
 
         # --- compute units -------------------------------------------------------------------------
         m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
-        m.submodules.linear = linear = TernaryLinear(P, KMAX, exp_width=16)
+        m.submodules.matvec = linear = TernaryMatVec(P, KMAX)
+        m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
+        self._probe.update(quant=quant, linear=linear, rescale=rescale)
+        # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
+        # accumulators queue up too, so that the weights keep streaming while a projection's scale is
+        # still being computed (it can take longer than the codes and the first rows).
         m.submodules.scale_fifo = scale_fifo = fifo.SyncFIFO(width=32, depth=4)
+        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFO(width=linear.acc_width + 1, depth=_ADEPTH)
         m.d.comb += [
             scale_fifo.w_data.eq(quant.scale.payload.as_value()),
             scale_fifo.w_en.eq(quant.scale.valid),
             quant.scale.ready.eq(scale_fifo.w_rdy),
-            linear.scale.valid.eq(scale_fifo.r_rdy),
-            linear.scale.payload.mant.eq(scale_fifo.r_data[:16]),
-            linear.scale.payload.exp.eq(scale_fifo.r_data[16:32]),
-            scale_fifo.r_en.eq(linear.scale.ready),
+            rescale.scale.valid.eq(scale_fifo.r_rdy),
+            rescale.scale.payload.mant.eq(scale_fifo.r_data[:16]),
+            rescale.scale.payload.exp.eq(scale_fifo.r_data[16:32]),
+            scale_fifo.r_en.eq(rescale.scale.ready),
+            acc_fifo.w_data.eq(linear.o.payload.as_value()),
+            acc_fifo.w_en.eq(linear.o.valid),
+            linear.o.ready.eq(acc_fifo.w_rdy),
+            rescale.i.valid.eq(acc_fifo.r_rdy),
+            rescale.i.payload.as_value().eq(acc_fifo.r_data),
+            acc_fifo.r_en.eq(rescale.i.ready),
         ]
 
         # codes, one per cycle, packed into beats of P codes
@@ -340,7 +359,7 @@ class Core(wiring.Component):
         ]
 
         # --- write-back of the rescaled rows ---------------------------------------------------------
-        rs = linear.o
+        rs = rescale.o
         wb_active = Signal()
         wb_proj = Signal(range(7))                     # i f g o gate down, 6: lm_head
         wb_layer = Signal(range(LMAX + 1))
@@ -364,15 +383,18 @@ class Core(wiring.Component):
                 m.d.comb += [wb_rows.eq(V), wb_store.eq(1), wb_ybase.eq(0)]
 
         # --- vector unit: source, admission, operand reads -------------------------------------------
+        # One element per clock. Every operand is read at the element's index j from its own port:
+        # PARAMS (norm weight A, or the embedding row), the norm-weight buffer NWB (B: the quantiser's
+        # norm weight of a two-tensor pass, copied from PARAMS before the pass runs), Y at j and H + j,
+        # X, V, GATES and STATE.
         src_valid = Signal()
         src_j = Signal(range(KMAX))
         src_y = Signal(ACT_SHAPE)
         cj = Signal(range(KMAX + 1))
         inflight = Signal(range(_QDEPTH + 1))
-        b_phase = Signal()
         open_ = Signal()
         accept = Signal()
-        m.d.comb += open_.eq(v_run & ~b_phase & (~feeds | (inflight < _QDEPTH)))
+        m.d.comb += open_.eq(v_run & (~feeds | (inflight < _QDEPTH)))
         with m.If(from_wb):
             m.d.comb += [
                 src_valid.eq(wb_active & wb_vpu & rs.valid),
@@ -382,19 +404,21 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += [src_valid.eq(v_run & (cj != n)), src_j.eq(cj), src_y.eq(0)]
         m.d.comb += accept.eq(src_valid & open_)
-        m.d.sync += b_phase.eq(accept & two)
         with m.If(accept & ~from_wb):
             m.d.sync += cj.eq(cj + 1)
 
-        j_b = Signal(range(KMAX))
-        with m.If(accept):
-            m.d.sync += j_b.eq(src_j)
+        nwb_wp, nwb_rp = buffer("norm_b", MANT_SHAPE, HMAX)
+        y2_rp = self._buffers["y_buf"].read_port()
+        prefetching = Signal()
+        pf_k = Signal(range(HMAX + 1))
+        pf_wr = Signal()
+        pf_addr = Signal(range(HMAX))
         base_a = Signal(range(cfg.param_words))
         m.d.comb += base_a.eq(Mux(kind == _Pass.EMBED, tok_row, pp))
         with m.If(busy):
             m.d.comb += [
-                params_rp.addr.eq(Mux(b_phase, pp + H + j_b, base_a + src_j)),
-                y_rp.addr.eq(Mux(b_phase, H + j_b, src_j)),
+                params_rp.addr.eq(Mux(prefetching, pp + H + pf_k, base_a + src_j)),
+                y_rp.addr.eq(src_j),
                 gates_rp.addr.eq(lh + src_j),
             ]
         with m.Else():
@@ -403,35 +427,36 @@ class Core(wiring.Component):
                 y_rp.addr.eq(self.rd_logits.addr),
                 gates_rp.addr.eq(self.rd_gates.addr),
             ]
-        m.d.comb += [x_rp.addr.eq(src_j), v_rp.addr.eq(src_j), s_rp.addr.eq(lh + src_j)]
+        m.d.comb += [
+            x_rp.addr.eq(src_j), v_rp.addr.eq(src_j), s_rp.addr.eq(lh + src_j),
+            nwb_rp.addr.eq(src_j), y2_rp.addr.eq(H + src_j),
+            nwb_wp.addr.eq(pf_addr), nwb_wp.data.eq(params_rp.data), nwb_wp.en.eq(pf_wr),
+        ]
+        m.d.sync += [pf_wr.eq(prefetching & (pf_k != H)), pf_addr.eq(pf_k)]
 
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
-        s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
-        a_pa, a_ya, a_x, a_v = Signal(MANT_SHAPE), Signal(ACT_SHAPE), Signal(ACT_SHAPE), Signal(ACT_SHAPE)
-        a_lb, a_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
         op_valid, op_j, op_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         op_pa, op_pb = Signal(MANT_SHAPE), Signal(MANT_SHAPE)
         op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
         op_lb, op_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
         m.d.sync += [
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y),
-            s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y),
-            a_pa.eq(params_rp.data), a_ya.eq(y_rp.data), a_x.eq(x_rp.data), a_v.eq(v_rp.data),
-            a_lb.eq(gates_rp.data), a_h.eq(s_rp.data),
-            op_valid.eq(s2_valid), op_j.eq(s2_j), op_y.eq(s2_y),
-            op_pa.eq(a_pa), op_pb.eq(params_rp.data), op_ya.eq(a_ya), op_yb.eq(y_rp.data),
-            op_x.eq(a_x), op_v.eq(a_v), op_lb.eq(a_lb),
-            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, a_h)),
+            op_valid.eq(s1_valid), op_j.eq(s1_j), op_y.eq(s1_y),
+            op_pa.eq(params_rp.data), op_pb.eq(nwb_rp.data), op_ya.eq(y_rp.data), op_yb.eq(y2_rp.data),
+            op_x.eq(x_rp.data), op_v.eq(v_rp.data), op_lb.eq(gates_rp.data),
+            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, s_rp.data)),
         ]
 
         # --- vector unit: datapath (never stalls; admission is credit-based) ------------------------
+        # Each pass takes its result from its own stage; the mode changes only when the pipeline is
+        # empty, so no stage ever sees an element of another pass's mode.
         p = Pipeline(m, Const(1))
         valid_chain, j_chain = [op_valid], [op_j]
-        for k in range(1, _OUT_AT + 1):
+        for k in range(1, _DEPTH + 1):
             valid_chain.append(p.reg(valid_chain[-1], name=f"vu_valid{k}"))
             j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
-        valid_at = valid_chain.__getitem__
-        j_at = j_chain.__getitem__
+        vu_empty = Signal()
+        m.d.comb += vu_empty.eq(~Cat(s1_valid, *valid_chain).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
         res_sum = saturate(op_x + op_y, ACT)
         xin = p.reg(Mux(mode == _Mode.EMBED, 1 << ACT.frac, Mux(mode == _Mode.MLGRU, op_y, res_sum)),
@@ -440,9 +465,9 @@ class Core(wiring.Component):
         anw = apply_norm_weight_datapath(m, p, xin, p.delay(op_pa, 1), expA, name="anw")
         xs = p.delay(xs, _ANW_AT - 1)
         m.d.comb += [
-            x_wp.addr.eq(j_at(_ANW_AT)),
+            x_wp.addr.eq(j_chain[_ANW_AT]),
             x_wp.data.eq(Mux(mode == _Mode.EMBED, anw, xs)),
-            x_wp.en.eq(valid_at(_ANW_AT) & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
+            x_wp.en.eq(valid_chain[_ANW_AT] & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
         ]
         # MLGRU: f = lower_bound_blend(lb, sigmoid(Y_f)), c = silu(Y_i), h = state_update(h, f, c)
         f_sig = sigmoid_datapath(m, p, op_yb, name="f_sig")
@@ -454,26 +479,32 @@ class Core(wiring.Component):
         m.d.comb += [
             s_wp.addr.eq(p.delay(lh + op_j, _H_AT)),
             s_wp.data.eq(h_new),
-            s_wp.en.eq(valid_at(_H_AT) & (mode == _Mode.MLGRU)),
+            s_wp.en.eq(valid_chain[_H_AT] & (mode == _Mode.MLGRU)),
         ]
         sh = silu_state_datapath(m, p, h_new, name="silu_h")
         sh = p.delay(sh, _MUL_IN - _SH_AT)
+        # one mul_act: the MLGRU's o_in = g_norm(y) * silu(h), or the GLU's silu(Y[j]) * y
         glu = mode == _Mode.GLU
-        mul_a = Mux(glu, p.delay(c, _MUL_IN - _C_AT), p.delay(anw, _MUL_IN - _ANW_AT))
-        mul_b = Mux(glu, p.delay(op_y, _MUL_IN), sh)
+        mul_a = Mux(glu, c, p.delay(anw, _MUL_IN - _ANW_AT))
+        mul_b = Mux(glu, p.delay(op_y, _C_AT), sh)
         prod = mul_act_datapath(m, p, mul_a, mul_b, name="mul")
+        w_sel = Mux((mode == _Mode.FEED) | glu, op_pa, op_pb)
+        w_chain = [w_sel]
+        for k in range(1, _DEPTH + 1):
+            w_chain.append(p.reg(w_chain[-1], name=f"vu_w{k}"))
+        out_valid = Signal()
+        out_j = Signal(range(KMAX))
         out_v = Signal(ACT_SHAPE)
-        with m.Switch(mode):
-            with m.Case(_Mode.FEED):
-                m.d.comb += out_v.eq(p.delay(op_v, _OUT_AT))
-            with m.Case(_Mode.RES):
-                m.d.comb += out_v.eq(p.delay(anw, _OUT_AT - _ANW_AT))
-            with m.Default():
-                m.d.comb += out_v.eq(prod)
-        out_w = p.delay(Mux((mode == _Mode.FEED) | glu, op_pa, op_pb), _OUT_AT)
-        out_valid = valid_at(_OUT_AT)
-        out_j = j_at(_OUT_AT)
+        out_w = Signal(MANT_SHAPE)
+        for name, value in (("EMBED", anw), ("RES", anw), ("FEED", op_v), ("GLU", prod),
+                            ("MLGRU", prod)):
+            k = _OUT_AT[name]
+            with m.If(mode == _Mode[name]):
+                m.d.comb += [out_valid.eq(valid_chain[k]), out_j.eq(j_chain[k]), out_v.eq(value),
+                             out_w.eq(w_chain[k])]
         out_last = out_j == n - 1
+        self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
+                           inflight=inflight)
         m.d.comb += [
             v_wp.addr.eq(out_j),
             v_wp.data.eq(out_v),
@@ -665,13 +696,32 @@ class Core(wiring.Component):
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
                     with m.Case(3):
-                        m.d.sync += [w_m.as_value().eq(sc_data), v_run.eq(1), cj.eq(0)]
-                        m.next = "RUN"
+                        m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), pf_k.eq(0)]
+                        with m.If(two):
+                            m.next = "PREFETCH"
+                        with m.Else():
+                            m.d.sync += v_run.eq(1)
+                            m.next = "RUN"
+
+            with m.State("PREFETCH"):
+                # the quantiser's norm weight (the tensor after A in PARAMS) into NWB
+                m.d.comb += [busy.eq(1), prefetching.eq(1)]
+                with m.If(pf_k != H):
+                    m.d.sync += pf_k.eq(pf_k + 1)
+                with m.Elif(~pf_wr):
+                    m.d.sync += v_run.eq(1)
+                    m.next = "RUN"
 
             with m.State("RUN"):
                 m.d.comb += busy.eq(1)
                 with m.If(pass_done):
                     m.d.sync += [v_run.eq(0), step.eq(0)]
+                    m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                # the pass's mode holds until its elements have left every stage
+                m.d.comb += busy.eq(1)
+                with m.If(vu_empty):
                     m.next = "NEXT"
 
             with m.State("NEXT"):

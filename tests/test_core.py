@@ -276,11 +276,15 @@ def core_vectors(q, config, script):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_core_verilator_tiny(tmp_path):
+def test_core_verilator_tiny(tmp_path, monkeypatch):
     from mmfree.sim import runner
     reason = runner.missing("verilator")
     if reason:
         pytest.skip(reason)
+    # The runner shares compiled Verilator run-time objects across the designs of one cache, and
+    # cocotb's main program (verilator.o) among them is compiled against each design's Vtop.h: a copy
+    # made for another design crashes this one at start-up. Builds of the core get a cache of their own.
+    monkeypatch.setenv("MMFREE_SIM_CACHE", str(runner.cache_dir() / "core"))
     q, what = _tiny_model()
     cfg = HwConfig.preset("tiny")
     script = [("step", 10)] + [("step", None)] * 11 + [("reset",), ("step", 10)] + [("step", None)] * 5
