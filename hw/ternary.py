@@ -45,6 +45,9 @@ __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_
 ARCHS = (None, "generic", "ecp5")
 """Values of ``arch``: ``None`` picks ``"ecp5"`` when elaborated for an ECP5 platform."""
 
+ACT_MEMORIES = ("block", "distributed", "registers")
+"""Values of ``act_memory``: where the activation buffer lives (Yosys' ``ram_style``)."""
+
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
 
@@ -93,6 +96,12 @@ class TernaryMatVec(wiring.Component):
         negation (see :meth:`_pair`), ``"generic"`` is plain Amaranth arithmetic (and the only one
         Amaranth's simulator runs). ``None`` (the default) chooses ``"ecp5"`` when the platform given
         to ``elaborate`` is an ECP5 (``platform.family == "ecp5"``). Both compute the same bits.
+    act_memory : ``"block"``, ``"distributed"`` or ``"registers"``
+        What holds the activation buffer (passed to Yosys as ``ram_style``): block RAM (the default),
+        LUT RAM, or flip-flops. The buffer is read ``8P`` bits at a time, so block RAM needs
+        ``ceil(8P / 36)`` DP16KD however shallow it is: beyond about 930 lanes that is more than an
+        ECP5-85F has (208), and a LUT RAM (``16 x 4`` bits per ``TRELLIS_DPR16X4``, about 1.5 LUT4 per
+        bit while ``2 max_k / P <= 16``) is the way to build such a unit. Same bits, same timing.
 
     Interfaces
     ----------
@@ -130,19 +139,24 @@ class TernaryMatVec(wiring.Component):
     Resources
     ---------
     The activation buffer is block RAM (``2 * max_k / P`` words of ``8P`` bits: ``ceil(8P / 36)``
-    DP16KD on ECP5, whatever the depth, since a LUT RAM that wide would cost more than the lanes).
+    DP16KD on ECP5, whatever the depth, since a LUT RAM that wide would cost more than the lanes),
+    unless ``act_memory`` says otherwise.
     No multiplier. See the module docstring for the lane design and ``python -m mmfree.hw.synth``
     for measured figures.
     """
 
-    def __init__(self, lanes, max_k, *, arch=None):
+    def __init__(self, lanes, max_k, *, arch=None, act_memory="block"):
         _check_int("lanes", lanes, 1, MAX_LANES)
         _check_int("max_k", max_k, 1, MAX_K)
         if max_k % lanes:
             raise ValueError(f"max_k ({max_k}) must be a multiple of lanes ({lanes})")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
+        if act_memory not in ACT_MEMORIES:
+            raise ValueError(f"act_memory must be one of {', '.join(map(repr, ACT_MEMORIES))}, "
+                             f"not {act_memory!r}")
         self._arch = arch
+        self._act_memory = act_memory
         self._lanes = lanes
         self._max_k = max_k
         self._acc_width = acc_width_for(max_k)
@@ -156,6 +170,7 @@ class TernaryMatVec(wiring.Component):
     lanes = property(lambda self: self._lanes)
     max_k = property(lambda self: self._max_k)
     acc_width = property(lambda self: self._acc_width)
+    act_memory = property(lambda self: self._act_memory)
 
     @property
     def act_layout(self):
@@ -187,9 +202,10 @@ class TernaryMatVec(wiring.Component):
         col_bits = (W - 1).bit_length()
 
         # --- activation buffer: two banks of W words of P codes --------------------------------
-        # Block RAM whatever the depth: a LUT RAM of 8P-bit words would cost more LUTs than the lanes.
+        # Block RAM whatever the depth (unless told otherwise): a LUT RAM of 8P-bit words would cost
+        # more LUTs than the lanes.
         m.submodules.buf = buf = memory.Memory(shape=unsigned(CODE_BITS * P), depth=2 << col_bits, init=[],
-                                               attrs={"ram_style": "block", "no_rw_check": 1})
+                                               attrs={"ram_style": self._act_memory, "no_rw_check": 1})
         wport = buf.write_port()
         # An asynchronous port followed by a register: Yosys merges the register into the block RAM
         # and, with no_rw_check, needs no collision logic (a bank is never read while written).
@@ -539,8 +555,8 @@ class TernaryLinear(wiring.Component):
     Throughput is the matrix-vector unit's; latency is the sum of both latencies.
     """
 
-    def __init__(self, lanes, max_k, exp_width=8, *, arch=None):
-        self._matvec = TernaryMatVec(lanes, max_k, arch=arch)
+    def __init__(self, lanes, max_k, exp_width=8, *, arch=None, act_memory="block"):
+        self._matvec = TernaryMatVec(lanes, max_k, arch=arch, act_memory=act_memory)
         self._rescale = Rescale(self._matvec.acc_width, exp_width)
         super().__init__({
             "act": In(stream.Signature(self._matvec.act_layout)),

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "mmfree.commands",
     "mmfree.train",
     "mmfree.boards.commands",
+    "mmfree.hw.report",
 ]
 
 

@@ -112,6 +112,23 @@ def test_rescale_rejects(kwargs, exc, msg):
         Rescale(**kwargs)
 
 
+def test_act_memory():
+    """Where the activation buffer lives is Yosys' ``ram_style`` of the buffer; nothing else changes."""
+    from amaranth.back import rtlil
+    with pytest.raises(ValueError, match="act_memory must be one of 'block', 'distributed', 'registers', "
+                                         "not 'lut'"):
+        TernaryMatVec(4, 16, act_memory="lut")
+    texts = {}
+    for mem in ("block", "distributed", "registers"):
+        u = TernaryMatVec(4, 16, act_memory=mem)
+        assert u.act_memory == mem
+        texts[mem] = rtlil.convert(u, emit_src=False)
+        assert f'attribute \\ram_style "{mem}"' in texts[mem]
+    assert texts["block"].replace('"block"', '"registers"') == texts["registers"]
+    lin = TernaryLinear(4, 16, act_memory="distributed")
+    assert "distributed" in rtlil.convert(lin, emit_src=False)
+
+
 def unused(elaboratable):
     elaboratable._MustUse__silence = True             # built to be inspected, not elaborated
     return elaboratable

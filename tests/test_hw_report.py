@@ -1,0 +1,110 @@
+"""``mmfree report units``: the plan of units, argument errors, and the real flow on the smallest units."""
+
+import json
+
+import pytest
+
+from mmfree.cli import main
+from mmfree.hw import report
+from mmfree.hw.ternary import TernaryMatVec
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["report"], "required: REPORT"),
+    (["report", "units", "--unit", "nothing"], "invalid choice: 'nothing'"),
+    (["report", "units", "--lanes", "0"], "--lanes must be between 1 and 1024, not 0"),
+    (["report", "units", "--lanes", "2048"], "--lanes must be between 1 and 1024, not 2048"),
+    (["report", "units", "--lanes", "four"], "expected an integer, not 'four'"),
+    (["report", "units", "--lanes", "3"], "--max-k 4096 is not a multiple of --lanes 3"),
+    (["report", "units", "--max-k", "0"], "--max-k must be between 1 and"),
+    (["report", "units", "--shape", "7B"], "invalid choice: '7B'"),
+])
+def test_argument_errors(capsys, argv, needle):
+    """Bad arguments: one line on stderr, exit status 2, nothing synthesised."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmfree: error:") and needle in lines[0], err
+
+
+def test_plan_defaults():
+    """Every unit once, the matrix-vector unit at 64, 256 and 1024 lanes; 1024 lanes in LUT RAM."""
+    rows = report.plan()
+    assert [r.unit for r in rows] == ["ternary_matvec"] * 3 + list(report.UNITS[1:])
+    mv = rows[:3]
+    assert [r.lanes for r in mv] == [64, 256, 1024]
+    assert [r.params for r in mv] == ["P=64 max_k=4096", "P=256 max_k=4096", "P=1024 max_k=4096 act=LUTRAM"]
+    assert mv[2].note == ("activation buffer in LUT RAM: in block RAM it needs 228 DP16KD, "
+                          "the LFE5U-85F has 208")
+    unit = mv[2].factory()
+    assert isinstance(unit, TernaryMatVec) and unit.act_memory == "distributed" and unit.max_k == 4096
+    unit._MustUse__silence = True
+    assert mv[0].factory().act_memory == "block"
+    assert rows[3].params == "acc_width=21 (max_k=4096)"
+    assert next(r for r in rows if r.unit == "mlgru").params == "hidden=144 layers=5 (demo)"
+    for r in rows:
+        r.factory()._MustUse__silence = True
+
+
+def test_plan_shapes_and_selection():
+    rows = report.plan(["glu", "rmsnorm", "glu"], shape="370M")
+    assert [(r.unit, r.params) for r in rows] == [("rmsnorm", "lengths=1024,2816 (370M)"),
+                                                  ("glu", "intermediate=2816 (370M)")]
+    assert set(report.SHAPES) == set(report._shapes())
+    for r in rows:
+        r.factory()._MustUse__silence = True
+
+
+def test_dp16kd_count():
+    assert report.dp16kd_for(8 * 256, 32) == 57          # 36-bit wide blocks, however shallow
+    assert report.dp16kd_for(8 * 1024, 2) == 228
+    assert report.dp16kd_for(8, 4096) == 2               # 4 bits x 4096 each
+    assert report.dp16kd_for(1, 16384) == 1
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_report_units_real_flow(capsys, tmp_path, monkeypatch):
+    """The whole flow (Yosys, nextpnr) on the two smallest units, then the same from the cache as JSON."""
+    monkeypatch.setenv("MMFREE_SYNTH_CACHE", str(tmp_path))
+    argv = ["report", "units", "--unit", "lb_blend", "ternary_matvec", "--lanes", "4", "--max-k", "8"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["unit", "parameters", "LUT4", "LUT4/lane", "FF", "BRAM", "DSP", "Fmax",
+                                "MHz", "goals"]
+    assert set(lines[1]) <= {"-", " "}
+    mv, lb = lines[2].split(), lines[3].split()
+    assert mv[:3] == ["ternary_matvec", "P=4", "max_k=8"] and lb[0] == "lb_blend"
+    lut4, per_lane = int(mv[3]), float(mv[4])
+    assert lut4 > 0 and per_lane == round(lut4 / 4, 1) and mv[7] == "0"       # no DSP
+    assert lb[1] == "-" and int(lb[5]) >= 1                                   # a DSP multiplier
+    assert any(line.startswith("goals: every unit >= 100 MHz") for line in lines)
+    assert lines[-1] in ("all goals met.",) or lines[-1].endswith("goal(s) missed.")
+    # progress on stderr: both units, both tools
+    assert "[1/2] ternary_matvec P=4 max_k=8: yosys" in err and "[2/2] lb_blend: nextpnr-ecp5" in err
+
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0 and "cached" in err
+    doc = json.loads(out)
+    assert doc["device"] == "LFE5U-85F" and doc["speed"] == 6
+    u = {r["unit"]: r for r in doc["units"]}
+    assert u["ternary_matvec"]["lut4"] == lut4 and u["ternary_matvec"]["lut4_per_lane"] == per_lane
+    assert u["ternary_matvec"]["lanes"] == 4 and u["lb_blend"]["lanes"] is None
+    assert all(r["cached"] for r in doc["units"])
+    for r in doc["units"]:
+        assert {"lut4", "ff", "bram", "dsp", "fmax_mhz", "goals", "met"} <= set(r)
+        assert r["met"] == all(g["met"] for g in r["goals"])
+        assert r["goals"][0]["goal"] == "Fmax >= 100 MHz"
+        assert (r["goals"][0]["met"]) == (r["fmax_mhz"] >= 100)
+    assert [g["goal"] for g in u["ternary_matvec"]["goals"]] == ["Fmax >= 100 MHz", "0 DSP"]
+    assert doc["met"] == all(r["met"] for r in doc["units"])
+
+    code, out, err = run(capsys, "report", "units", "--unit", "lb_blend", "--json", "--quiet")
+    assert code == 0 and err == "" and json.loads(out)["units"][0]["unit"] == "lb_blend"
