@@ -20,9 +20,9 @@ __all__ = ["HwConfig", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "MemoryMapError"]
 
 TINY_SHAPE = ModelShape(vocab_size=256, hidden_size=64, num_layers=2, intermediate_size=256)
 """The bundled ``tiny`` model (about 150 k ternary weights)."""
-DEMO_SHAPE = ModelShape(vocab_size=256, hidden_size=144, num_layers=5, intermediate_size=464)
-"""The bundled ``demo`` model (1,453,824 ternary weights). Its row lengths 144 and 464 have the
-common power-of-two divisor 16, so it runs on at most 16 lanes."""
+DEMO_SHAPE = ModelShape(vocab_size=256, hidden_size=160, num_layers=4, intermediate_size=512)
+"""The bundled ``demo`` model (1,433,600 ternary weights). Its row lengths 160 and 512 have the
+common power-of-two divisor 32, so it runs on at most 32 lanes."""
 
 MAX_LANES = 1024
 MAX_LAYERS = 1024
@@ -207,8 +207,8 @@ class HwConfig:
 
 PRESETS = {
     "tiny": HwConfig.for_model(TINY_SHAPE, lanes=32),
-    "demo": HwConfig.for_model(DEMO_SHAPE, lanes=16),
-    "ulx3s-85f": HwConfig.for_model(DEMO_SHAPE, lanes=16, clk_freq=50_000_000),
+    "demo": HwConfig.for_model(DEMO_SHAPE, lanes=32),
+    "ulx3s-85f": HwConfig.for_model(DEMO_SHAPE, lanes=32, clk_freq=50_000_000),
 }
 """Named configurations: ``tiny`` and ``demo`` hold exactly the bundled models of those names;
 ``ulx3s-85f`` is the ``demo`` sizing meant for the ULX3S with an ECP5-85F."""

@@ -63,7 +63,7 @@ def test_config_errors(kwargs, error, message):
 def test_config_check():
     cfg = HwConfig.preset("tiny")
     cfg.check(TINY_SHAPE)
-    with pytest.raises(MemoryMapError, match="hidden size 144 exceeds the configured 64"):
+    with pytest.raises(MemoryMapError, match="hidden size 160 exceeds the configured 64"):
         cfg.check(DEMO_SHAPE)
     with pytest.raises(MemoryMapError, match="hidden size 48 is not a multiple of 32 lanes"):
         cfg.check(ModelShape(256, 48, 2, 256))
@@ -231,14 +231,15 @@ def test_core_amaranth_reload_and_full_rate_rows():
 
 # --- cocotb on Verilator, the tiny model's shape -------------------------------------------------
 
-def _tiny_model():
+def _bundled_or_random(name, shape, seed):
+    """The bundled model ``name`` if it is installed with ``shape``, else random weights of ``shape``."""
     from mmfree.registry import bundled_models, resolve
-    if "tiny" in bundled_models():
-        q = resolve("tiny").quantized()
-        if q.shape == TINY_SHAPE:
-            return q, "the bundled tiny model"
-    return _model(50, *(TINY_SHAPE.vocab_size, TINY_SHAPE.hidden_size, TINY_SHAPE.num_layers,
-                        TINY_SHAPE.intermediate_size)), "random weights of the tiny shape"
+    if name in bundled_models():
+        q = resolve(name).quantized()
+        if q.shape == shape:
+            return q, f"the bundled {name} model"
+    return _model(seed, shape.vocab_size, shape.hidden_size, shape.num_layers,
+                  shape.intermediate_size), f"random weights of the {name} shape"
 
 
 def core_vectors(q, config, script):
@@ -276,7 +277,11 @@ def core_vectors(q, config, script):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_core_verilator_tiny(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, steps", [("tiny", 18), ("demo", 4)])
+def test_core_verilator(name, steps, tmp_path, monkeypatch):
+    """The preset of a bundled model's name, that model (or random weights of its shape), greedy
+    tokens with a ``RESET_STATE`` in between, every answer equal to the golden model's; prints cycles
+    per token and the lane utilisation."""
     from mmfree.sim import runner
     reason = runner.missing("verilator")
     if reason:
@@ -285,14 +290,17 @@ def test_core_verilator_tiny(tmp_path, monkeypatch):
     # cocotb's main program (verilator.o) among them is compiled against each design's Vtop.h: a copy
     # made for another design crashes this one at start-up. Builds of the core get a cache of their own.
     monkeypatch.setenv("MMFREE_SIM_CACHE", str(runner.cache_dir() / "core"))
-    q, what = _tiny_model()
-    cfg = HwConfig.preset("tiny")
-    script = [("step", 10)] + [("step", None)] * 11 + [("reset",), ("step", 10)] + [("step", None)] * 5
+    shape = {"tiny": TINY_SHAPE, "demo": DEMO_SHAPE}[name]
+    q, what = _bundled_or_random(name, shape, 50)
+    cfg = HwConfig.preset(name)
+    first = steps * 2 // 3
+    script = [("step", 10)] + [("step", None)] * (first - 1) + [("reset",), ("step", 10)] + \
+        [("step", None)] * (steps - first - 1)
     vec = core_vectors(q, cfg, script)
     runner.run_cocotb(Core(cfg), simulator="verilator", test_module="mmfree.sim.tb_core", name="core",
                       vectors=vec, run_dir=tmp_path)
     report = json.loads((tmp_path / "core_report.json").read_text())
-    assert report["tokens"] == len(vec["expect"]) and report["matched"] == report["tokens"]
-    print(f"\ntiny ({what}), {cfg.lanes} lanes: {report['tokens']} tokens identical to the golden model; "
+    assert report["tokens"] == steps and report["matched"] == steps
+    print(f"\n{name} ({what}), {cfg.lanes} lanes: {steps} tokens identical to the golden model; "
           f"{report['cycles_per_token']:.0f} cycles per token, lane utilisation "
           f"{100 * report['utilisation']:.1f}%")
