@@ -9,12 +9,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from amaranth.sim import Simulator
 
 from mmfree import memory_map as mm
 from mmfree.golden import GoldenModel, ModelShape, quantize_model
-from mmfree.hw.config import HwConfig, PRESETS, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
+from mmfree.hw.config import HwConfig, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
 from mmfree.hw.core import Core, Command, region_words, REGION_PORTS
 from conftest import small_model
 
@@ -135,16 +134,6 @@ def _run(dut, bench):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-
-
-def _check_tokens(ctx_results, golden, first, n):
-    """Expected ``(token, logit)`` of ``n`` greedy steps from ``first`` (advances ``golden``)."""
-    out, tok = [], first
-    for _ in range(n):
-        logits, nxt = golden.step(tok)
-        out.append((nxt, int(logits.max())))
-        tok = nxt
-    return out
 
 
 @pytest.mark.sim
