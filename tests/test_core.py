@@ -267,7 +267,7 @@ def core_vectors(q, config, script):
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("name, steps", [("tiny", 18), ("demo", 4)])
-def test_core_verilator(name, steps, tmp_path, monkeypatch):
+def test_core_verilator(name, steps, tmp_path):
     """The preset of a bundled model's name, that model (or random weights of its shape), greedy
     tokens with a ``RESET_STATE`` in between, every answer equal to the golden model's; prints cycles
     per token and the lane utilisation."""
@@ -275,10 +275,6 @@ def test_core_verilator(name, steps, tmp_path, monkeypatch):
     reason = runner.missing("verilator")
     if reason:
         pytest.skip(reason)
-    # The runner shares compiled Verilator run-time objects across the designs of one cache, and
-    # cocotb's main program (verilator.o) among them is compiled against each design's Vtop.h: a copy
-    # made for another design crashes this one at start-up. Builds of the core get a cache of their own.
-    monkeypatch.setenv("MMFREE_SIM_CACHE", str(runner.cache_dir() / "core"))
     shape = {"tiny": TINY_SHAPE, "demo": DEMO_SHAPE}[name]
     q, what = _bundled_or_random(name, shape, 50)
     cfg = HwConfig.preset(name)
