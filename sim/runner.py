@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "SimulationError", "missing", "tool_env", "to_verilog", "cache_dir",
-           "run_cocotb", "ecp5_cell_models", "VECTORS_ENV"]
+           "run_cocotb", "to_verilog_text", "ecp5_cell_models", "VECTORS_ENV"]
 
 SIMULATORS = ("verilator", "icarus")
 VECTORS_ENV = "MMFREE_VECTORS"
@@ -71,8 +71,12 @@ def missing(simulator):
     raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
 
 
-def tool_env(simulator):
-    """Environment variables (added to or replacing ``os.environ``) that ``simulator`` needs."""
+def tool_env(simulator, opt_fast=None):
+    """Environment variables (added to or replacing ``os.environ``) that ``simulator`` needs.
+
+    ``opt_fast``: the C++ optimisation of Verilator's per-cycle code (default :data:`VERILATOR_OPT`);
+    long-running simulations such as the simulated board use ``-O2``.
+    """
     env = {}
     if simulator == "verilator":
         root = _verilator_root()
@@ -84,7 +88,7 @@ def tool_env(simulator):
             # Test benches run tens of thousands of cycles: compiling without optimisation is
             # several times faster than the -Os default and costs little simulation speed here.
             flags = os.environ.get("MAKEFLAGS", "")
-            for var, value in [("CFG_CXXFLAGS_PCH_I", "-include"), ("OPT_FAST", VERILATOR_OPT),
+            for var, value in [("CFG_CXXFLAGS_PCH_I", "-include"), ("OPT_FAST", opt_fast or VERILATOR_OPT),
                                ("OPT_SLOW", VERILATOR_OPT), ("OPT_GLOBAL", VERILATOR_OPT)]:
                 if var + "=" not in flags:
                     flags = f"{flags} {var}={value}".strip()
@@ -110,6 +114,12 @@ def to_verilog(component, name):
     """Verilog text of an Amaranth component (``emit_src=False``, reproducible), top module ``name``."""
     from amaranth.back import verilog
     return verilog.convert(component, name=name, emit_src=False)
+
+
+def to_verilog_text(component):
+    """Verilog of ``component`` under the placeholder top name that :func:`run_cocotb` replaces, for
+    callers that cache the (slow) conversion themselves."""
+    return to_verilog(component, _PLACEHOLDER)
 
 
 def ecp5_cell_models():
@@ -165,7 +175,7 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=()):
+def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=(), opt_fast=None):
     """Build once per hash; a finished build leaves ``built`` behind and is reused as it is."""
     with _locked(build_dir.parent / (build_dir.name + ".lock")):
         if (build_dir / "built").exists():
@@ -183,7 +193,7 @@ def _build(runner, simulator, verilog_text, toplevel, build_dir, quiet, sources=
                     shutil.copy(f, build_dir / f.name)
         args = list(VERILATOR_ARGS) if simulator == "verilator" else []
         try:
-            with _environ(tool_env(simulator)):
+            with _environ(tool_env(simulator, opt_fast)):
                 runner.build(sources=[*map(Path, sources), src], hdl_toplevel=toplevel,
                              build_dir=build_dir, build_args=args, timescale=TIMESCALE, always=True,
                              log_file=log if quiet else None)
@@ -258,7 +268,7 @@ def _save_runtime(build_dir, runtime):
 
 
 def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, testcase=None,
-               extra_env=None, run_dir=None, seed=1, quiet=True, sources=()):
+               extra_env=None, run_dir=None, seed=1, quiet=True, sources=(), opt_fast=None):
     """Simulate ``component`` (an Amaranth component, or Verilog text) under the cocotb ``test_module``.
 
     ``vectors`` (a dict of numpy arrays, or a path to an ``.npz``) is handed to the testbench through
@@ -279,18 +289,18 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
     else:
         text = component
     key = hashlib.sha256("\n".join([text, simulator, _tool_version(simulator), *VERILATOR_ARGS,
+                                    *([opt_fast] if opt_fast else []),
                                     *TIMESCALE, *(Path(p).read_text() for p in sources)]).encode()
                          ).hexdigest()[:16]
     toplevel = f"{name}_{key}"
-    if not isinstance(component, str):
-        text = text.replace(_PLACEHOLDER, toplevel)
+    text = text.replace(_PLACEHOLDER, toplevel)         # also Verilog text converted by to_verilog_text
     build_dir = cache_dir() / f"{simulator}-{key}"
 
     from cocotb_tools.check_results import get_results
 
     runner = _get_runner(simulator)
     t0 = time.monotonic()
-    _build(runner, simulator, text, toplevel, build_dir, quiet, sources)
+    _build(runner, simulator, text, toplevel, build_dir, quiet, sources, opt_fast)
     build_s = time.monotonic() - t0
 
     scratch = run_dir is None
@@ -311,7 +321,7 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
     results = run_dir / "results.xml"
     log = run_dir / "sim.log"
     try:
-        with _environ(tool_env(simulator)):
+        with _environ(tool_env(simulator, opt_fast)):
             runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                         build_dir=build_dir, test_dir=run_dir, testcase=testcase, seed=seed,
                         extra_env=env, results_xml=str(results), timescale=TIMESCALE,

@@ -24,6 +24,10 @@ COMMAND_MODULES = [
     "mmfree.train",
     "mmfree.boards.commands",
     "mmfree.hw.report",
+    "mmfree.hw.commands",
+    "mmfree.sim.board",
+    "mmfree.sim.commands",
+    "mmfree.run",
 ]
 
 

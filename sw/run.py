@@ -24,7 +24,8 @@ def _image_of(spec):
 
 def _progress_bar(total, desc):
     from tqdm import tqdm
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False,
+               disable=None)                # shown on a terminal only
 
     def update(done, total_):
         bar.update(done - bar.n)

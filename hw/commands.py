@@ -1,0 +1,46 @@
+"""``mmfree export-verilog``: the accelerator for a configuration as one Verilog file."""
+
+import sys
+
+__all__ = ["register"]
+
+
+def cmd_export_verilog(args):
+    from amaranth.back import verilog
+    from .accelerator import Accelerator
+    from .config import HwConfig
+    if args.preset:
+        config = HwConfig.preset(args.preset)
+    else:
+        from mmfree.registry import resolve
+        shape = resolve(args.model).quantized().shape
+        config = HwConfig.for_model(shape, lanes=args.lanes or 32)
+    if args.clock:
+        from dataclasses import replace
+        config = replace(config, clk_freq=int(args.clock * 1e6))
+    acc = Accelerator(config, args.build_hash, baud=args.baud, phy=args.phy)
+    print(f"converting the accelerator ({config.lanes} lanes, H<={config.max_hidden}, L<={config.max_layers}, "
+          f"I<={config.max_intermediate}, V<={config.max_vocab}) ...", file=sys.stderr, flush=True)
+    text = verilog.convert(acc, name=args.name, emit_src=False)
+    with open(args.output, "w") as f:
+        f.write(text)
+    ports = "uart_rx, uart_tx" if args.phy == "uart" else "rx/tx byte streams"
+    print(f"wrote {args.output}: module {args.name} (clk, rst: synchronous, active high; {ports}; "
+          f"status[3:0]), {len(text.splitlines()):,} lines")
+    return 0
+
+
+def register(sub):
+    from mmfree.commands import _positive_arg
+    p = sub.add_parser("export-verilog", help="the accelerator as one Verilog file, for any flow")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="a named hardware configuration (tiny, demo, ulx3s-85f)")
+    g.add_argument("--model", default="demo", help="size the hardware for this model (default demo)")
+    p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--clock", type=float, default=None, help="design clock in MHz (sets the UART timing)")
+    p.add_argument("--baud", type=_positive_arg, default=3_000_000)
+    p.add_argument("--phy", choices=["uart", "bytes"], default="uart")
+    p.add_argument("--build-hash", type=lambda s: int(s, 0), default=0)
+    p.add_argument("--name", default="mmfree_accelerator")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export_verilog)

@@ -1,0 +1,78 @@
+"""``mmfree bench``: the full-system simulation of the accelerator, with its figures.
+
+It builds the accelerator for a model (a bundled preset when one fits), simulates it on Verilator
+behind its byte port, talks the protocol to it (INFO, upload, RESET_STATE, VERIFY, FEED, GENERATE),
+checks every reply and every generated token against the integer golden model, and prints cycles per
+token and lane utilisation (ternary weights per token / (lanes x cycles per token)) next to the ideal.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["bench", "register"]
+
+
+def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=False):
+    """Run the full-system simulation; returns the report dict (raises on any mismatch)."""
+    from mmfree.registry import resolve
+    from mmfree.hw.accelerator import Accelerator
+    from mmfree.sim.board import _config_for, accelerator_verilog
+    from mmfree.sim.runner import run_cocotb
+    from mmfree.sim.tb_accelerator import make_vectors
+
+    q = resolve(model).quantized()
+    config = _config_for(q.shape, lanes)
+    ids = list(prompt.encode("utf-8"))
+    t0 = time.monotonic()
+    if progress:
+        print(f"bench: golden reference for {tokens} tokens ...", file=sys.stderr, flush=True)
+    vec = make_vectors(q, config, ids, tokens)
+    if progress:
+        print(f"bench: simulating the accelerator ({config.lanes} lanes; a first build of a "
+              f"configuration takes minutes) ...", file=sys.stderr, flush=True)
+    text = accelerator_verilog(config)
+    with tempfile.TemporaryDirectory(prefix="mmfree-bench-") as d:
+        t1 = time.monotonic()
+        run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_accelerator", name="bench",
+                   vectors=vec, run_dir=d, opt_fast="-O2")
+        report = json.loads((Path(d) / "accelerator_report.json").read_text())
+    report.update(model=model, lanes=config.lanes, clock_hz=config.clk_freq, prompt_tokens=len(ids),
+                  ideal_cycles_per_token=report["weights_per_token"] / config.lanes,
+                  all_tokens_match=report["matched"] == report["tokens"],
+                  simulation_s=time.monotonic() - t1, total_s=time.monotonic() - t0)
+    report["tokens_per_s_at_clock"] = config.clk_freq / report["cycles_per_token"]
+    report["compute_bound_tokens_per_s"] = config.clk_freq * config.lanes / report["weights_per_token"]
+    return report
+
+
+def cmd_bench(args):
+    r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes,
+              progress=sys.stderr.isatty() or not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in r.items() if k != "cycles"}, indent=2))
+        return 0
+    f = r["clock_hz"] / 1e6
+    print(f"{r['model']}: {r['weights_per_token']:,} ternary weights per token, {r['lanes']} lanes")
+    print(f"  tokens generated      {r['tokens']} after a {r['prompt_tokens']}-token prompt, "
+          f"{r['matched']} identical to the golden model")
+    print(f"  cycles per token      {r['cycles_per_token']:,.0f}   (ideal {r['ideal_cycles_per_token']:,.0f}: "
+          f"weights / lanes)")
+    print(f"  lane utilisation      {100 * r['utilisation']:.1f}%")
+    print(f"  tokens/s at {f:.0f} MHz   {r['tokens_per_s_at_clock']:,.0f}   (compute bound "
+          f"{r['compute_bound_tokens_per_s']:,.0f})")
+    print(f"  simulation            {r['simulation_s']:.0f} s wall")
+    return 0 if r["all_tokens_match"] else 1
+
+
+def register(sub):
+    from mmfree.commands import _positive_arg
+    p = sub.add_parser("bench", help="full-system simulation: cycles per token and lane utilisation")
+    p.add_argument("--model", default="tiny", help="bundled name, folder or image (default tiny)")
+    p.add_argument("-n", type=_positive_arg, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--prompt", default="ROMEO:")
+    p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
