@@ -21,7 +21,9 @@ File contents:
     cycles from the first transfer to the last, and with ``full_rate`` set fails unless they are equal.
 
 Ports follow Amaranth's naming: ``<port>__payload``, ``<port>__valid``, ``<port>__ready``, ``clk``,
-``rst``. A producer keeps ``valid`` and the payload until the transfer, as the stream rules demand.
+``rst``. A producer keeps ``valid`` and the payload until the transfer, as the stream rules demand,
+and every output stream is checked for the same: once ``valid`` is high it stays high, with the same
+payload, until the transfer.
 """
 
 import os
@@ -80,6 +82,10 @@ async def _run(dut, vec):
 
     sent = {p: 0 for p in inputs}
     holding = {p: False for p in inputs}
+    # the levels last written: a signal is written only when it changes (each write is a simulator call)
+    valid_now = {p: 0 for p in inputs}
+    ready_now = {p: 0 for p in expect}
+    held = {p: None for p in expect}        # payload offered and not taken at the last edge
     got = {p: [] for p in expect}
     first = last = None
     transfers = 0
@@ -102,12 +108,15 @@ async def _run(dut, vec):
             if not holding[p]:
                 if sent[p] < len(beats) and not (stall and rng.random() < stall):
                     payload.value = beats[sent[p]]
-                    valid.value = 1
                     holding[p] = True
-                else:
-                    valid.value = 0
+                    if not valid_now[p]:
+                        valid.value = valid_now[p] = 1
+                elif valid_now[p]:
+                    valid.value = valid_now[p] = 0
         for p in expect:
-            h[p][2].value = 0 if (stall and rng.random() < stall) else 1
+            r = 0 if (stall and rng.random() < stall) else 1
+            if r != ready_now[p]:
+                h[p][2].value = ready_now[p] = r
 
         await ReadOnly()
         for p in inputs:
@@ -120,7 +129,18 @@ async def _run(dut, vec):
                     last = cycle
         for p in expect:
             payload, valid, ready = h[p]
-            if valid.value == 1 and ready.value == 1:
+            is_valid = valid.value == 1
+            if held[p] is not None:
+                if not is_valid:
+                    raise AssertionError(f"{p}: valid fell before the transfer (cycle {cycle})")
+                v = payload.value.to_unsigned()
+                if v != held[p]:
+                    raise AssertionError(f"{p}: payload changed before the transfer (cycle {cycle}): "
+                                         f"{_describe(held[p], fields.get(p))} -> {_describe(v, fields.get(p))}")
+            held[p] = None
+            if is_valid and not ready_now[p]:
+                held[p] = payload.value.to_unsigned()
+            if ready_now[p] and is_valid:
                 v = payload.value.to_unsigned()
                 i = len(got[p])
                 if i >= len(expect[p]):

@@ -66,6 +66,9 @@ async def units(dut):
     offering = dict.fromkeys(inputs, False)
     got = dict.fromkeys(expect, 0)
     held = dict.fromkeys(expect)            # payload offered and not taken at the last edge
+    # the levels last written: a signal is written only when it changes (each write is a simulator call)
+    valid_now = dict.fromkeys(inputs, 0)
+    ready_now = dict.fromkeys(expect, 0)
     longest = max([len(v) for v in inputs.values()] + [len(v) for v in expect.values()])
     limit = 2000 + int(10 * longest / max(1e-3, 1 - stall))
     idle_limit = 5000                       # cycles without any transfer: something is stuck
@@ -85,12 +88,15 @@ async def units(dut):
             if not offering[p]:
                 if sent[p] < len(beats) and not (stall and rng.random() < stall):
                     payload.value = beats[sent[p]]
-                    valid.value = 1
                     offering[p] = True
-                else:
-                    valid.value = 0
+                    if not valid_now[p]:
+                        valid.value = valid_now[p] = 1
+                elif valid_now[p]:
+                    valid.value = valid_now[p] = 0
         for p in expect:
-            port[p][2].value = 0 if (stall and rng.random() < stall) else 1
+            r = 0 if (stall and rng.random() < stall) else 1
+            if r != ready_now[p]:
+                port[p][2].value = ready_now[p] = r
 
         await ReadOnly()
         for p in inputs:
@@ -99,7 +105,7 @@ async def units(dut):
                 sent[p] += 1
                 idle = 0
         for p, beats in expect.items():
-            payload, valid, ready = port[p]
+            payload, valid, _ = port[p]
             is_valid = valid.value == 1
             value = payload.value.to_unsigned() if is_valid else None
             if held[p] is not None:
@@ -110,7 +116,7 @@ async def units(dut):
             held[p] = None
             if not is_valid:
                 continue
-            if ready.value != 1:
+            if not ready_now[p]:
                 held[p] = value
                 continue
             i = got[p]

@@ -7,6 +7,7 @@ Every generator mixes the extremes of each format with random values of several 
 reference is the :mod:`mmfree.numerics` function of the same name.
 """
 
+import itertools
 import random
 
 import torch
@@ -51,6 +52,19 @@ def _values(rng, fmt, n, small):
     return out
 
 
+def _with_corners(cases, corners):
+    """``cases`` whose first entries are ``corners`` (every combination of the inputs' extremes), as many
+    of them as fit in half of the cases."""
+    k = min(len(corners), len(cases) // 2)
+    return corners[:k] + cases[k:]
+
+
+def _corners(**edges):
+    """Every combination of the given edge values, as field dicts."""
+    names = list(edges)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(sorted(set(edges[k])) for k in names))]
+
+
 def _gauss(rng, fmt, n, sigma):
     return [fmt.saturate(int(rng.gauss(0, sigma))) for _ in range(n)]
 
@@ -84,22 +98,27 @@ def element_cases(name, rng, n):
         hs = _values(rng, STATE, n, _SIG << (STATE.frac - ACT.frac))
         hs[:4] = [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127][:len(hs[:4])]
         return hs
+    # units of several inputs start with every combination of their inputs' extremes
     if name == "mul_act":
         a, b = _values(rng, ACT, n, 1 << 14), _values(rng, ACT, n, 1 << 14)
-        return [{"a": x, "b": y} for x, y in zip(a, b)]
+        return _with_corners([{"a": x, "b": y} for x, y in zip(a, b)], _corners(a=_edges(ACT), b=_edges(ACT)))
     if name == "lb_blend":
         lb, f = _values(rng, GATE, n, 1 << 16), _values(rng, GATE, n, 1 << 16)
-        return [{"lb": x, "f": y} for x, y in zip(lb, f)]
+        return _with_corners([{"lb": x, "f": y} for x, y in zip(lb, f)],
+                             _corners(lb=_edges(GATE), f=_edges(GATE)))
     if name == "state_update":
         h = _values(rng, STATE, n, 1 << 24)
         f, c = _values(rng, GATE, n, 1 << 16), _values(rng, ACT, n, 1 << 16)
-        return [{"h": x, "f": y, "c": z} for x, y, z in zip(h, f, c)]
+        return _with_corners([{"h": x, "f": y, "c": z} for x, y, z in zip(h, f, c)],
+                             _corners(h=_edges(STATE), f=_edges(GATE), c=_edges(ACT)))
     if name == "norm_weight":
         x, w = _values(rng, ACT, n, 1 << 14), _values(rng, BFP_MANT, n, 1 << 12)
         special = [nx.BFP_EXP_MIN, nx.BFP_EXP_MAX, 0, 1, -1, 12, 13, 14, 15, 16, 39, 40, 41, -23, -24, -25]
         exps = [rng.choice(special) if rng.random() < 0.5 else
                 rng.randint(nx.BFP_EXP_MIN, nx.BFP_EXP_MAX) for _ in range(n)]
-        return [{"x": a, "w_mant": b, "w_exp": e} for a, b, e in zip(x, w, exps)]
+        return _with_corners([{"x": a, "w_mant": b, "w_exp": e} for a, b, e in zip(x, w, exps)],
+                             _corners(x=_edges(ACT), w_mant=_edges(BFP_MANT),
+                                      w_exp=[nx.BFP_EXP_MIN, nx.BFP_EXP_MAX, 0, 14, -24]))
     raise ValueError(f"no element unit {name!r}")
 
 
@@ -197,11 +216,18 @@ def mlgru_steps(rng, hidden, layers, tokens, *, one_layer=False):
         for layer in ([0] if one_layer else range(layers)):
             sigma = rng.choice([1 << 8, 1 << 12, 1 << 14, 1 << 16, 1 << 22])
             f, i, g = (_gauss(rng, ACT, hidden, sigma) for _ in range(3))
-            if rng.random() < 0.2:                          # drive the state to its limits
+            ge = gexp[layer]
+            u = rng.random()
+            if u < 0.2:                                     # drive the state to its limits
                 f = [ACT.min] * hidden
                 i = [rng.choice([ACT.min, ACT.max]) for _ in range(hidden)]
+            elif u < 0.25:                                  # forget gate wide open: the state holds
+                f = [ACT.max] * hidden
+            elif u < 0.3:                                   # extremes of every input format
+                f, i, g = (_values(rng, ACT, hidden, 1 << 12) for _ in range(3))
+                ge = rng.choice([nx.BFP_EXP_MIN, nx.BFP_EXP_MAX])
             steps.append((layer, int(t == 0 or rng.random() < 0.05), f, i, g, lbs[layer],
-                          gms[layer], gexp[layer]))
+                          gms[layer], ge))
     return steps
 
 
@@ -235,9 +261,18 @@ def mlgru_beats(steps, hidden, layers):
 # --- GLU -----------------------------------------------------------------------------------------
 
 def glu_tokens(rng, intermediate, tokens):
-    """``tokens`` fused ``gate_proj`` outputs of ``2 * intermediate`` ACT values each."""
+    """``tokens`` fused ``gate_proj`` outputs of ``2 * intermediate`` ACT values each.
+
+    The first ones (at most half of them) pair every extreme gate value with every extreme up value.
+    """
+    pairs = list(itertools.product(_edges(ACT), _edges(ACT)))
     out = []
-    for _ in range(tokens):
+    while pairs and len(out) < tokens // 2:
+        chunk, pairs = pairs[:intermediate], pairs[intermediate:]
+        chunk += [(rng.randint(ACT.min, ACT.max), rng.randint(ACT.min, ACT.max))
+                  for _ in range(intermediate - len(chunk))]
+        out.append([a for a, _ in chunk] + [b for _, b in chunk])
+    while len(out) < tokens:
         sigma = rng.choice([1 << 8, 1 << 12, 1 << 16, 1 << 22])
         if rng.random() < 0.3:
             out.append(_values(rng, ACT, 2 * intermediate, sigma))

@@ -47,7 +47,9 @@ def test_plan_defaults():
     unit._MustUse__silence = True
     assert mv[0].factory().act_memory == "block"
     assert rows[3].params == "acc_width=21 (max_k=4096)"
-    assert next(r for r in rows if r.unit == "mlgru").params == "hidden=144 layers=5 (demo)"
+    from mmfree.hw.config import DEMO_SHAPE
+    assert next(r for r in rows if r.unit == "mlgru").params == \
+        f"hidden={DEMO_SHAPE.hidden_size} layers={DEMO_SHAPE.num_layers} (demo)"
     for r in rows:
         r.factory()._MustUse__silence = True
 

@@ -2,7 +2,8 @@
 
 Three levels: constructor checks; short Amaranth-simulator runs (``sim``); cocotb on the generated
 Verilog under Verilator and Icarus (``sim``, ``slow``), bit-exact on seeded random jobs and edge
-cases, with random stalls on every stream, and a stall-free throughput run.
+cases, with random stalls on every stream, and a stall-free throughput run. On each simulator the
+matrix-vector unit computes more than 10,000 rows and the rescale stage more than 10,000 values.
 """
 
 import random
@@ -287,8 +288,9 @@ def need(simulator):
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("lanes, max_k, rows", [(4, 32, 1500), (16, 64, 1500)])
+@pytest.mark.parametrize("lanes, max_k, rows", [(4, 32, 1500), (16, 64, 5500)])
 def test_matvec_cocotb(simulator, lanes, max_k, rows, tmp_path):
+    """With the ECP5 run below, 10,000+ rows on each simulator (short rows: many per cycle)."""
     need(simulator)
     dut = TernaryMatVec(lanes, max_k)
     jobs = random_jobs(1000 + lanes, lanes, max_k, rows) + edge_jobs(lanes, max_k)
@@ -317,7 +319,7 @@ def test_matvec_cocotb_throughput(simulator, tmp_path):
 def test_rescale_cocotb(simulator, tmp_path):
     need(simulator)
     dut = Rescale(acc_width=21)
-    accs, lasts, scales = rescale_cases(8, 3000, 21)
+    accs, lasts, scales = rescale_cases(8, 10_000, 21)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="rescale", run_dir=tmp_path,
                vectors=V.rescale_vectors(accs, lasts, scales, 21, 8, stall=0.25, seed=9))
 
@@ -331,7 +333,7 @@ def test_matvec_ecp5_cocotb(simulator, tmp_path):
     from mmfree.sim.runner import ecp5_cell_models
     lanes, max_k = 8, 32
     dut = TernaryMatVec(lanes, max_k, arch="ecp5")
-    jobs = random_jobs(77, lanes, max_k, 1200) + edge_jobs(lanes, max_k)
+    jobs = random_jobs(77, lanes, max_k, 3000) + edge_jobs(lanes, max_k)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_ecp5", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=3))
