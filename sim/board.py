@@ -159,7 +159,7 @@ def _child(config_path):
     from mmfree.sim.runner import run_cocotb
     config = HwConfig.from_dict(json.loads(Path(config_path).read_text()))
     text = accelerator_verilog(config)
-    run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_board", name="board",
+    run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_board", name="accel",
                quiet=True, opt_fast="-O2")
 
 

@@ -36,7 +36,7 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=Fals
     text = accelerator_verilog(config)
     with tempfile.TemporaryDirectory(prefix="mmfree-bench-") as d:
         t1 = time.monotonic()
-        run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_accelerator", name="bench",
+        run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_accelerator", name="accel",
                    vectors=vec, run_dir=d, opt_fast="-O2")
         report = json.loads((Path(d) / "accelerator_report.json").read_text())
     report.update(model=model, lanes=config.lanes, clock_hz=config.clk_freq, prompt_tokens=len(ids),
@@ -49,8 +49,15 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=Fals
 
 
 def cmd_bench(args):
-    r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes,
-              progress=sys.stderr.isatty() or not args.json)
+    from mmfree.sim.runner import SimulationError
+    try:
+        r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes,
+                  progress=sys.stderr.isatty() or not args.json)
+    except SimulationError as e:
+        lines = [l for l in str(e).splitlines() if "Error" in l or "assert" in l.lower()]
+        print(f"mmfree: error: the full-system simulation failed: {(lines or [str(e)])[0].strip()}",
+              file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k != "cycles"}, indent=2))
         return 0

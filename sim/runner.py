@@ -288,7 +288,7 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
         text = to_verilog(component, _PLACEHOLDER)
     else:
         text = component
-    key = hashlib.sha256("\n".join([text, simulator, _tool_version(simulator), *VERILATOR_ARGS,
+    key = hashlib.sha256("\n".join([text, name, simulator, _tool_version(simulator), *VERILATOR_ARGS,
                                     *([opt_fast] if opt_fast else []),
                                     *TIMESCALE, *(Path(p).read_text() for p in sources)]).encode()
                          ).hexdigest()[:16]
