@@ -21,6 +21,7 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["register", "UNITS", "GOAL_FMAX_MHZ", "GOAL_LUT4_PER_LANE", "GOAL_LANES", "Row", "plan",
            "measure", "format_table"]
@@ -78,6 +79,20 @@ class Row:
     seconds: float = None
 
     @property
+    def critical_path(self):
+        """``{"from", "to", "logic_ns", "routing_ns", "limit"}`` of nextpnr's critical path, or None.
+
+        ``limit`` is ``"BRAM output"`` when the path starts at a block RAM's data output (its
+        clock-to-out alone is most of a 10 ns cycle on the ECP5), ``"DSP multiplier"`` when it runs
+        through a MULT18X18D, else ``"logic"`` or ``"routing"``, whichever takes longer.
+        """
+        try:
+            log = (Path(self.result.build_dir) / "nextpnr.log").read_text(errors="replace")
+        except (OSError, TypeError):
+            return None
+        return critical_path(log)
+
+    @property
     def lut4_per_lane(self):
         return round(self.result.lut4 / self.lanes, 1) if self.lanes else None
 
@@ -98,6 +113,7 @@ class Row:
         return dict(unit=self.unit, params=self.params, lanes=self.lanes, note=self.note,
                     lut4=r.pop("lut4"), lut4_per_lane=self.lut4_per_lane, ff=r.pop("ff"),
                     bram=r.pop("bram"), dsp=r.pop("dsp"), fmax_mhz=r.pop("fmax_mhz"), **r,
+                    critical_path=self.critical_path,
                     goals=[{"goal": g, "met": met} for g, met in self.goals()],
                     met=all(met for _, met in self.goals()), cached=self.cached)
 
@@ -165,6 +181,31 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
     return rows
 
 
+def critical_path(log):
+    """The critical path of a nextpnr-ecp5 log (see :attr:`Row.critical_path`), or None."""
+    at = log.rfind("Critical path report for clock")
+    if at < 0:
+        return None
+    text = log[at:]
+    end = re.search(r"^Info: ([\d.]+) ns logic, ([\d.]+) ns routing", text, re.M)
+    if end is None:
+        return None
+    path = text[:end.start()]
+    sources = re.findall(r"Source (\S+)", path)
+    sinks = re.findall(r"Sink (\S+)", path)
+    if not sources or not sinks:
+        return None
+    logic_ns, routing_ns = float(end.group(1)), float(end.group(2))
+    if re.search(r"\.DO[AB]\d+$", sources[0]):
+        limit = "BRAM output"
+    elif any("MULT18X18D" in name for name in sources):
+        limit = "DSP multiplier"
+    else:
+        limit = "logic" if logic_ns >= routing_ns else "routing"
+    return {"from": sources[0], "to": sinks[-1], "logic_ns": logic_ns, "routing_ns": routing_ns,
+            "limit": limit}
+
+
 def _design_name(row):
     return row.unit if row.lanes is None else f"{row.unit}_{row.lanes}"
 
@@ -207,17 +248,20 @@ class SynthesisFailed(Exception):
 
 def format_table(rows):
     """The report as text: one line per unit, the goals, and which of them are missed."""
-    head = ["unit", "parameters", "LUT4", "LUT4/lane", "FF", "BRAM", "DSP", "Fmax MHz", "goals"]
+    head = ["unit", "parameters", "LUT4", "LUT4/lane", "FF", "BRAM", "DSP", "Fmax MHz", "limited by",
+            "goals"]
     body = []
     for row in rows:
         r = row.result
         missed = [g for g, met in row.goals() if not met]
+        path = row.critical_path
         body.append([row.unit, row.params or "-", str(r.lut4),
                      "" if row.lanes is None else f"{row.lut4_per_lane:.1f}",
                      str(r.ff), str(r.bram), str(r.dsp), f"{r.fmax_mhz:.1f}",
+                     path["limit"] if path else "?",
                      "met" if not missed else "MISSED: " + ", ".join(missed)])
     width = [max(len(x) for x in col) for col in zip(head, *body)]
-    left = {0, 1, 8}
+    left = {0, 1, 8, 9}
 
     def line(cells):
         return "  ".join(c.ljust(w) if i in left else c.rjust(w)
@@ -227,6 +271,8 @@ def format_table(rows):
     out.append("")
     out.append(f"{DEVICE} speed 6, out of context (YoWASP Yosys synth_ecp5, nextpnr-ecp5); "
                f"LUT4 = logic + carry + LUT-RAM LUT4 of {DEVICE_LUT4:,}; BRAM = DP16KD, DSP = MULT18X18D.")
+    out.append("limited by: the critical path; \"BRAM output\" starts at a block RAM's data output "
+               "(clock-to-out about 5.8 ns), \"DSP multiplier\" runs through a MULT18X18D.")
     out.append(f"goals: every unit >= {GOAL_FMAX_MHZ:g} MHz; ternary_matvec 0 DSP and "
                f"<= {GOAL_LUT4_PER_LANE} LUT4 per lane at P = {GOAL_LANES}.")
     for row in rows:

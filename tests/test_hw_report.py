@@ -80,7 +80,7 @@ def test_report_units_real_flow(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["unit", "parameters", "LUT4", "LUT4/lane", "FF", "BRAM", "DSP", "Fmax",
-                                "MHz", "goals"]
+                                "MHz", "limited", "by", "goals"]
     assert set(lines[1]) <= {"-", " "}
     mv, lb = lines[2].split(), lines[3].split()
     assert mv[:3] == ["ternary_matvec", "P=4", "max_k=8"] and lb[0] == "lb_blend"
@@ -106,7 +106,32 @@ def test_report_units_real_flow(capsys, tmp_path, monkeypatch):
         assert r["goals"][0]["goal"] == "Fmax >= 100 MHz"
         assert (r["goals"][0]["met"]) == (r["fmax_mhz"] >= 100)
     assert [g["goal"] for g in u["ternary_matvec"]["goals"]] == ["Fmax >= 100 MHz", "0 DSP"]
+    for r in doc["units"]:
+        path = r["critical_path"]
+        assert path["limit"] in ("BRAM output", "DSP multiplier", "logic", "routing")
+        assert abs(1000 / (path["logic_ns"] + path["routing_ns"]) - r["fmax_mhz"]) < 1
     assert doc["met"] == all(r["met"] for r in doc["units"])
 
     code, out, err = run(capsys, "report", "units", "--unit", "lb_blend", "--json", "--quiet")
     assert code == 0 and err == "" and json.loads(out)["units"][0]["unit"] == "lb_blend"
+
+
+LOG = """Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  5.83  5.83 Source buf.0.1.DOB0
+Info:    routing  3.03  8.85 Net rdata[54] (69,22) -> (42,11)
+Info:                          Sink lane6_TRELLIS_FF_Q_3.M
+Info:      setup  0.00  8.85 Source lane6_TRELLIS_FF_Q_3.M
+Info: 5.83 ns logic, 3.03 ns routing
+
+Info: Max frequency for clock 'clk': 112.93 MHz (PASS at 100.00 MHz)
+"""
+
+
+def test_critical_path():
+    assert report.critical_path(LOG) == {"from": "buf.0.1.DOB0", "to": "lane6_TRELLIS_FF_Q_3.M",
+                                         "logic_ns": 5.83, "routing_ns": 3.03, "limit": "BRAM output"}
+    dsp = LOG.replace("buf.0.1.DOB0", "a_FF.Q").replace("Net rdata", "Source x_MULT18X18D_B9.P20\nNet r")
+    assert report.critical_path(dsp)["limit"] == "DSP multiplier"
+    assert report.critical_path(LOG.replace("buf.0.1.DOB0", "a_FF.Q"))["limit"] == "logic"
+    assert report.critical_path("Info: Program finished normally.") is None
