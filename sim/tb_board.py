@@ -58,7 +58,8 @@ class _Bridge:
                 self.conn, _ = self.listener.accept()
                 self.conn.setblocking(False)
                 self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.stats = dict(start_cycle=self.cycle, bytes_in=0, bytes_out=0)
+                self.stats = dict(start_cycle=self.cycle, bytes_in=0, bytes_out=0, first_in=None,
+                                  last_out=None)
             return
         if r:
             try:
@@ -103,8 +104,14 @@ class _Bridge:
         One timer, not a callback per clock: the simulator runs at full speed meanwhile."""
         dut = self.dut
         if not int(dut.tx__valid.value):
-            await First(RisingEdge(dut.tx__valid), Timer(cycles * PERIOD_NS, unit="ns"))
+            await First(RisingEdge(dut.tx__valid), Timer(cycles * PERIOD_NS - PERIOD_NS // 2, unit="ns"))
         await RisingEdge(dut.clk)
+
+    async def _sleep(self, cycles):
+        """Exactly ``cycles`` clocks (from a clock edge to a clock edge), under one timer."""
+        if cycles > 1:
+            await Timer(cycles * PERIOD_NS - PERIOD_NS // 2, unit="ns")
+        await RisingEdge(self.dut.clk)
 
     async def run(self):
         dut = self.dut
@@ -133,31 +140,47 @@ class _Bridge:
                     await self._advance(16)
 
     async def _exchange_bytes(self, burst=256):
-        """Clock by clock: offer host bytes on ``rx``, take device bytes from ``tx``."""
+        """Clock by clock: offer host bytes on ``rx``, take device bytes from ``tx``. With a paced
+        line (``byte_cycles > 1``) the cycles between bytes pass under one timer."""
         dut = self.dut
         for _ in range(burst):
-            offer = bool(self.inbox) and self.cycle >= self.rx_next
+            now = self.cycle
+            offer = bool(self.inbox) and now >= self.rx_next
+            take = now >= self.tx_next
+            if self.byte_cycles > 1 and not offer and not (take and int(dut.tx__valid.value)):
+                # nothing can move before the next byte slot of either direction
+                dut.rx__valid.value = 0
+                dut.tx__ready.value = 0
+                if int(dut.tx__valid.value):            # the device waits for its next byte slot
+                    waits = [t - now for t in (self.rx_next, self.tx_next) if t > now]
+                    await self._sleep(min(waits))
+                    continue
+                if self.inbox:                          # the host's next byte waits for its slot
+                    await self._advance(self.rx_next - now)
+                    continue
+                break
             dut.rx__valid.value = int(offer)
             if offer:
                 dut.rx__payload.value = self.inbox[0]
-            take = self.cycle >= self.tx_next
             dut.tx__ready.value = int(take)
             await ReadOnly()
             rx_fire = offer and int(dut.rx__ready.value)
             tx_fire = take and int(dut.tx__valid.value)
             tx_byte = int(dut.tx__payload.value) if tx_fire else None
-            now = self.cycle
             await RisingEdge(dut.clk)
             if rx_fire:
                 del self.inbox[0]
                 self.rx_next = now + self.byte_cycles
                 if self.stats is not None:
                     self.stats["bytes_in"] += 1
+                    if self.stats["first_in"] is None:
+                        self.stats["first_in"] = now
             if tx_fire:
                 self.outbox.append(tx_byte)
                 self.tx_next = now + self.byte_cycles
                 if self.stats is not None:
                     self.stats["bytes_out"] += 1
+                    self.stats["last_out"] = now + self.byte_cycles
             if not self.inbox and not int(dut.tx__valid.value) and self.cycle >= self.tx_next:
                 break
         dut.rx__valid.value = 0

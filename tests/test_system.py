@@ -58,3 +58,10 @@ def test_export_verilog(tmp_path, capsys):
     assert main(["export-verilog", "--preset", "tiny", "-o", str(out)]) == 0
     text = out.read_text()
     assert "module mmfree_accelerator" in text and "uart_rx" in text
+
+
+def test_upload_reaches_ninety_percent_of_the_uart_line_rate():
+    from mmfree.sim.commands import link_throughput
+    r = link_throughput(nbytes=16384)
+    assert r["payload_bytes"] == 16384
+    assert r["efficiency"] >= 0.90, r
