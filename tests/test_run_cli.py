@@ -1,0 +1,83 @@
+"""`mmfree run --port URL` against a golden board on a TCP socket: the main job's output, and the ways
+it can fail, each ending in one line on stderr, a non-zero exit and no hang."""
+
+import time
+
+import pytest
+
+from mmfree.cli import main
+from mmfree.driver import BoardServer, GoldenBoard
+from mmfree.golden import GoldenModel
+from mmfree.registry import resolve
+
+PROMPT = "ROMEO:"
+
+
+def one_line_error(code, err):
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("mmfree: error:"), err
+
+
+def test_run_streams_the_golden_models_text(capfd):
+    want = PROMPT.encode() + bytes(GoldenModel(resolve("tiny").quantized()).generate(list(PROMPT.encode()), 30))
+    with BoardServer(GoldenBoard()) as server:
+        code = main(["run", "--model", "tiny", "--prompt", PROMPT, "-n", "30", "--port", server.url])
+    out, err = capfd.readouterr()
+    assert code == 0 and out == (want + b"\n").decode("utf-8", "replace")
+    assert "30 tokens" in err
+
+
+def test_damaged_image_is_refused(tmp_path, capfd):
+    img = bytearray(resolve("tiny").image.read_bytes())
+    img[1000] ^= 4
+    bad = tmp_path / "bad.mfw"
+    bad.write_bytes(bytes(img))
+    with BoardServer(GoldenBoard()) as server:
+        code = main(["run", "--model", str(bad), "--prompt", PROMPT, "--port", server.url])
+    one_line_error(code, capfd.readouterr().err)
+
+
+def test_truncated_image_is_refused(tmp_path, capfd):
+    bad = tmp_path / "short.mfw"
+    bad.write_bytes(resolve("tiny").image.read_bytes()[:5000])
+    with BoardServer(GoldenBoard()) as server:
+        code = main(["run", "--model", str(bad), "--prompt", PROMPT, "--port", server.url])
+    err = capfd.readouterr().err
+    one_line_error(code, err)
+    assert "truncated" in err
+
+
+def test_model_too_big_for_the_device(capfd):
+    board = GoldenBoard(layout="accelerator", lanes=32, max_vocab=256, max_hidden=64, max_layers=2,
+                        max_intermediate=256)               # sized for tiny
+    with BoardServer(board) as server:
+        code = main(["run", "--model", "demo", "--prompt", PROMPT, "--port", server.url])
+    err = capfd.readouterr().err
+    one_line_error(code, err)
+    assert "does not fit" in err
+
+
+def test_unreachable_port(capfd):
+    t0 = time.monotonic()
+    code = main(["run", "--model", "tiny", "--prompt", PROMPT, "--port", "socket://127.0.0.1:1"])
+    one_line_error(code, capfd.readouterr().err)
+    assert time.monotonic() - t0 < 30
+
+
+class _GoesSilent(GoldenBoard):
+    """A board that stops sending anything once it has produced a few tokens."""
+
+    def transmit(self, size=-1):
+        out = super().transmit(size)
+        if self._gen is not None and self._gen.produced > 5:
+            return b""
+        return out
+
+
+def test_device_that_stops_answering_mid_generation(capfd):
+    t0 = time.monotonic()
+    with BoardServer(_GoesSilent()) as server:
+        code = main(["run", "--model", "tiny", "--prompt", PROMPT, "-n", "50", "--port", server.url])
+    captured = capfd.readouterr()
+    one_line_error(code, captured.err)
+    assert time.monotonic() - t0 < 120
