@@ -50,7 +50,8 @@ def run(args):
         board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes)
         board.start()
         url = board.url
-        device = Device(url, timeout=2.0, token_timeout=600.0, busy_timeout=600.0)
+        # a simulation runs some ten thousand clock cycles a second: wait accordingly
+        device = Device(url, timeout=10.0, token_timeout=600.0, busy_timeout=600.0, verify_rate=2e3)
     try:
         with device:
             info = device.info()

@@ -37,7 +37,7 @@ def test_faulty_link_to_the_simulated_board():
     image = resolve("tiny").image.read_bytes()
     with SimulatedBoard(PRESETS["tiny"]) as board:
         link = FaultyTransport(open_transport(board.url), rate=1e-3, seed=7)
-        dev = Device(link, timeout=2.0, token_timeout=120.0, busy_timeout=300.0)
+        dev = Device(link, timeout=2.0, token_timeout=120.0, busy_timeout=300.0, verify_rate=2e3)
         dev.upload(image)
         dev.feed(list(PROMPT.encode()))
         tokens = list(dev.generate(200))

@@ -140,7 +140,7 @@ class Device:
     """
 
     def __init__(self, port, *, baudrate=3_000_000, timeout=0.5, retries=8, token_timeout=5.0,
-                 busy_timeout=None, window=4, seed=None):
+                 busy_timeout=None, window=4, seed=None, verify_rate=VERIFY_RATE):
         for name, v in (("timeout", timeout), ("token_timeout", token_timeout)):
             if not v > 0:
                 raise ValueError(f"{name} must be positive, not {v}")
@@ -154,6 +154,9 @@ class Device:
         self.token_timeout = token_timeout
         self.busy_timeout = token_timeout * 4 if busy_timeout is None else busy_timeout
         self.window = window
+        if not verify_rate > 0:
+            raise ValueError(f"verify_rate must be positive, not {verify_rate}")
+        self.verify_rate = verify_rate
         self.stats = LinkStats()
         self.device_info = None
         self._rx = p.FrameReceiver()
@@ -366,7 +369,7 @@ class Device:
         """CRC-32 (``zlib.crc32``) of ``length`` bytes of ``region`` from ``offset``, computed by the
         device."""
         f = self._transact(p.Cmd.VERIFY, p.VerifyRequest(region, offset, length).pack(),
-                           wait=self.timeout + length / VERIFY_RATE)
+                           wait=self.timeout + length / self.verify_rate)
         return self._parse(p.VerifyReply, f).crc
 
     def reset_state(self):
