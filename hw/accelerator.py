@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HwConfig
 from .core import Core
-from .link import Link
+from .link import Link, check_arguments, info_for
 from .uart import UARTReceiver, UARTTransmitter, baud_fraction
 
 __all__ = ["Accelerator", "PHYS", "DEFAULT_BAUD"]
@@ -64,12 +64,12 @@ class Accelerator(wiring.Component):
             raise ValueError(f"phy must be one of {', '.join(map(repr, PHYS))}, not {phy!r}")
         if phy == "uart":
             baud_fraction(config.clk_freq, baud)        # refuses rates the clock cannot make
+        check_arguments(config, build_hash, token_history)
         self.config = config
         self.build_hash = build_hash
         self.baud = baud
         self.phy = phy
         self.token_history = token_history
-        self._link = Link(config, build_hash, token_history=token_history)    # checks the rest
         if phy == "uart":
             members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
         else:
@@ -80,12 +80,12 @@ class Accelerator(wiring.Component):
     @property
     def info(self):
         """The :class:`~mmfree.protocol.Info` this design answers INFO with."""
-        return self._link.info
+        return info_for(self.config, self.build_hash, self.token_history)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = Core(self.config)
-        m.submodules.link = link = self._link
+        m.submodules.link = link = Link(self.config, self.build_hash, token_history=self.token_history)
         wiring.connect(m, link.core, core)
 
         if self.phy == "uart":

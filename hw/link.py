@@ -25,7 +25,7 @@ Blocks
   core computes; other commands get ``BUSY`` then, as the protocol specifies. No state waits for the
   host; the only waits are for the core (bounded) and for the transmitter.
 * :class:`FrameSender` builds a frame from a random-access body (``seq``, ``code``, payload): it runs
-  CRC-32 over the body, then COBS-encodes body and CRC with a look-ahead scan (about two clocks per
+  CRC-32 over the body, then COBS-encodes body and CRC with a look-ahead scan (about four clocks per
   byte), between two delimiters.
 
 Replies are built from registers: the stored reply (the last non-NAK reply, resent for a duplicate
@@ -60,7 +60,7 @@ from .core import (Command, REGION_PORTS, read_signature, request_layout, result
 from mmfree.numerics import GATE
 
 __all__ = ["Link", "FrameReceiver", "FrameSender", "core_signature", "info_for", "region_sizes",
-           "EVENT_LAYOUT"]
+           "check_arguments", "EVENT_LAYOUT"]
 
 _CRC32 = crc.catalog.CRC32_ISO_HDLC(data_width=8)
 assert _CRC32.compute(b"123456789") == p.crc32(b"123456789")
@@ -71,6 +71,8 @@ assert BANK >= p.MAX_ENCODED
 
 _PAYLOAD_AT = p.HEADER_SIZE                     # payload offset in a decoded frame
 _FEED_TOKEN = len(p.FeedRequest((0,)).pack())   # bytes per token id in a FEED
+_FEED_LOG2 = _FEED_TOKEN.bit_length() - 1
+assert _FEED_TOKEN == 1 << _FEED_LOG2
 _HDR_BYTES = max(p.WriteRequest.HEAD.size, p.VerifyRequest.STRUCT.size,
                  p.GenerateRequest.STRUCT.size, p.ResendRequest.STRUCT.size)
 _REPLY_BYTES = max(p.Status.SIZE, p.FeedReply.STRUCT.size, p.VerifyReply.STRUCT.size,
@@ -189,6 +191,22 @@ def info_for(config, build_hash=0, token_history=256):
     return p.Info(p.PROTOCOL_VERSION, config.lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION,
                   config.max_vocab, config.max_hidden, config.max_intermediate, config.max_layers,
                   config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag(0), regions)
+
+
+def check_arguments(config, build_hash, token_history):
+    """Raise ``TypeError`` or ``ValueError`` for arguments :class:`Link` cannot be built with."""
+    if not isinstance(config, HwConfig):
+        raise TypeError(f"config must be a HwConfig, not {config!r}")
+    if isinstance(build_hash, bool) or not isinstance(build_hash, int):
+        raise TypeError(f"build_hash must be an int, not {build_hash!r}")
+    if not 0 <= build_hash < 1 << 32:
+        raise ValueError(f"build_hash must be in [0, 2**32), not {build_hash}")
+    if isinstance(token_history, bool) or not isinstance(token_history, int):
+        raise TypeError(f"token_history must be an int, not {token_history!r}")
+    if not 1 <= token_history <= 1 << 15 or token_history & (token_history - 1):
+        raise ValueError(f"token_history must be a power of two from 1 to 32768, not {token_history}")
+    if config.clk_freq >= 1 << 32:
+        raise ValueError(f"clk_freq {config.clk_freq} does not fit INFO's 32-bit clock_hz")
 
 
 # --- receiver ------------------------------------------------------------------------------------
@@ -321,8 +339,8 @@ class FrameSender(wiring.Component):
     busy : Out(1)
         High from ``start`` until the closing delimiter has been taken by ``o``.
     index : Out(range(max_body))
-        The body byte wanted; ``byte`` must be it in the same clock. The body must not change while
-        ``busy`` is high.
+        The body byte wanted (a register); ``byte`` must be it in the same clock (it is registered
+        here). The body must not change while ``busy`` is high.
     byte : In(8)
     o : Out(stream.Signature(8))
         The frame on the wire.
@@ -345,41 +363,64 @@ class FrameSender(wiring.Component):
         m = Module()
         m.submodules.crc = crc_unit = _CRC32.create()
         total_max = self.max_body + p.CRC_SIZE
+        pos_shape = range(total_max + 4)
         n = Signal(range(self.max_body + 1))
-        k = Signal(range(total_max + 1))                # byte being read
-        start_at = Signal(range(total_max + 1))         # first byte of the block
-        at = Signal(range(total_max + 1))               # scan position: the block ends here
         total = Signal(range(total_max + 1))
         m.d.comb += total.eq(n + p.CRC_SIZE)
 
-        def frame_byte(x):
-            crc_byte = crc_unit.crc.word_select((x - n)[:2], 8)
-            m.d.comb += self.index.eq(x)
-            return Mux(x < n, self.byte, crc_byte)
+        # Reads take two clocks: the index is a register (`rd`, valid while `rd_v`), the byte read
+        # another (`byte_q` at `q_pos`, valid while `q_v`), so that the caller's wide body multiplexer
+        # has a clock cycle of its own. CRC and SCAN issue a read every clock and consume the bytes
+        # as they come; DATA reads one byte at a time (three clocks a byte, far below a UART's rate).
+        rd, rd_v = Signal(pos_shape), Signal()
+        byte_q, q_pos, q_v = Signal(8), Signal(pos_shape), Signal()
+        nxt = Signal(pos_shape)                         # next index to read (CRC, SCAN)
+        k = Signal(pos_shape)                           # DATA: the byte being sent
+        start_at = Signal(pos_shape)                    # first byte of the COBS block
+        at = Signal(pos_shape)                          # SCAN: the byte examined next; then the block's end
+
+        m.d.comb += self.index.eq(rd)
+        m.d.sync += [rd_v.eq(0), q_v.eq(rd_v), q_pos.eq(rd)]
+        with m.If(rd_v):
+            m.d.sync += byte_q.eq(Mux(rd < n, self.byte, crc_unit.crc.word_select((rd - n)[:2], 8)))
+        m.d.comb += crc_unit.data.eq(byte_q)
+
+        def issue(index):
+            m.d.sync += [rd.eq(index), rd_v.eq(1)]
 
         o = self.o
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += crc_unit.start.eq(1)
-                    m.d.sync += [n.eq(self.length), k.eq(0)]
+                    m.d.sync += [n.eq(self.length), nxt.eq(1)]
+                    issue(0)
                     m.next = "CRC"
             with m.State("CRC"):
-                m.d.comb += [self.busy.eq(1), crc_unit.valid.eq(1), crc_unit.data.eq(frame_byte(k))]
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == n - 1):
-                    m.next = "OPEN"
+                m.d.comb += self.busy.eq(1)
+                with m.If(nxt < n):
+                    issue(nxt)
+                    m.d.sync += nxt.eq(nxt + 1)
+                with m.If(q_v):
+                    m.d.comb += crc_unit.valid.eq(1)
+                    with m.If(q_pos == n - 1):
+                        m.next = "OPEN"
             with m.State("OPEN"):
+                # the CRC register is final from here; SCAN reads it no sooner than two clocks on
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(p.DELIMITER)]
                 with m.If(o.ready):
-                    m.d.sync += [start_at.eq(0), at.eq(0)]
+                    m.d.sync += [start_at.eq(0), at.eq(0), nxt.eq(1)]
+                    issue(0)
                     m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If((at == total) | (frame_byte(at) == 0)):
-                    m.next = "CODE"
-                with m.Else():
-                    m.d.sync += at.eq(at + 1)
+                issue(nxt)
+                m.d.sync += nxt.eq(nxt + 1)
+                with m.If(q_v & (q_pos == at)):
+                    with m.If((at == total) | (byte_q == 0)):
+                        m.next = "CODE"
+                    with m.Else():
+                        m.d.sync += at.eq(at + 1)
             with m.State("CODE"):
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(at - start_at + 1)]
                 with m.If(o.ready):
@@ -387,22 +428,31 @@ class FrameSender(wiring.Component):
                     with m.If(at == start_at):
                         m.next = "NEXT"
                     with m.Else():
-                        m.next = "DATA"
+                        issue(start_at)
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(q_v & (q_pos == k)):
+                    m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(frame_byte(k))]
+                m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(byte_q)]
                 with m.If(o.ready):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k + 1 == at):
                         m.next = "NEXT"
+                    with m.Else():
+                        issue(k + 1)
+                        m.next = "FETCH"
             with m.State("NEXT"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(at == total):
                     m.next = "CLOSE"
                 with m.Else():                          # a zero at `at` ended the block
-                    m.d.sync += [start_at.eq(at + 1), at.eq(at + 1)]
+                    m.d.sync += [start_at.eq(at + 1), at.eq(at + 1), nxt.eq(at + 2)]
                     with m.If(at + 1 == total):
                         m.next = "LAST"                 # the frame ends with a zero: empty block
                     with m.Else():
+                        issue(at + 1)
                         m.next = "SCAN"
             with m.State("LAST"):
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(1)]
@@ -447,18 +497,7 @@ class Link(wiring.Component):
     """
 
     def __init__(self, config, build_hash=0, *, token_history=256):
-        if not isinstance(config, HwConfig):
-            raise TypeError(f"config must be a HwConfig, not {config!r}")
-        if isinstance(build_hash, bool) or not isinstance(build_hash, int):
-            raise TypeError(f"build_hash must be an int, not {build_hash!r}")
-        if not 0 <= build_hash < 1 << 32:
-            raise ValueError(f"build_hash must be in [0, 2**32), not {build_hash}")
-        if isinstance(token_history, bool) or not isinstance(token_history, int):
-            raise TypeError(f"token_history must be an int, not {token_history!r}")
-        if not 1 <= token_history <= 1 << 15 or token_history & (token_history - 1):
-            raise ValueError(f"token_history must be a power of two from 1 to 32768, not {token_history}")
-        if config.clk_freq >= 1 << 32:
-            raise ValueError(f"clk_freq {config.clk_freq} does not fit INFO's 32-bit clock_hz")
+        check_arguments(config, build_hash, token_history)
         self.config = config
         self.build_hash = build_hash
         self.token_history = token_history
@@ -533,8 +572,8 @@ class Link(wiring.Component):
         desc = [Signal(32, name=f"desc{k}") for k in range(4)]     # V, H, L, I as written
         V, H, L, I = desc
         P = cfg.lanes
-        loaded = Signal()
-        m.d.comb += loaded.eq(
+        loaded = Signal()                               # registered: desc changes only by WRITE
+        m.d.sync += loaded.eq(
             (V >= 1) & (V <= cfg.max_vocab) & (H >= 1) & (H <= cfg.max_hidden) &
             (H[:cfg.lanes_log2] == 0) & (L >= 1) & (L <= cfg.max_layers) & (I >= 1) &
             (I <= cfg.max_intermediate) & (I[:cfg.lanes_log2] == 0))
@@ -563,6 +602,7 @@ class Link(wiring.Component):
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
         m.submodules.history = hist = memory.Memory(shape=hist_shape, depth=self.token_history, init=[])
         hist_w = hist.write_port()
+        held_token = Signal(hist_shape)
         hist_r = hist.read_port()
         hist_bits = (self.token_history - 1).bit_length()
 
@@ -575,9 +615,10 @@ class Link(wiring.Component):
         # --- the frame being executed --------------------------------------------------------------
         ev = Signal(EVENT_LAYOUT)
         held = Signal()                                 # ev's bank is still ours
+        dup = Signal()                                  # ev repeats the last command executed
         hdr = Signal(8 * _HDR_BYTES)                    # payload bytes 0.. of the frame
-        plen = Signal(range(p.MAX_ENCODED + 1))
-        m.d.comb += plen.eq(ev.length - p.HEADER_SIZE - p.CRC_SIZE)
+        plen = Signal(range(p.MAX_ENCODED + 1))         # payload bytes (set in EVENT)
+        c_known, c_length_ok, c_before, c_held = Signal(), Signal(), Signal(), Signal()   # CHECK
         bank_base = Signal(range(BANK))                 # bank byte read next
         m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
 
@@ -586,6 +627,7 @@ class Link(wiring.Component):
         mpos = Signal(33)
         mleft = Signal(33)
         writing = Signal()
+        m_over = Signal()                               # the range runs past the region's end
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_lane = Signal(range(wmax))
         s1_addr = Signal(32)
@@ -611,28 +653,30 @@ class Link(wiring.Component):
                 m.d.comb += rdata.eq(rd.data)           # zero-extended (GATES: 17 of 32 bits)
         m.d.comb += core.rd_logits.addr.eq(0)
 
-        # stage 1 of the walk
-        lane_byte = Signal(8)
-        m.d.comb += lane_byte.eq(rdata.word_select(s1_lane, 8))
+        # stage 1 of the walk: the words read arrive; merge (WRITE) or pick the byte (VERIFY).
+        # Stage 2 writes the merged word and feeds the CRC from registers: block RAM outputs are slow.
+        s2_valid, s2_last = Signal(), Signal()
+        s2_addr = Signal(32)
+        v_byte = Signal(8)
         base = Mux(s1_first, rdata, word)
         merged = Signal(8 * wmax)
         m.d.comb += merged.eq(Cat(*(Mux(s1_lane == j, bank_r.data, base.word_select(j, 8))
                                    for j in range(wmax))))
-        with m.If(s1_valid & writing):
-            m.d.sync += word.eq(merged)
-            with m.If(s1_last):
-                for r, (wb, depth, bits) in words.items():
-                    wr = getattr(core, f"wr_{REGION_PORTS[r]}")
-                    m.d.comb += [wr.addr.eq(s1_addr), wr.data.eq(merged[:bits]), wr.en.eq(region == r)]
-                with m.If((region == memory_map.REGION_SCALARS) & (s1_addr < len(desc))):
-                    for k, d in enumerate(desc):
-                        with m.If(s1_addr == k):
-                            m.d.sync += d.eq(merged[:32])
-                            with m.If(d != merged[:32]):
-                                m.d.sync += desc_changed.eq(1)
-        with m.If(s1_valid & ~writing):
-            m.d.comb += [vcrc.valid.eq(1), vcrc.data.eq(lane_byte)]
-        m.d.sync += s1_valid.eq(0)
+        m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr)]
+        with m.If(s1_valid):
+            m.d.sync += [word.eq(merged), v_byte.eq(rdata.word_select(s1_lane, 8))]
+        with m.If(s2_valid & writing & s2_last):
+            for r, (wb, depth, bits) in words.items():
+                wr = getattr(core, f"wr_{REGION_PORTS[r]}")
+                m.d.comb += [wr.addr.eq(s2_addr), wr.data.eq(word[:bits]), wr.en.eq(region == r)]
+            with m.If((region == memory_map.REGION_SCALARS) & (s2_addr < len(desc))):
+                for k, d in enumerate(desc):
+                    with m.If(s2_addr == k):
+                        m.d.sync += d.eq(word[:32])
+                        with m.If(d != word[:32]):
+                            m.d.sync += desc_changed.eq(1)
+        with m.If(s2_valid & ~writing):
+            m.d.comb += [vcrc.valid.eq(1), vcrc.data.eq(v_byte)]
 
         # FEED copy: token assembly
         fbytes = Signal(range(4 * p.MAX_FEED + 1))      # payload bytes requested
@@ -640,7 +684,7 @@ class Link(wiring.Component):
         fshift = Signal(8 * _FEED_TOKEN)
         fbad = Signal()
         fbad_tok = Signal(32)
-        f_pending = Signal()
+        ftoken = Signal()                               # fshift holds a whole token id
 
         # request fields
         w_region, w_offset = _unpack(p.WriteRequest.HEAD, hdr)
@@ -688,7 +732,9 @@ class Link(wiring.Component):
                 with m.Elif(ev_in.valid & ~held):
                     # frames before the next token, so that a fast core cannot starve the host
                     m.d.comb += ev_in.ready.eq(1)
-                    m.d.sync += ev.eq(ev_in.payload)
+                    m.d.sync += [ev.eq(ev_in.payload),
+                                 dup.eq(last_valid & (ev_in.payload.seq == last_seq) &
+                                        (ev_in.payload.crc == last_crc))]
                     m.next = "EVENT"
                 with m.Elif(feed_active & ~step_out):
                     m.next = "FEED_STEP"
@@ -702,13 +748,14 @@ class Link(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [frames_ok.eq(frames_ok + 1), held.eq(1)]
-                    with m.If(last_valid & (ev.seq == last_seq) & (ev.crc == last_crc)):
+                    with m.If(dup):
                         # a repeat of the last command executed: its stored reply again
                         m.d.sync += send_scratch.eq(0)
                         m.d.comb += [snd.start.eq(1), snd.length.eq(r_blen)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [bank_base.eq(_PAYLOAD_AT), fgot.eq(0)]
+                        m.d.sync += [bank_base.eq(_PAYLOAD_AT), fgot.eq(0),
+                                     plen.eq(ev.length - p.HEADER_SIZE - p.CRC_SIZE)]
                         m.next = "HEADER"
 
             with m.State("HEADER"):
@@ -717,23 +764,26 @@ class Link(wiring.Component):
                 with m.If(bank_base != _PAYLOAD_AT):
                     m.d.sync += [hdr.eq(Cat(hdr[8:], bank_r.data)), fgot.eq(fgot + 1)]
                 with m.If(fgot == _HDR_BYTES - 1):
-                    m.next = "DISPATCH"
+                    m.next = "CHECK"
 
-            with m.State("DISPATCH"):
-                known = Signal()
-                lo_ok = Signal()
+            with m.State("CHECK"):
+                # the comparisons DISPATCH decides on, registered
+                m.d.sync += [c_known.eq(0), c_length_ok.eq(0), c_before.eq(r_index < produced),
+                             c_held.eq(produced - r_index <= self.token_history)]
                 with m.Switch(ev.code):
                     for cmd, (lo, hi) in p.REQUEST_LENGTHS.items():
                         with m.Case(cmd):
-                            m.d.comb += known.eq(1)
                             ok = (plen >= lo) & (plen <= hi)
                             if cmd == p.Cmd.FEED:
-                                ok = ok & ((plen % _FEED_TOKEN) == 0)
-                            m.d.comb += lo_ok.eq(ok)
-                with m.If(~known):
+                                ok = ok & (plen[:_FEED_LOG2] == 0)
+                            m.d.sync += [c_known.eq(1), c_length_ok.eq(ok)]
+                m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                with m.If(~c_known):
                     nak(p.Err.UNKNOWN_COMMAND, ev.code)
                     m.next = "IDLE"
-                with m.Elif(~lo_ok):
+                with m.Elif(~c_length_ok):
                     nak(p.Err.BAD_LENGTH, plen)
                     m.next = "IDLE"
                 with m.Else():
@@ -808,17 +858,15 @@ class Link(wiring.Component):
                                     m.d.sync += gen_stop.eq(1)
                             m.next = "IDLE"
                         with m.Case(p.Cmd.RESEND):
-                            diff = Signal(32)
-                            m.d.comb += diff.eq(produced - r_index)
                             with m.If(feed_active):
                                 nak(p.Err.BUSY)
                                 m.next = "IDLE"
                             with m.Elif(~gen_ever):
                                 nak(p.Err.GONE, r_index)
                                 m.next = "IDLE"
-                            with m.Elif(r_index < produced):
-                                with m.If(diff <= self.token_history):
-                                    m.next = "RESEND_TOKEN"     # the history read is under way
+                            with m.Elif(c_before):
+                                with m.If(c_held):
+                                    m.next = "RESEND_READ"      # the history read is under way
                                 with m.Else():
                                     nak(p.Err.GONE, r_index)
                                     m.next = "IDLE"
@@ -830,14 +878,22 @@ class Link(wiring.Component):
                                 reply(p.Reply.ACK)
                                 m.next = "IDLE"
 
+            with m.State("RESEND_READ"):
+                m.d.sync += held_token.eq(hist_r.data)          # block RAM output: register first
+                m.next = "RESEND_TOKEN"
+
             with m.State("RESEND_TOKEN"):
-                reply(p.Reply.TOKEN, _pack(p.Token.STRUCT, r_index, hist_r.data.token, hist_r.data.cycles),
+                reply(p.Reply.TOKEN, _pack(p.Token.STRUCT, r_index, held_token.token, held_token.cycles),
                       p.Token.STRUCT.size)
                 m.next = "IDLE"
 
             # --- WRITE and VERIFY ----------------------------------------------------------------
             with m.State("RANGE"):
-                with m.If(mpos + mleft > region_size):
+                m.d.sync += m_over.eq(mpos + mleft > region_size)
+                m.next = "RANGE_CHECK"
+
+            with m.State("RANGE_CHECK"):
+                with m.If(m_over):
                     nak(p.Err.BAD_RANGE, mpos[:32])
                     m.next = "IDLE"
                 with m.Else():
@@ -861,8 +917,8 @@ class Link(wiring.Component):
                     m.next = "WALK_END"
 
             with m.State("WALK_END"):
-                # the last byte is in stage 1 this clock; the CRC is ready the next
-                with m.If(~s1_valid):
+                # wait for the last byte to leave stage 2; the CRC register holds it then
+                with m.If(~s1_valid & ~s2_valid):
                     with m.If(writing):
                         with m.If(desc_changed):
                             m.d.sync += [context.eq(0), position.eq(0)]
@@ -891,18 +947,20 @@ class Link(wiring.Component):
 
             # --- FEED ----------------------------------------------------------------------------
             with m.State("FEED_COPY"):
+                # read, shift in, then check and store a whole token id: three clocks deep
+                m.d.sync += ftoken.eq(0)
                 with m.If(fbytes != plen):
                     m.d.sync += [bank_base.eq(bank_base + 1), fbytes.eq(fbytes + 1)]
                 with m.If(fgot != fbytes):                  # a byte read last clock is here
-                    tok = Cat(fshift[8:], bank_r.data)
-                    m.d.sync += [fshift.eq(tok), fgot.eq(fgot + 1)]
-                    with m.If(fgot % _FEED_TOKEN == _FEED_TOKEN - 1):
-                        m.d.sync += feed_n.eq(feed_n + 1)
-                        m.d.comb += [feed_w.addr.eq(feed_n), feed_w.data.eq(tok),
-                                     feed_w.en.eq(1)]
-                        with m.If((tok >= V) & ~fbad):
-                            m.d.sync += [fbad.eq(1), fbad_tok.eq(tok)]
-                with m.Elif(fgot == plen):
+                    m.d.sync += [fshift.eq(Cat(fshift[8:], bank_r.data)), fgot.eq(fgot + 1)]
+                    with m.If(fgot[:_FEED_LOG2] == _FEED_TOKEN - 1):
+                        m.d.sync += ftoken.eq(1)
+                with m.If(ftoken):
+                    m.d.sync += feed_n.eq(feed_n + 1)
+                    m.d.comb += [feed_w.addr.eq(feed_n), feed_w.data.eq(fshift), feed_w.en.eq(1)]
+                    with m.If((fshift >= V) & ~fbad):
+                        m.d.sync += [fbad.eq(1), fbad_tok.eq(fshift)]
+                with m.If((fgot == plen) & (fbytes == plen) & ~ftoken):
                     with m.If(fbad):
                         nak(p.Err.BAD_TOKEN, fbad_tok)
                     with m.Else():
