@@ -26,7 +26,7 @@ def test_gate_tiny():
 
 @pytest.mark.slow
 def test_gate_demo():
-    r = gate("demo", 4096)
+    r = gate("demo", 4000)
     assert r.positions >= 4000
     assert r.gap <= 0.002, str(r)
     assert r.top1_agreement >= 0.975, str(r)
