@@ -20,10 +20,10 @@ Blocks
   bank until the executor frees it, so the next frame arrives into the other bank while one executes.
   With both banks held, input stalls (``ready`` low): a UART then drops bytes, which costs that frame.
 * The **executor** is one state machine. Whenever the transmitter is free it serves, in this order:
-  a result of the core, the next frame event, the next token of a running FEED or GENERATE. FEED and GENERATE run in
-  the background, so INFO and STATUS (and STOP and RESEND during a GENERATE) are answered while the
-  core computes; other commands get ``BUSY`` then, as the protocol specifies. No state waits for the
-  host; the only waits are for the core (bounded) and for the transmitter.
+  a result of the core, the next frame event, the next token of a running FEED or GENERATE. FEED
+  and GENERATE run in the background, so INFO and STATUS (and STOP and RESEND during a GENERATE) are
+  answered while the core computes; other commands get ``BUSY`` then, as the protocol specifies. No
+  state waits for the host; the only waits are for the core (bounded) and for the transmitter.
 * :class:`FrameSender` builds a frame from a random-access body (``seq``, ``code``, payload): it runs
   CRC-32 over the body, then COBS-encodes body and CRC with a look-ahead scan (about four clocks per
   byte), between two delimiters.
@@ -34,7 +34,7 @@ build. NAK, TOKEN and DONE frames of the stream use a second, scratch set of reg
 replace the stored reply.
 
 Memory access: WRITE turns byte offsets into word addresses and byte lanes and merges partial words
-by reading them first (one byte per clock); VERIFY reads the region back through the ``rd_*`` ports
+with the word read back first (one byte per clock); VERIFY reads the region back through the ``rd_*`` ports
 and runs CRC-32 over its bytes (one byte per clock). The model descriptor (the first four SCALARS
 words) is kept in registers as it is written: it decides ``LOADED`` and the vocabulary ``BAD_TOKEN``
 checks against. A WRITE that changes the descriptor (a new model) clears the recurrent state, the
@@ -571,7 +571,6 @@ class Link(wiring.Component):
         fault = Signal()                                # the core answered with its error flag
         desc = [Signal(32, name=f"desc{k}") for k in range(4)]     # V, H, L, I as written
         V, H, L, I = desc
-        P = cfg.lanes
         loaded = Signal()                               # registered: desc changes only by WRITE
         m.d.sync += loaded.eq(
             (V >= 1) & (V <= cfg.max_vocab) & (H >= 1) & (H <= cfg.max_hidden) &
@@ -622,7 +621,7 @@ class Link(wiring.Component):
         bank_base = Signal(range(BANK))                 # bank byte read next
         m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
 
-        # memory walk (WRITE, VERIFY): byte position, bytes left, one pipeline stage
+        # memory walk (WRITE, VERIFY): byte position, bytes left, two pipeline stages
         region = Signal(range(n_regions))
         mpos = Signal(33)
         mleft = Signal(33)
@@ -679,8 +678,8 @@ class Link(wiring.Component):
             m.d.comb += [vcrc.valid.eq(1), vcrc.data.eq(v_byte)]
 
         # FEED copy: token assembly
-        fbytes = Signal(range(4 * p.MAX_FEED + 1))      # payload bytes requested
-        fgot = Signal(range(4 * p.MAX_FEED + 1))        # payload bytes arrived
+        fbytes = Signal(range(_FEED_TOKEN * p.MAX_FEED + 1))    # payload bytes requested
+        fgot = Signal(range(_FEED_TOKEN * p.MAX_FEED + 1))      # payload bytes arrived
         fshift = Signal(8 * _FEED_TOKEN)
         fbad = Signal()
         fbad_tok = Signal(32)
@@ -697,7 +696,8 @@ class Link(wiring.Component):
         # --- helpers: one frame out per command path ----------------------------------------------
         def reply(code, payload=None, length=0, info=False, seq=None, crc_field=None):
             m.d.sync += [
-                r_code.eq(code), r_info.eq(int(info)), r_blen.eq(p.HEADER_SIZE + length), send_scratch.eq(0), err_flag.eq(0),
+                r_code.eq(code), r_info.eq(int(info)), r_blen.eq(p.HEADER_SIZE + length),
+                send_scratch.eq(0), err_flag.eq(0),
                 last_valid.eq(1), last_seq.eq(ev.seq if seq is None else seq),
                 last_crc.eq(ev.crc if crc_field is None else crc_field),
             ]
@@ -726,7 +726,7 @@ class Link(wiring.Component):
                     m.d.comb += rxf.free.eq(1 << ev.bank)
                     m.d.sync += held.eq(0)
                 with m.If(snd.busy):
-                    pass
+                    pass                                # every path below may send a frame
                 with m.Elif(core.res.valid):
                     m.next = "STEP_DONE"
                 with m.Elif(ev_in.valid & ~held):

@@ -188,7 +188,8 @@ if cocotb is not None:
             t0, start = host.now(), len(host.raw)
             await host.send(bytes(vec[f"wire__{phase}"]))
             got = await host.bytes_since(start, len(want), 200 * len(want) + 100_000)
-            assert got == want, f"{phase}: the device answered {got[:64].hex()}..., expected {want[:64].hex()}..."
+            assert got == want, (f"{phase}: the device answered {got[:64].hex()}..., "
+                                 f"expected {want[:64].hex()}...")
             phase_cycles[phase] = host.now() - t0
             dut._log.info(f"{phase}: {len(vec[f'wire__{phase}'])} bytes sent, reply identical, "
                           f"{phase_cycles[phase]} cycles")
@@ -199,7 +200,8 @@ if cocotb is not None:
         assert isinstance(f, p.Frame) and f.code == p.Reply.ACK, f"FEED answered {f}"
         feed = p.FeedReply.unpack(f.payload)
         want_pos, want_arg = (int(v) for v in vec["feed_expect"])
-        assert (feed.position, feed.argmax) == (want_pos, want_arg), f"FEED: {feed}, golden {want_pos, want_arg}"
+        assert (feed.position, feed.argmax) == (want_pos, want_arg), \
+            f"FEED: {feed}, golden {want_pos, want_arg}"
         phase_cycles["feed"] = host.now() - t0
         dut._log.info(f"feed: {want_pos} tokens, argmax {feed.argmax}, {phase_cycles['feed']} cycles")
 
@@ -228,5 +230,5 @@ if cocotb is not None:
         with open(os.path.join(os.path.dirname(os.environ["MMFREE_VECTORS"]), "accelerator_report.json"),
                   "w") as fh:
             json.dump(report, fh)
-        dut._log.info(f"{len(tokens)} generated tokens identical to the golden model; "
-                      f"{per_token:.0f} cycles per token, lane utilisation {100 * report['utilisation']:.1f}%")
+        dut._log.info(f"{len(tokens)} generated tokens identical to the golden model; {per_token:.0f} "
+                      f"cycles per token, lane utilisation {100 * report['utilisation']:.1f}%")

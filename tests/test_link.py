@@ -23,7 +23,7 @@ from mmfree.driver.golden_board import GoldenBoard
 from mmfree.golden import ModelShape
 from mmfree.hw.config import HwConfig
 from mmfree.hw.core import REGION_PORTS, Command
-from mmfree.hw.link import (Link, FrameReceiver, FrameSender, core_signature, info_for, region_sizes,
+from mmfree.hw.link import (Link, FrameSender, core_signature, info_for, region_sizes,
                             _region_words)
 
 pytestmark = pytest.mark.sim
@@ -81,7 +81,8 @@ class FakeCore(wiring.Component):
                     with m.If(self.req.payload.cmd == Command.RESET_STATE):
                         m.d.sync += h.eq(0)
                     with m.Else():
-                        m.d.sync += [tok.eq(self.req.payload.token), left.eq(LATENCY - 2 + self.req.payload.token[:2])]
+                        tok_in = self.req.payload.token
+                        m.d.sync += [tok.eq(tok_in), left.eq(LATENCY - 2 + tok_in[:2])]
                         m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
