@@ -579,3 +579,69 @@ def test_feed_generate_stop_resend():
         assert reply.argmax == model.step(tok)[0]
 
     run(dut, bench, host)
+
+
+@pytest.mark.slow
+def test_fuzzed_frames_never_wedge_the_link():
+    """Bursts of mutated frames (bits flipped, bytes dropped, inserted or duplicated, cut short, random
+    codes and payloads) and raw garbage: after every burst a valid INFO is answered, and the counters
+    agree with what the protocol's own frame receiver makes of the bytes sent."""
+    dut = LinkDut()
+    host = Host(dut, seed=8, stall=0.1)
+    rng = random.Random(8)
+    reference = p.FrameReceiver()
+    sent = {"ok": 0, "rejected": 0}
+
+    def mutate(wire):
+        wire = bytearray(wire)
+        for _ in range(rng.randrange(1, 4)):
+            if not wire:
+                break
+            kind = rng.randrange(5)
+            at = rng.randrange(len(wire))
+            if kind == 0:
+                wire[at] ^= 1 << rng.randrange(8)
+            elif kind == 1:
+                del wire[at]
+            elif kind == 2:
+                wire.insert(at, rng.choice([0, rng.randrange(256)]))
+            elif kind == 3:
+                wire.insert(at, wire[at])
+            else:
+                wire = wire[:at]
+        return bytes(wire)
+
+    def burst():
+        out = b""
+        for _ in range(rng.randrange(1, 5)):
+            code = rng.choice([*p.Cmd, rng.randrange(256)])
+            payload = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 4, 12, rng.randrange(300)])))
+            frame = p.encode_frame(rng.randrange(256), code, payload[:p.MAX_PAYLOAD])
+            out += mutate(frame) if rng.random() < 0.8 else frame
+        if rng.random() < 0.3:
+            out += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+        return out + b"\0"
+
+    async def bench(ctx):
+        for _ in range(60):
+            data = burst()
+            for item in reference.feed(data):
+                sent["ok" if isinstance(item, p.Frame) else "rejected"] += 1
+            await host.send(ctx, data)
+            await host.idle(ctx, 200)
+            seq = host.next_seq()
+            await host.send(ctx, p.encode_frame(seq, p.Cmd.INFO))
+            reference.feed(p.encode_frame(seq, p.Cmd.INFO))
+            sent["ok"] += 1
+            for _ in range(100):                    # frames of the burst may still be answered first
+                f = (await host.wait(ctx, 1))[0]
+                if isinstance(f, p.Frame) and f.seq == seq and f.code == p.Reply.ACK:
+                    break
+            assert f.payload == dut.link.info_bytes
+        st = p.Status.unpack(ack(await host.command(ctx, p.Cmd.STATUS)))
+        assert (st.frames_ok, st.frames_rejected) == (sent["ok"] + 1, sent["rejected"])
+        naks = sum(isinstance(f, p.Frame) and f.code == p.Reply.NAK for f in host.frames)
+        assert st.naks_sent == naks
+        assert not any(isinstance(f, p.FrameError) for f in host.frames)     # every reply intact
+
+    run(dut, bench, host)
