@@ -53,8 +53,9 @@ class Accelerator(wiring.Component):
     rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
         The same byte streams without the UART (``phy="bytes"``).
     status : Out(4)
-        Bit 0 ``loaded`` (a model that fits is in memory), 1 ``busy`` (a FEED or GENERATE runs),
-        2 ``error`` (the last reply was a NAK), 3 ``heartbeat`` (blinks at about 1 Hz).
+        Bit 0 ``loaded`` (a model that fits is in memory), 1 ``busy`` (a FEED or GENERATE runs, or
+        the core computes), 2 ``error`` (the last reply was a NAK), 3 ``heartbeat`` (blinks at about
+        1 Hz).
     """
 
     def __init__(self, config, build_hash=0, *, baud=DEFAULT_BAUD, phy="uart", token_history=256):
