@@ -10,8 +10,8 @@ reported with its LUT4, flip-flops, block RAM, multipliers and Fmax, next to the
 
 The matrix-vector unit is measured at each ``--lanes`` value with ``--max-k``. Its activation buffer
 is read ``8P`` bits per clock, so in block RAM it takes ``ceil(8P / 36)`` DP16KD however short the
-rows are: where that is more than the device has (1024 lanes need 228 of 208), the report builds the
-buffer in LUT RAM instead (``act_memory="distributed"``) and says so in the row. The units sized by a
+rows are: where that is more than the device has (1024 lanes need 228 of 208), the report keeps the
+codes of some lanes in LUT RAM instead (``act_lut_lanes``, see :func:`act_lut_lanes_for`) and says so. The units sized by a
 model (RMSNorm and quantiser, MLGRU, GLU) take their sizes from ``--shape``.
 """
 
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "UNITS", "GOAL_FMAX_MHZ", "GOAL_LUT4_PER_LANE", "GOAL_LANES", "Row", "plan",
+__all__ = ["register", "UNITS", "act_lut_lanes_for", "GOAL_FMAX_MHZ", "GOAL_LUT4_PER_LANE", "GOAL_LANES", "Row", "plan",
            "measure", "format_table"]
 
 GOAL_FMAX_MHZ = 100.0
@@ -63,6 +63,18 @@ _DP16KD_MODES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 163
 def dp16kd_for(width, depth):
     """DP16KD blocks a ``width x depth`` bit memory needs in the cheapest of the block's aspect ratios."""
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in _DP16KD_MODES)
+
+
+def act_lut_lanes_for(lanes, max_k):
+    """``act_lut_lanes`` of a :class:`~mmfree.hw.ternary.TernaryMatVec` that fits the device's block RAM:
+    0 if the whole activation buffer does, else the smallest multiple of 64 lanes whose codes must move
+    to LUT RAM (the buffer is read ``8P`` bits per clock: its block count grows with ``P``, not
+    ``max_k``)."""
+    depth = 2 << (max_k // lanes - 1).bit_length()
+    lut = 0
+    while lut < lanes and dp16kd_for(8 * (lanes - lut), depth) > DEVICE_DP16KD:
+        lut = min(lanes, lut + 64)
+    return lut
 
 
 @dataclasses.dataclass
@@ -150,17 +162,17 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
     for u in units:
         if u == "ternary_matvec":
             for p in dict.fromkeys(lanes):
-                depth = 2 << (max_k // p - 1).bit_length()
-                blocks = dp16kd_for(8 * p, depth)
-                if blocks <= DEVICE_DP16KD:
-                    mem, note = "block", None
-                else:
-                    mem = "distributed"
-                    note = (f"activation buffer in LUT RAM: in block RAM it needs {blocks} DP16KD, "
-                            f"the {DEVICE} has {DEVICE_DP16KD}")
-                params = f"P={p} max_k={max_k}" + ("" if mem == "block" else " act=LUTRAM")
+                lut = act_lut_lanes_for(p, max_k)
+                params = f"P={p} max_k={max_k}"
+                note = None
+                if lut:
+                    depth = 2 << (max_k // p - 1).bit_length()
+                    params += f" lut_lanes={lut}"
+                    note = (f"the codes of {lut} lanes in LUT RAM, {p - lut} in block RAM "
+                            f"({dp16kd_for(8 * (p - lut), depth)} DP16KD): all in block RAM would need "
+                            f"{dp16kd_for(8 * p, depth)} DP16KD, the {DEVICE} has {DEVICE_DP16KD}")
                 rows.append(Row(u, params, lanes=p, note=note,
-                                factory=lambda p=p, mem=mem: ternary.TernaryMatVec(p, max_k, act_memory=mem)))
+                                factory=lambda p=p, lut=lut: ternary.TernaryMatVec(p, max_k, act_lut_lanes=lut)))
         elif u == "rescale":
             w = ternary.acc_width_for(max_k)
             rows.append(Row(u, f"acc_width={w} (max_k={max_k})",

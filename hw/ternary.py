@@ -98,10 +98,14 @@ class TernaryMatVec(wiring.Component):
         to ``elaborate`` is an ECP5 (``platform.family == "ecp5"``). Both compute the same bits.
     act_memory : ``"block"``, ``"distributed"`` or ``"registers"``
         What holds the activation buffer (passed to Yosys as ``ram_style``): block RAM (the default),
-        LUT RAM, or flip-flops. The buffer is read ``8P`` bits at a time, so block RAM needs
-        ``ceil(8P / 36)`` DP16KD however shallow it is: beyond about 930 lanes that is more than an
-        ECP5-85F has (208), and a LUT RAM (``16 x 4`` bits per ``TRELLIS_DPR16X4``, about 1.5 LUT4 per
-        bit while ``2 max_k / P <= 16``) is the way to build such a unit. Same bits, same timing.
+        LUT RAM, or flip-flops. Same bits, same timing.
+    act_lut_lanes : int
+        How many lanes (the last ones) keep their codes in a LUT RAM beside the ``act_memory`` buffer
+        (default 0). The buffer is read ``8P`` bits at a time, so block RAM needs ``ceil(8P / 36)``
+        DP16KD however shallow it is: beyond about 930 lanes that is more than an ECP5-85F has (208).
+        Such a unit keeps most lanes in block RAM and the rest in LUT RAM (``16 x 4`` bits per
+        ``TRELLIS_DPR16X4``, about 1.5 LUT4 per bit while ``2 max_k / P <= 16``); a buffer entirely in
+        LUT RAM fits too, but is far harder to place and route.
 
     Interfaces
     ----------
@@ -140,13 +144,14 @@ class TernaryMatVec(wiring.Component):
     ---------
     The activation buffer is block RAM (``2 * max_k / P`` words of ``8P`` bits: ``ceil(8P / 36)``
     DP16KD on ECP5, whatever the depth, since a LUT RAM that wide would cost more than the lanes),
-    unless ``act_memory`` says otherwise.
+    unless ``act_memory`` and ``act_lut_lanes`` say otherwise.
     No multiplier. See the module docstring for the lane design and ``python -m mmfree.hw.synth``
     for measured figures.
     """
 
-    def __init__(self, lanes, max_k, *, arch=None, act_memory="block"):
+    def __init__(self, lanes, max_k, *, arch=None, act_memory="block", act_lut_lanes=0):
         _check_int("lanes", lanes, 1, MAX_LANES)
+        _check_int("act_lut_lanes", act_lut_lanes, 0, lanes)
         _check_int("max_k", max_k, 1, MAX_K)
         if max_k % lanes:
             raise ValueError(f"max_k ({max_k}) must be a multiple of lanes ({lanes})")
@@ -157,6 +162,7 @@ class TernaryMatVec(wiring.Component):
                              f"not {act_memory!r}")
         self._arch = arch
         self._act_memory = act_memory
+        self._act_lut_lanes = act_lut_lanes
         self._lanes = lanes
         self._max_k = max_k
         self._acc_width = acc_width_for(max_k)
@@ -171,6 +177,7 @@ class TernaryMatVec(wiring.Component):
     max_k = property(lambda self: self._max_k)
     acc_width = property(lambda self: self._acc_width)
     act_memory = property(lambda self: self._act_memory)
+    act_lut_lanes = property(lambda self: self._act_lut_lanes)
 
     @property
     def act_layout(self):
@@ -204,14 +211,19 @@ class TernaryMatVec(wiring.Component):
         # --- activation buffer: two banks of W words of P codes --------------------------------
         # Block RAM whatever the depth (unless told otherwise): a LUT RAM of 8P-bit words would cost
         # more LUTs than the lanes.
-        m.submodules.buf = buf = memory.Memory(shape=unsigned(CODE_BITS * P), depth=2 << col_bits, init=[],
-                                               attrs={"ram_style": self._act_memory, "no_rw_check": 1})
-        wport = buf.write_port()
-        # An asynchronous port followed by a register: Yosys merges the register into the block RAM
-        # and, with no_rw_check, needs no collision logic (a bank is never read while written).
-        rport = buf.read_port(domain="comb")
+        # The last act_lut_lanes lanes may live in a LUT RAM of their own, beside it.
+        parts = [(0, P - self._act_lut_lanes, self._act_memory), (P - self._act_lut_lanes, P, "distributed")]
+        wports, rports = [], []
+        for n, (lo, hi, style) in enumerate(p for p in parts if p[1] > p[0]):
+            buf = memory.Memory(shape=unsigned(CODE_BITS * (hi - lo)), depth=2 << col_bits, init=[],
+                                attrs={"ram_style": style, "no_rw_check": 1})
+            m.submodules["buf" if n == 0 else f"buf{n}"] = buf
+            wports.append((buf.write_port(), lo, hi))
+            # An asynchronous port followed by a register: Yosys merges the register into the block RAM
+            # and, with no_rw_check, needs no collision logic (a bank is never read while written).
+            rports.append(buf.read_port(domain="comb"))
         rdata = Signal(CODE_BITS * P, reset_less=True)
-        m.d.sync += rdata.eq(rport.data)
+        m.d.sync += rdata.eq(Cat(*(rport.data for rport in rports)))
 
         full = Signal(2)                    # bank holds a complete vector
         # act.ready comes straight from a register: the write enable it makes drives every block RAM
@@ -222,12 +234,13 @@ class TernaryMatVec(wiring.Component):
         r_bank = Signal()
         r_col = Signal(range(W))
 
-        m.d.comb += [
-            self.act.ready.eq(act_ready),
-            wport.addr.eq(Cat(w_col[:col_bits], w_bank)),
-            wport.data.eq(self.act.payload.codes.as_value()),
-            wport.en.eq(self.act.valid & self.act.ready),
-        ]
+        m.d.comb += self.act.ready.eq(act_ready)
+        for wport, lo, hi in wports:
+            m.d.comb += [
+                wport.addr.eq(Cat(w_col[:col_bits], w_bank)),
+                wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi]),
+                wport.en.eq(self.act.valid & self.act.ready),
+            ]
         set_full = Signal(2)
         clr_full = Signal(2)
         w_bank_next = Signal()
@@ -247,8 +260,9 @@ class TernaryMatVec(wiring.Component):
             self.w.ready.eq(full.bit_select(r_bank, 1) & (inflight < self.fifo_depth)),
             take.eq(self.w.valid & self.w.ready),
             eor.eq(r_col == last_col[r_bank]),
-            rport.addr.eq(Cat(r_col[:col_bits], r_bank)),
         ]
+        for rport in rports:
+            m.d.comb += rport.addr.eq(Cat(r_col[:col_bits], r_bank))
         with m.If(take):
             with m.If(eor):
                 m.d.sync += r_col.eq(0)
@@ -555,8 +569,9 @@ class TernaryLinear(wiring.Component):
     Throughput is the matrix-vector unit's; latency is the sum of both latencies.
     """
 
-    def __init__(self, lanes, max_k, exp_width=8, *, arch=None, act_memory="block"):
-        self._matvec = TernaryMatVec(lanes, max_k, arch=arch, act_memory=act_memory)
+    def __init__(self, lanes, max_k, exp_width=8, *, arch=None, act_memory="block", act_lut_lanes=0):
+        self._matvec = TernaryMatVec(lanes, max_k, arch=arch, act_memory=act_memory,
+                                     act_lut_lanes=act_lut_lanes)
         self._rescale = Rescale(self._matvec.acc_width, exp_width)
         super().__init__({
             "act": In(stream.Signature(self._matvec.act_layout)),

@@ -39,13 +39,14 @@ def test_plan_defaults():
     assert [r.unit for r in rows] == ["ternary_matvec"] * 3 + list(report.UNITS[1:])
     mv = rows[:3]
     assert [r.lanes for r in mv] == [64, 256, 1024]
-    assert [r.params for r in mv] == ["P=64 max_k=4096", "P=256 max_k=4096", "P=1024 max_k=4096 act=LUTRAM"]
-    assert mv[2].note == ("activation buffer in LUT RAM: in block RAM it needs 228 DP16KD, "
-                          "the LFE5U-85F has 208")
+    assert [r.params for r in mv] == ["P=64 max_k=4096", "P=256 max_k=4096",
+                                      "P=1024 max_k=4096 lut_lanes=128"]
+    assert mv[2].note == ("the codes of 128 lanes in LUT RAM, 896 in block RAM (200 DP16KD): all in "
+                          "block RAM would need 228 DP16KD, the LFE5U-85F has 208")
     unit = mv[2].factory()
-    assert isinstance(unit, TernaryMatVec) and unit.act_memory == "distributed" and unit.max_k == 4096
+    assert isinstance(unit, TernaryMatVec) and unit.act_lut_lanes == 128 and unit.max_k == 4096
     unit._MustUse__silence = True
-    assert mv[0].factory().act_memory == "block"
+    assert mv[0].factory().act_lut_lanes == 0 and mv[0].note is None
     assert rows[3].params == "acc_width=21 (max_k=4096)"
     from mmfree.hw.config import DEMO_SHAPE
     assert next(r for r in rows if r.unit == "mlgru").params == \
@@ -61,6 +62,13 @@ def test_plan_shapes_and_selection():
     assert set(report.SHAPES) == set(report._shapes())
     for r in rows:
         r.factory()._MustUse__silence = True
+
+
+def test_act_lut_lanes_for():
+    """Lanes move to LUT RAM only where the block RAM would not fit, 64 at a time, whatever max_k."""
+    assert [report.act_lut_lanes_for(p, 4096) for p in (1, 64, 256, 512, 896)] == [0] * 5
+    assert report.act_lut_lanes_for(1024, 4096) == report.act_lut_lanes_for(1024, 1024) == 128
+    assert report.act_lut_lanes_for(960, 960 * 4) == 64
 
 
 def test_dp16kd_count():

@@ -128,6 +128,20 @@ def test_act_memory():
     assert texts["block"].replace('"block"', '"registers"') == texts["registers"]
     lin = TernaryLinear(4, 16, act_memory="distributed")
     assert "distributed" in rtlil.convert(lin, emit_src=False)
+    with pytest.raises(ValueError, match="act_lut_lanes must be between 0 and 4, not 5"):
+        TernaryMatVec(4, 16, act_lut_lanes=5)
+    split = rtlil.convert(TernaryMatVec(4, 16, act_lut_lanes=1), emit_src=False)
+    assert split.count('attribute \\ram_style "block"') == split.count('attribute \\ram_style "distributed"') == 1
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, lut_lanes", [(4, 1), (3, 3), (5, 2)])
+def test_matvec_split_buffer_pysim(lanes, lut_lanes):
+    """Lanes whose codes live in a LUT RAM beside the block RAM compute the same bits."""
+    max_k = 4 * lanes
+    dut = TernaryMatVec(lanes, max_k, act_lut_lanes=lut_lanes)
+    jobs = random_jobs(40 + lanes, lanes, max_k, 40, max_rows=8) + edge_jobs(lanes, max_k)
+    run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.3, seed=lanes))
 
 
 def unused(elaboratable):
@@ -328,11 +342,12 @@ def test_rescale_cocotb(simulator, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_matvec_ecp5_cocotb(simulator, tmp_path):
-    """The ECP5 lane pairs (CCU2C carry chains, Yosys' cell models) give the same bits."""
+    """The ECP5 lane pairs (CCU2C carry chains, Yosys' cell models) give the same bits; three of the
+    lanes read their codes from a LUT RAM beside the block RAM (``act_lut_lanes``)."""
     need(simulator)
     from mmfree.sim.runner import ecp5_cell_models
     lanes, max_k = 8, 32
-    dut = TernaryMatVec(lanes, max_k, arch="ecp5")
+    dut = TernaryMatVec(lanes, max_k, arch="ecp5", act_lut_lanes=3)
     jobs = random_jobs(77, lanes, max_k, 3000) + edge_jobs(lanes, max_k)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_ecp5", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
