@@ -18,11 +18,19 @@ from mmfree.memory_map import MemoryMapError
 
 __all__ = ["HwConfig", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "MemoryMapError"]
 
-TINY_SHAPE = ModelShape(vocab_size=256, hidden_size=64, num_layers=2, intermediate_size=256)
-"""The bundled ``tiny`` model (about 150 k ternary weights)."""
-DEMO_SHAPE = ModelShape(vocab_size=256, hidden_size=160, num_layers=4, intermediate_size=512)
-"""The bundled ``demo`` model (1,433,600 ternary weights). Its row lengths 160 and 512 have the
-common power-of-two divisor 32, so it runs on at most 32 lanes."""
+def _bundled_shape(name):
+    """The shape of a model shipped in the package, read from its own ``config.json``."""
+    from mmfree.model.config import HGRNBitConfig
+    from mmfree.registry import BUNDLED_DIR
+    cfg = HGRNBitConfig.from_json_file(BUNDLED_DIR / name / "config.json")
+    return ModelShape(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate)
+
+
+TINY_SHAPE = _bundled_shape("tiny")
+"""The bundled ``tiny`` model (H=64, L=2, I=256: about 150 k ternary weights)."""
+DEMO_SHAPE = _bundled_shape("demo")
+"""The bundled ``demo`` model (H=160, L=4, I=512: 1,433,600 ternary weights). Its row lengths 160 and
+512 have the common power-of-two divisor 32, so it runs on at most 32 lanes."""
 
 MAX_LANES = 1024
 MAX_LAYERS = 1024
