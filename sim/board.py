@@ -25,12 +25,13 @@ _HW_SOURCES = ("hw", "sw/numerics.py", "sw/protocol.py", "sw/memory_map.py", "sw
 
 
 def _config_for(shape, lanes=None):
+    """The bundled preset sized exactly for ``shape`` (and ``lanes``, if given), else one made for it."""
     from mmfree.hw.config import HwConfig, PRESETS
     for preset in PRESETS.values():
-        if (lanes is None or preset.lanes == lanes) and preset.fits(shape):
-            if (preset.max_hidden, preset.max_layers, preset.max_intermediate, preset.max_vocab) == (
-                    shape.hidden_size, shape.num_layers, shape.intermediate_size, shape.vocab_size):
-                return preset
+        sizes = (preset.max_vocab, preset.max_hidden, preset.max_layers, preset.max_intermediate)
+        if sizes == (shape.vocab_size, shape.hidden_size, shape.num_layers, shape.intermediate_size) \
+                and lanes in (None, preset.lanes):
+            return preset
     return HwConfig.for_model(shape, lanes=lanes or 32)
 
 
