@@ -22,6 +22,8 @@ from ..hw.activations import (
 from ..hw.glu import GLU
 from ..hw.mlgru import MLGRU
 from ..hw.rmsnorm import RMSNormQuantizer
+from ..hw.sampler import Sampler, cycle_bound
+from .. import sampler as sampler_spec
 
 __all__ = [
     "ELEMENTS", "element_cases", "element_reference",
@@ -29,6 +31,7 @@ __all__ = [
     "mlgru_steps", "mlgru_reference", "mlgru_beats",
     "glu_tokens", "glu_reference",
     "UnitsBench", "bench_vectors", "packer",
+    "SamplerBench", "sampler_cases", "sampler_vectors",
 ]
 
 
@@ -398,3 +401,92 @@ def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40, stal
         vec[("in__" if is_input else "out__") + port] = payload_rows([pack(p) for p in payloads], width)
         vec["fields__" + port] = np.array(_field_specs(shape))
     return vec
+
+
+# --- the sampler ----------------------------------------------------------------------------------
+
+
+class SamplerBench(wiring.Component):
+    """:class:`~mmfree.hw.sampler.Sampler` with a logits memory of ``max_vocab`` ACT words that the
+    testbench fills through ``wr_addr``, ``wr_data``, ``wr_en`` (the core's ``Y`` buffer in the
+    accelerator)."""
+
+    def __init__(self, max_vocab):
+        self.max_vocab = max_vocab
+        self.unit = Sampler(max_vocab, max_vocab)
+        members = {name: member for name, member in self.unit.signature.members.items() if name != "rd"}
+        members.update({"wr_addr": wiring.In(range(max(max_vocab, 2))), "wr_data": wiring.In(ACT.width),
+                        "wr_en": wiring.In(1)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        from amaranth.lib import memory
+        m = Module()
+        m.submodules.unit = unit = self.unit
+        m.submodules.logits = mem = memory.Memory(shape=ACT.width, depth=max(self.max_vocab, 2), init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
+                     rp.addr.eq(unit.rd.addr), unit.rd.data.eq(rp.data)]
+        for name, member in unit.signature.members.items():
+            if name == "rd":
+                continue
+            if member.flow == wiring.Out:
+                m.d.comb += getattr(self, name).eq(getattr(unit, name))
+            else:
+                m.d.comb += getattr(unit, name).eq(getattr(self, name))
+        return m
+
+
+def _logit_rows(rng, V):
+    """Logits of one pick: the shapes a language model gives (one clear winner, a few close ones, a flat
+    spread), ties, and the extremes of ACT."""
+    lo, hi = -(1 << (ACT.width - 1)), (1 << (ACT.width - 1)) - 1
+    kind = rng.randrange(6)
+    if kind == 0:           # peaked, in logit units of 1/4096
+        base = [int(rng.gauss(0, 3 << ACT.frac)) for _ in range(V)]
+        base[rng.randrange(V)] += 12 << ACT.frac
+    elif kind == 1:         # flat: many close candidates
+        base = [int(rng.gauss(0, 1 << (ACT.frac - 2))) for _ in range(V)]
+    elif kind == 2:         # few values: ties everywhere
+        vals = [rng.randrange(-64, 64) << rng.randrange(4, 12) for _ in range(4)]
+        base = [rng.choice(vals) for _ in range(V)]
+    elif kind == 3:         # the format's extremes
+        base = [rng.choice((lo, hi, 0, lo + 1, hi - 1, rng.randrange(lo, hi + 1))) for _ in range(V)]
+    elif kind == 4:         # all equal
+        base = [rng.randrange(lo, hi + 1)] * V
+    else:                   # anything
+        base = [rng.randrange(lo, hi + 1) for _ in range(V)]
+    return [min(max(v, lo), hi) for v in base]
+
+
+def sampler_cases(rng, generations, max_vocab):
+    """``generations`` seeded GENERATEs of a few picks each: ``(load, seed, V, temperature code, top_k,
+    logits)`` per pick, the seed loaded on a GENERATE's first pick only."""
+    codes = (1, 2, 64, 128, 200, 256, 300, 512, 1000, 4096, 65535)
+    cases = []
+    for _ in range(generations):
+        V = rng.choice((1, 2, 3, max_vocab, max_vocab, rng.randrange(1, max_vocab + 1)))
+        code = rng.choice(codes) if rng.random() < 0.5 else rng.randrange(1, 65536)
+        k = rng.choice((0, 0, 1, 2, 5, 40, V - 1, V, V + 1, 65535, rng.randrange(0, V + 2)))
+        seed = rng.choice((0, 1, 0xFFFFFFFF, rng.getrandbits(32)))
+        for j in range(rng.randrange(1, 5)):
+            cases.append((j == 0, seed, V, code, min(max(k, 0), 65535), _logit_rows(rng, V)))
+    return cases
+
+
+def sampler_vectors(cases, max_vocab):
+    """The vector file of :mod:`mmfree.sim.tb_sampler`: the cases and the tokens
+    :class:`mmfree.sampler.Sampler` picks for them."""
+    import numpy as np
+    expect, sampler = [], None
+    for load, seed, V, code, k, logits in cases:
+        if load:
+            sampler = sampler_spec.Sampler(code, k, seed)
+        expect.append(sampler.pick(logits))
+    rows = np.zeros((len(cases), max_vocab), dtype=np.int64)
+    for n, c in enumerate(cases):
+        rows[n, :c[2]] = c[5]
+    col = lambda j: np.array([int(c[j]) for c in cases], dtype=np.int64)
+    return {"logits": rows, "load": col(0), "seed": col(1), "vocab": col(2), "temperature": col(3),
+            "top_k": col(4), "expect": np.array(expect, dtype=np.int64),
+            "bound": np.array([cycle_bound(c[2], c[4]) for c in cases], dtype=np.int64)}

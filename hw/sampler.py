@@ -1,0 +1,268 @@
+"""The on-device sampler: the next token from the logits in the core's ``Y`` buffer, bit for bit
+:class:`mmfree.sampler.Sampler` (temperature, top-k, a seeded 32-bit LFSR).
+
+Everything here follows the steps of :mod:`mmfree.sampler`; its table (``EXP2_TABLE``), LFSR mask,
+``log2(e)`` constant and shifts are imported from there, so the two cannot drift apart.
+
+Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
+
+    MAX      V + 2 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
+                             division, one quotient bit a clock) and the LFSR's 32 steps of this draw
+    TOPK     24 (V + 2)      only when 0 < top_k < V: the threshold, one bit a pass, from the top:
+                             the largest t with #{i: l[i] >= t} >= top_k (a radix select)
+    SUM      V + 6           W = sum of w[i] (the weight pipeline below)
+    SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
+    SELECT   <= V + 6        the first i whose running sum of w exceeds u
+
+Weight pipeline (SUM and SELECT): read ``l[i]``; ``d = lmax - l[i]`` and the candidate test; the
+product ``d * beta``; ``x = product >> 20``, the table entry ``EXP2_TABLE[x & 63]`` and ``n = x >> 6``
+(zero weight when ``x >= 1024`` or not a candidate); the shift ``>> n``; the running sum.
+About ``3V + 100`` clocks without top-k (``V = 256``: under 900), ``27V + 150`` with it.
+Greedy decoding (temperature 0) does not use this unit: the core's argmax is the answer then.
+
+Interface
+---------
+``start`` : In(1), a one-clock request (ignored while ``busy``); ``temperature`` (8.8 code, >= 1),
+    ``top_k`` and ``vocab`` (``V >= 1``) are sampled with it.
+``load`` : In(1), sets the LFSR state from ``seed`` (0 stands for :data:`~mmfree.sampler.SEED_ZERO`);
+    a GENERATE loads its seed once, each ``start`` then draws the next 32-bit word.
+``rd`` : read port into the logits (``addr`` out, ``data`` the ACT logit at the previous clock's
+    ``addr``); the core serves it while it is idle.
+``busy`` : Out(1); ``done`` : Out(1), one clock, with ``token`` valid (held until the next ``start``).
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from mmfree import numerics as nx
+from mmfree import sampler as spec
+
+from .activations import ACT_SHAPE
+from .core import read_signature
+
+__all__ = ["Sampler", "TOPK_PASSES", "cycle_bound"]
+
+TOPK_PASSES = nx.ACT.width
+"""Passes of the top-k threshold search: one per bit of an ACT logit."""
+_T_BITS = 16                                     # temperature code
+_BETA_BITS = spec.LOG2E_Q22.bit_length()          # beta <= LOG2E_Q22
+_NUM_BITS = (spec.LOG2E_Q22 + spec.TEMPERATURE_MAX // 2).bit_length()
+_X_LIMIT_BITS = spec.EXP2_FRAC_BITS + 4           # x < 1024: n = x >> 6 < 16
+_W_BITS = 16                                     # EXP2_TABLE entries are below 2**16
+_PIPE = 5                                        # read, d, product, table, shift
+
+
+class Sampler(wiring.Component):
+    """Temperature and top-k sampling over the logits, bit-exact with :class:`mmfree.sampler.Sampler`.
+
+    Parameters
+    ----------
+    max_vocab : int
+        The largest ``V`` it serves.
+    depth : int
+        Depth of the logits memory behind ``rd`` (its address width).
+    """
+
+    def __init__(self, max_vocab, depth):
+        if not isinstance(max_vocab, int) or not 1 <= max_vocab <= 1 << 16:
+            raise ValueError(f"max_vocab must be an integer from 1 to 65536, not {max_vocab!r}")
+        if not isinstance(depth, int) or depth < max_vocab:
+            raise ValueError(f"depth must be an integer of at least max_vocab ({max_vocab}), not {depth!r}")
+        self._max_vocab = max_vocab
+        self._depth = depth
+        super().__init__({
+            "start": In(1),
+            "temperature": In(_T_BITS),
+            "top_k": In(16),
+            "vocab": In(range(max_vocab + 1)),
+            "load": In(1),
+            "seed": In(32),
+            "busy": Out(1),
+            "done": Out(1),
+            "token": Out(range(max(max_vocab, 2))),
+            "rd": Out(read_signature(depth, ACT_SHAPE)),
+        })
+
+    max_vocab = property(lambda self: self._max_vocab)
+
+    @property
+    def sum_width(self):
+        """Bits of ``W``: ``V`` weights of at most ``2**15`` each."""
+        return 15 + max(1, self._max_vocab.bit_length())
+
+    def elaborate(self, platform):
+        m = Module()
+        VB = self.vocab.shape()
+        SW = self.sum_width
+        act_w = nx.ACT.width
+
+        # --- request ------------------------------------------------------------------------------
+        V = Signal(VB)
+        code = Signal(_T_BITS)
+        k = Signal(16)
+        use_topk = Signal()
+
+        # --- LFSR, stepped 32 times per draw ------------------------------------------------------
+        lfsr = Signal(32, init=spec.SEED_ZERO)
+        lfsr_steps = Signal(range(33))
+        with m.If(self.load):
+            m.d.sync += lfsr.eq(Mux(self.seed == 0, spec.SEED_ZERO, self.seed))
+        with m.Elif(lfsr_steps != 0):
+            m.d.sync += [lfsr.eq((lfsr >> 1) ^ Mux(lfsr[0], spec.LFSR_MASK, 0)),
+                         lfsr_steps.eq(lfsr_steps - 1)]
+
+        # --- beta = (LOG2E_Q22 + code // 2) // code: restoring division ---------------------------
+        num = Signal(_NUM_BITS)              # dividend bits still to bring down, MSB first
+        rem = Signal(_T_BITS + 1)
+        beta = Signal(_NUM_BITS)
+        div_steps = Signal(range(_NUM_BITS + 1))
+        with m.If(div_steps != 0):
+            trial = Cat(num[-1], rem[:-1])
+            fits = trial >= code
+            m.d.sync += [rem.eq(Mux(fits, trial - code, trial)), beta.eq(Cat(fits, beta[:-1])),
+                         num.eq(num << 1), div_steps.eq(div_steps - 1)]
+
+        # --- the scan: addresses 0 .. V-1, one per clock, and their data one clock later ----------
+        scan_i = Signal(VB)
+        scanning = Signal()
+        rd_valid = Signal()
+        rd_idx = Signal(VB)
+        m.d.comb += self.rd.addr.eq(scan_i)
+        m.d.sync += [rd_valid.eq(scanning), rd_idx.eq(scan_i)]
+        with m.If(scanning):
+            m.d.sync += scan_i.eq(scan_i + 1)
+            with m.If(scan_i == V - 1):
+                m.d.sync += scanning.eq(0)
+        logit = self.rd.data
+        key = Signal(act_w)                  # order-preserving unsigned form of the logit
+        m.d.comb += key.eq(logit.as_unsigned() ^ (1 << (act_w - 1)))
+
+        # --- MAX pass -----------------------------------------------------------------------------
+        lmax = Signal(ACT_SHAPE)
+        lmax_first = Signal()
+
+        # --- TOPK passes: threshold key t, one bit per pass ---------------------------------------
+        tkey = Signal(act_w)                 # candidates: key >= tkey (0 keeps every logit)
+        tbit = Signal(range(act_w))
+        count = Signal(17)
+        trial_key = Signal(act_w)
+        m.d.comb += trial_key.eq(tkey | (Const(1, act_w) << tbit))
+
+        # --- weight pipeline (SUM, SELECT) --------------------------------------------------------
+        exp2 = Array(Const(v, _W_BITS) for v in spec.EXP2_TABLE)
+        weighing = Signal()                  # the scan feeds the pipeline (SUM and SELECT passes)
+        p1_valid, p2_valid, p3_valid, p4_valid = (Signal(name=f"p{j}_valid") for j in range(1, 5))
+        p1_idx, p2_idx, p3_idx, p4_idx = (Signal(VB, name=f"p{j}_idx") for j in range(1, 5))
+        d = Signal(act_w)                    # lmax - l[i], 0 .. 2**24 - 1
+        cand1, cand2 = Signal(), Signal()
+        prod = Signal(act_w + _BETA_BITS)    # d * beta; x = prod >> 20
+        entry = Signal(_W_BITS)
+        shift = Signal(4)
+        zero3 = Signal()
+        w = Signal(_W_BITS)
+        x_at = spec.BETA_SHIFT
+        m.d.sync += [
+            p1_valid.eq(rd_valid & weighing), p1_idx.eq(rd_idx),
+            d.eq(lmax - logit), cand1.eq(key >= tkey),
+            p2_valid.eq(p1_valid), p2_idx.eq(p1_idx),
+            prod.eq(d * beta[:_BETA_BITS]), cand2.eq(cand1),
+            p3_valid.eq(p2_valid), p3_idx.eq(p2_idx),
+            entry.eq(exp2[prod[x_at:x_at + spec.EXP2_FRAC_BITS]]),
+            shift.eq(prod[x_at + spec.EXP2_FRAC_BITS:x_at + _X_LIMIT_BITS]),
+            # zero beyond 15 halvings (x >= 1024) and off the candidates
+            zero3.eq(~cand2 | (prod[x_at + _X_LIMIT_BITS:] != 0)),
+            p4_valid.eq(p3_valid), p4_idx.eq(p3_idx),
+            w.eq(Mux(zero3, 0, entry >> shift)),
+        ]
+
+        total = Signal(SW)
+        running = Signal(SW)
+        u = Signal(SW + 1)
+
+        # --- u = (r * W) >> 32: shift and add, least significant bit of r first ------------------
+        mul_r = Signal(32)
+        mul_steps = Signal(range(33))
+
+        def restart_scan():
+            m.d.sync += [scan_i.eq(0), scanning.eq(1)]
+
+        # --- control ------------------------------------------------------------------------------
+        with m.FSM(name="sampler") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        V.eq(self.vocab), code.eq(self.temperature), k.eq(self.top_k),
+                        use_topk.eq((self.top_k != 0) & (self.top_k < self.vocab)),
+                        lmax_first.eq(1), tkey.eq(0), tbit.eq(act_w - 1), count.eq(0),
+                        num.eq(spec.LOG2E_Q22 + (self.temperature >> 1)), rem.eq(0), beta.eq(0),
+                        div_steps.eq(_NUM_BITS), lfsr_steps.eq(32),
+                    ]
+                    restart_scan()
+                    m.next = "MAX"
+            with m.State("MAX"):
+                with m.If(rd_valid & (lmax_first | (logit > lmax))):
+                    m.d.sync += [lmax.eq(logit), lmax_first.eq(0)]
+                with m.If(rd_valid & (rd_idx == V - 1)):
+                    with m.If(use_topk):
+                        restart_scan()
+                        m.next = "TOPK"
+                    with m.Else():
+                        m.next = "SUM_WAIT"
+            with m.State("TOPK"):
+                with m.If(rd_valid & (key >= trial_key)):
+                    m.d.sync += count.eq(count + 1)
+                with m.If(rd_valid & (rd_idx == V - 1)):
+                    m.next = "TOPK_BIT"
+            with m.State("TOPK_BIT"):
+                # the pass's count (its last logit included) is final here
+                with m.If(count >= k):
+                    m.d.sync += tkey.eq(trial_key)
+                m.d.sync += [count.eq(0), tbit.eq(tbit - 1)]
+                with m.If(tbit == 0):
+                    m.next = "SUM_WAIT"
+                with m.Else():
+                    restart_scan()
+                    m.next = "TOPK"
+            with m.State("SUM_WAIT"):
+                # beta must be complete (a short vocabulary scans faster than the division runs)
+                m.d.sync += running.eq(0)
+                with m.If(div_steps == 0):
+                    restart_scan()
+                    m.next = "SUM"
+            with m.State("SUM"):
+                m.d.comb += weighing.eq(1)
+                with m.If(p4_valid):
+                    m.d.sync += running.eq(running + w)
+                with m.If(p4_valid & (p4_idx == V - 1)):
+                    m.next = "SCALE_WAIT"
+            with m.State("SCALE_WAIT"):
+                m.d.sync += [total.eq(running), u.eq(0), mul_steps.eq(32), mul_r.eq(lfsr)]
+                with m.If((lfsr_steps == 0) & (div_steps == 0)):
+                    m.next = "SCALE"
+            with m.State("SCALE"):
+                partial = u + Mux(mul_r[0], total, 0)
+                m.d.sync += [u.eq(partial >> 1), mul_r.eq(mul_r >> 1), mul_steps.eq(mul_steps - 1),
+                             running.eq(0)]
+                with m.If(mul_steps == 1):
+                    restart_scan()
+                    m.next = "SELECT"
+            with m.State("SELECT"):
+                m.d.comb += weighing.eq(1)
+                with m.If(p4_valid):
+                    m.d.sync += running.eq(running + w)
+                    with m.If(running + w > u):
+                        m.d.sync += [self.token.eq(p4_idx), scanning.eq(0)]
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+def cycle_bound(vocab, top_k):
+    """The most clocks one pick takes, from ``start`` to ``done`` (the schedule in the module
+    documentation): what a caller may wait before it calls the unit stuck."""
+    passes = 3 + (TOPK_PASSES if 0 < top_k < vocab else 0)
+    return passes * (vocab + _PIPE + 2) + 2 * 33 + _NUM_BITS
