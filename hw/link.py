@@ -40,8 +40,10 @@ words) is kept in registers as it is written: it decides ``LOADED`` and the voca
 checks against. A WRITE that changes the descriptor (a new model) clears the recurrent state, the
 position and the context, as the golden board does when it parses a model of another shape.
 
-Not implemented: on-device sampling (INFO flag ``SAMPLING`` is clear; a GENERATE with a non-zero
-temperature gets ``BAD_ARGUMENT``).
+Sampling: a GENERATE with a non-zero temperature picks every token with the on-device sampler
+(:class:`~mmfree.hw.sampler.Sampler`, bit-exact with :mod:`mmfree.sampler`) from the logits the core
+left in its ``Y`` buffer, reading them through ``rd_logits`` while the core is idle; its LFSR is
+seeded once per GENERATE. INFO reports the flag ``SAMPLING``. Temperature 0 takes the core's argmax.
 """
 
 import re
@@ -55,6 +57,7 @@ from mmfree import protocol as p
 
 from .activations import ACT_SHAPE
 from .config import HwConfig
+from .sampler import Sampler
 from .core import (Command, REGION_PORTS, read_signature, request_layout, result_layout,
                    write_signature)
 from mmfree.numerics import GATE
@@ -190,7 +193,7 @@ def info_for(config, build_hash=0, token_history=256):
                     for r, size in sorted(region_sizes(config).items()))
     return p.Info(p.PROTOCOL_VERSION, config.lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION,
                   config.max_vocab, config.max_hidden, config.max_intermediate, config.max_layers,
-                  config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag(0), regions)
+                  config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag.SAMPLING, regions)
 
 
 def check_arguments(config, build_hash, token_history):
@@ -598,6 +601,9 @@ class Link(wiring.Component):
         gen_n = Signal(32)
         produced = Signal(32)
         gen_reason = Signal(8)
+        gen_temperature = Signal(16)                    # 0: argmax
+        gen_top_k = Signal(16)
+        sampled = Signal()                              # next_tok is the sampler's pick for this index
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
         m.submodules.history = hist = memory.Memory(shape=hist_shape, depth=self.token_history, init=[])
         hist_w = hist.write_port()
@@ -650,7 +656,8 @@ class Link(wiring.Component):
             m.d.comb += rd.addr.eq(mpos >> (wb.bit_length() - 1))
             with m.If(region == r):
                 m.d.comb += rdata.eq(rd.data)           # zero-extended (GATES: 17 of 32 bits)
-        m.d.comb += core.rd_logits.addr.eq(0)
+        m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
+        wiring.connect(m, sampler.rd, wiring.flipped(core.rd_logits))
 
         # stage 1 of the walk: the words read arrive; merge (WRITE) or pick the byte (VERIFY).
         # Stage 2 writes the merged word and feeds the CRC from registers: block RAM outputs are slow.
@@ -841,12 +848,13 @@ class Link(wiring.Component):
                                 nak(p.Err.NOT_LOADED)
                             with m.Elif(~context):
                                 nak(p.Err.NO_CONTEXT)
-                            with m.Elif(g_temperature != 0):
-                                nak(p.Err.BAD_ARGUMENT)
                             with m.Else():
                                 reply(p.Reply.ACK)
                                 m.d.sync += [gen_active.eq(1), gen_ever.eq(1), gen_stop.eq(0),
-                                             gen_seq.eq(ev.seq), gen_n.eq(g_n), produced.eq(0)]
+                                             gen_seq.eq(ev.seq), gen_n.eq(g_n), produced.eq(0),
+                                             gen_temperature.eq(g_temperature), gen_top_k.eq(g_top_k),
+                                             sampled.eq(0)]
+                                m.d.comb += [sampler.seed.eq(g_seed), sampler.load.eq(1)]
                             m.next = "IDLE"
                         with m.Case(p.Cmd.STOP):
                             with m.If(feed_active):
@@ -1010,13 +1018,24 @@ class Link(wiring.Component):
                             p.Done.STRUCT.size)
                     m.d.sync += [gen_active.eq(0), gen_reason.eq(reason)]
                     m.next = "IDLE"
+                with m.Elif((gen_temperature != 0) & ~sampled):
+                    # the core is idle and its Y buffer holds the logits this token is picked from
+                    m.d.comb += [sampler.start.eq(1), sampler.vocab.eq(V),
+                                 sampler.temperature.eq(gen_temperature), sampler.top_k.eq(gen_top_k)]
+                    m.next = "GEN_SAMPLE"
                 with m.Else():
                     scratch(gen_seq, p.Reply.TOKEN, _pack(p.Token.STRUCT, produced, next_tok, cycles_last),
                             p.Token.STRUCT.size)
                     m.d.comb += [hist_w.en.eq(1), hist_w.data.token.eq(next_tok),
                                  hist_w.data.cycles.eq(cycles_last)]
-                    m.d.sync += produced.eq(produced + 1)
+                    m.d.sync += [produced.eq(produced + 1), sampled.eq(0)]
                     m.next = "GEN_STEP"
+
+            with m.State("GEN_SAMPLE"):
+                # bounded: about 3V clocks, 27V with top-k (mmfree.hw.sampler); nothing is sent meanwhile
+                with m.If(sampler.done):
+                    m.d.sync += [next_tok.eq(sampler.token), sampled.eq(1)]
+                    m.next = "GEN_NEXT"
 
             with m.State("GEN_STEP"):
                 m.d.comb += [core.req.valid.eq(1), core.req.payload.cmd.eq(Command.STEP),

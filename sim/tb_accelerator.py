@@ -12,6 +12,9 @@ itself needs cocotb, numpy and :mod:`mmfree.protocol` (standard library only). V
     ``int64 [2]``: position and argmax the FEED's ACK must report.
 ``gen_seq``, ``gen_tokens``
     The GENERATE's sequence number and the ``n`` tokens it must stream.
+``sample_seq``, ``sample_tokens`` (with ``sample``)
+    A second GENERATE, with a temperature, top-k and seed: the tokens the on-device sampler must pick
+    (:func:`mmfree.sampler.Sampler`), continuing after the first GENERATE.
 ``weights_per_token``, ``lanes``
     For the lane utilisation figure.
 
@@ -22,14 +25,15 @@ token (from the TOKEN frames), cycles per token, utilisation, and the clock cycl
 import json
 import os
 
-PHASES = ("info", "upload", "reset", "verify", "feed", "generate")
+PHASES = ("info", "upload", "reset", "verify", "feed", "generate", "sample")
 
 
 # --- the pytest side -----------------------------------------------------------------------------
 
-def make_vectors(q, config, prompt, n, build_hash=0, token_history=256):
+def make_vectors(q, config, prompt, n, build_hash=0, token_history=256, sample=None):
     """Vectors for this testbench: upload ``q`` (a :class:`~mmfree.golden.QuantizedModel`) to a device
-    built for ``config``, FEED ``prompt`` (token ids), GENERATE ``n`` tokens greedily."""
+    built for ``config``, FEED ``prompt`` (token ids), GENERATE ``n`` tokens greedily; then, with
+    ``sample = (n, temperature code, top_k, seed)``, GENERATE that many tokens by sampling."""
     import numpy as np
     from mmfree import memory_map as mm, protocol as p
     from mmfree.golden import GoldenModel
@@ -69,7 +73,16 @@ def make_vectors(q, config, prompt, n, build_hash=0, token_history=256):
     tokens = []
     for _ in range(n):
         tokens.append(nxt)
-        _, nxt = golden.step(nxt)
+        logits, nxt = golden.step(nxt)
+    sampled = []
+    if sample is not None:
+        from mmfree.sampler import Sampler
+        count, code, top_k, seed = sample
+        sample_seq, wire["sample"] = frame(p.Cmd.GENERATE, p.GenerateRequest(count, code, top_k, seed).pack())
+        picker = Sampler(code, top_k, seed)
+        for _ in range(count):
+            sampled.append(picker.pick(logits))
+            logits, _ = golden.step(sampled[-1])
 
     vec = {}
     for k in PHASES:
@@ -78,6 +91,9 @@ def make_vectors(q, config, prompt, n, build_hash=0, token_history=256):
     vec["feed_expect"] = np.array(feed_expect, dtype=np.int64)
     vec["gen_seq"] = np.array(gen_seq)
     vec["gen_tokens"] = np.array(tokens, dtype=np.int64)
+    if sample is not None:
+        vec["sample_seq"] = np.array(sample_seq)
+        vec["sample_tokens"] = np.array(sampled, dtype=np.int64)
     vec["weights_per_token"] = np.array(q.shape.ternary_weights)
     vec["lanes"] = np.array(config.lanes)
     return vec
@@ -227,8 +243,24 @@ if cocotb is not None:
                       weights_per_token=weights, lanes=lanes, utilisation=weights / (lanes * per_token),
                       phase_cycles=phase_cycles,
                       upload_bytes=len(vec["wire__upload"]))
+        dut._log.info(f"{len(tokens)} generated tokens identical to the golden model; {per_token:.0f} "
+                      f"cycles per token, lane utilisation {100 * report['utilisation']:.1f}%")
+
+        if "sample_tokens" in vec:
+            want = [int(t) for t in vec["sample_tokens"]]
+            seq = int(vec["sample_seq"])
+            t0, start = host.now(), len(host.frames)
+            await host.send(bytes(vec["wire__sample"]))
+            got = await host.frames_since(start, len(want) + 2, 2_000_000 * (len(want) + 1))
+            assert all(isinstance(x, p.Frame) and x.seq == seq for x in got), got[:4]
+            assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE, got[-1]
+            picked = [p.Token.unpack(x.payload).token for x in got[1:-1]]
+            assert picked == want, f"sampled tokens: device {picked}, golden {want}"
+            report["sampled"] = len(picked)
+            report["phase_cycles"]["sample"] = host.now() - t0
+            dut._log.info(f"{len(picked)} sampled tokens identical to the golden model's sampler")
+
         with open(os.path.join(os.path.dirname(os.environ["MMFREE_VECTORS"]), "accelerator_report.json"),
                   "w") as fh:
             json.dump(report, fh)
-        dut._log.info(f"{len(tokens)} generated tokens identical to the golden model; {per_token:.0f} "
-                      f"cycles per token, lane utilisation {100 * report['utilisation']:.1f}%")
+

@@ -13,7 +13,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 
 
 @cocotb.test()
@@ -49,12 +49,9 @@ async def picks(dut):
         await RisingEdge(dut.clk)
         dut.start.value = 0
         limit = int(vec["bound"][n])
-        for cycles in range(1, limit + 1):
-            await RisingEdge(dut.clk)
-            await ReadOnly()
-            if dut.done.value:
-                break
-        else:
+        await First(RisingEdge(dut.done), ClockCycles(dut.clk, limit))
+        await ReadOnly()
+        if not dut.done.value:
             raise AssertionError(f"pick {n}: no answer within {limit} cycles")
         got = int(dut.token.value)
         if got != int(vec["expect"][n]):

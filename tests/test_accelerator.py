@@ -188,8 +188,8 @@ def _tiny():
 @pytest.mark.sim
 @pytest.mark.slow
 def test_accelerator_verilator_tiny(tmp_path):
-    """The bundled tiny model through the byte port: upload, VERIFY, a prompt and 64 generated tokens,
-    every reply identical to the golden model's."""
+    """The bundled tiny model through the byte port: upload, VERIFY, a prompt, 64 greedy tokens and
+    24 sampled ones (temperature 0.8, top-k 20), every reply identical to the golden model's."""
     from mmfree.sim import runner
     from mmfree.sim.tb_accelerator import make_vectors
     reason = runner.missing("verilator")
@@ -199,12 +199,12 @@ def test_accelerator_verilator_tiny(tmp_path):
     config = HwConfig.preset("tiny")
     config.check(q.shape)
     prompt = tuple(b"The cat sat on the mat. ")
-    vec = make_vectors(q, config, prompt, 64, build_hash=0xC0C0)
+    vec = make_vectors(q, config, prompt, 64, build_hash=0xC0C0, sample=(24, 205, 20, 0xBEEF))
     runner.run_cocotb(Accelerator(config, 0xC0C0, phy="bytes"), simulator="verilator",
                       test_module="mmfree.sim.tb_accelerator", name="accelerator", vectors=vec,
                       run_dir=tmp_path)
     report = json.loads((tmp_path / "accelerator_report.json").read_text())
-    assert report["tokens"] == 64 and report["matched"] == 64
+    assert report["tokens"] == 64 and report["matched"] == 64 and report["sampled"] == 24
     print(f"\ntiny, {config.lanes} lanes, byte port: prompt of {len(prompt)} and {report['tokens']} "
           f"generated tokens identical to the golden model; {report['cycles_per_token']:.0f} cycles per "
           f"token, lane utilisation {100 * report['utilisation']:.1f}%; upload of "

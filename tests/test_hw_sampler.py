@@ -83,7 +83,7 @@ def test_sampler_arguments():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("simulator,generations", [("verilator", 1500), ("icarus", 150)])
+@pytest.mark.parametrize("simulator,generations", [("verilator", 600), ("icarus", 80)])
 def test_sampler_cocotb(simulator, generations):
     """Thousands of picks on the generated Verilog (V up to 256), every token compared."""
     from mmfree.sim import runner

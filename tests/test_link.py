@@ -13,7 +13,7 @@ import struct
 import zlib
 
 import pytest
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.sim import Simulator
 
@@ -21,6 +21,7 @@ from mmfree import memory_map as mm
 from mmfree import protocol as p
 from mmfree.driver.golden_board import GoldenBoard
 from mmfree.golden import ModelShape
+from mmfree.sampler import Sampler
 from mmfree.hw.config import HwConfig
 from mmfree.hw.core import REGION_PORTS, Command
 from mmfree.hw.link import (Link, FrameSender, core_signature, info_for, region_sizes,
@@ -48,6 +49,10 @@ class FakeModel:
 
     def reset(self):
         self.h = 0
+
+    def logits(self):
+        """What :class:`FakeCore` leaves in ``Y``: ``((37 i + 11 h) mod 256 - 128) * 256``."""
+        return [(((37 * i + 11 * self.h) & 0xFF) - 128) << 8 for i in range(self.vocab)]
 
 
 class FakeCore(wiring.Component):
@@ -98,6 +103,9 @@ class FakeCore(wiring.Component):
                     m.d.sync += h.eq(h + tok + 1)
                     m.next = "IDLE"
         m.d.comb += self.cycles.eq(cycles)
+        logit = Signal(signed(24))
+        m.d.comb += logit.eq((((self.rd_logits.addr * 37 + h * 11) & 0xFF) - 128) << 8)
+        m.d.sync += self.rd_logits.data.eq(logit)
         return m
 
 
@@ -271,7 +279,7 @@ def test_info_contents():
     info = info_for(CONFIG, BUILD_HASH, 8)
     assert p.Info.unpack(info.pack()) == info
     assert info.clock_hz == 25_000_000 and info.build_hash == BUILD_HASH and info.token_history == 8
-    assert not info.flags & p.InfoFlag.SAMPLING
+    assert info.flags == p.InfoFlag.SAMPLING
     assert [r.tag for r in info.regions] == [mm.REGION_TAGS[r] for r in range(4)]
     sizes = region_sizes(CONFIG)
     assert [r.size for r in info.regions] == [sizes[r] for r in range(4)]
@@ -408,10 +416,8 @@ def test_nak_cases():
         st = p.Status.unpack(ack(await host.command(ctx, C.STATUS)))
         assert st.position == 0 and st.flags == p.StatusFlag.LOADED       # nothing was fed
         ack(await host.command(ctx, C.FEED, p.FeedRequest((1,)).pack()))
-        expect_nak(await host.command(ctx, C.GENERATE, p.GenerateRequest(3, temperature=256).pack()),
-                   p.Err.BAD_ARGUMENT, C.GENERATE)
         st = p.Status.unpack(ack(await host.command(ctx, C.STATUS)))
-        assert st.last_error == p.Err.BAD_ARGUMENT and st.flags == p.StatusFlag.LOADED | p.StatusFlag.CONTEXT
+        assert st.last_error == p.Err.BAD_TOKEN and st.flags == p.StatusFlag.LOADED | p.StatusFlag.CONTEXT
 
     run(dut, bench, host)
 
@@ -577,6 +583,39 @@ def test_feed_generate_stop_resend():
         # the state holds every produced token: a FEED continues the same sequence
         reply = p.FeedReply.unpack(ack(await host.command(ctx, C.FEED, p.FeedRequest((tok,)).pack())))
         assert reply.argmax == model.step(tok)[0]
+
+    run(dut, bench, host)
+
+
+@pytest.mark.parametrize("temperature, top_k, seed", [(256, 0, 1234), (40, 5, 0), (65535, 31, 7)])
+def test_generate_with_sampling(temperature, top_k, seed):
+    """A GENERATE with a temperature: every token is the reference sampler's pick from the logits the
+    core left, the LFSR seeded once per GENERATE and carried from token to token."""
+    dut = LinkDut()
+    host = Host(dut, seed=11)
+    model = FakeModel(32)
+
+    async def bench(ctx):
+        C = p.Cmd
+        ack(await host.command(ctx, C.WRITE, p.WriteRequest(mm.REGION_SCALARS, 0, descriptor()).pack()))
+        ack(await host.command(ctx, C.RESET_STATE))
+        for t in (3, 1, 4):
+            model.step(t)
+        ack(await host.command(ctx, C.FEED, p.FeedRequest((3, 1, 4)).pack()))
+        for _ in range(2):                      # a second GENERATE reseeds and continues the sequence
+            seq = host.next_seq()
+            start = len(host.frames)
+            await host.send(ctx, p.encode_frame(seq, C.GENERATE,
+                                                p.GenerateRequest(6, temperature, top_k, seed).pack()))
+            got = await host.wait(ctx, 8, since=start)
+            assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE
+            sampler = Sampler(temperature, top_k, seed)
+            want = []
+            for _ in range(6):
+                tok = sampler.pick(model.logits())
+                want.append(tok)
+                model.step(tok)
+            assert [p.Token.unpack(f.payload).token for f in got[1:7]] == want
 
     run(dut, bench, host)
 
