@@ -1,8 +1,9 @@
 """The device sampler: how a device picks the next token from the logits, bit-exactly.
 
 Pure integer arithmetic on the ACT logit codes (:data:`mmfree.numerics.ACT`, Q11.12), standard library
-only, so that gateware can implement the same function and be checked against it token for token. The
-golden board uses it for every GENERATE; docs/protocol.md (GENERATE) refers to it.
+only, so that gateware implements the same function (:mod:`mmfree.hw.sampler`) and is checked against
+it token for token. The golden board uses it for every GENERATE; docs/protocol.md (GENERATE) refers
+to it.
 
 Parameters (the GENERATE fields):
 
