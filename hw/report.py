@@ -41,9 +41,10 @@ SHAPES = ("tiny", "demo", "370M", "1.3B")
 """Model shapes ``--shape`` takes: the bundled models and published ones (:data:`mmfree.commands.SHAPES`)."""
 
 UNITS = ("ternary_matvec", "rescale", "rmsnorm", "output_scale", "mlgru", "glu",
-         "sigmoid", "silu", "silu_state", "mul_act", "lb_blend", "state_update", "norm_weight")
+         "sigmoid", "silu", "silu_state", "mul_act", "lb_blend", "state_update", "norm_weight", "sampler")
 """Unit names, in the order the report lists them: the four units of a layer (with the rescale stage
-and the quantiser's scalar unit), then the element-wise stream components they are built from."""
+and the quantiser's scalar unit), the element-wise stream components they are built from, and the
+accelerator's on-device sampler."""
 
 
 def _shapes():
@@ -133,7 +134,7 @@ class Row:
 def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHAPE):
     """The rows to measure, unsynthesised: ``units`` (names of :data:`UNITS`; default all) built with
     these lane counts, longest row and model shape. Raises ``ValueError`` on sizes no unit takes."""
-    from . import ternary, rmsnorm, mlgru, glu, activations
+    from . import ternary, rmsnorm, mlgru, glu, activations, sampler
 
     units = list(units or UNITS)
     for u in units:
@@ -188,6 +189,9 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
             rows.append(Row(u, f"hidden={H} layers={L} ({shape})", factory=lambda: mlgru.MLGRU(H, L)))
         elif u == "glu":
             rows.append(Row(u, f"intermediate={I} ({shape})", factory=lambda: glu.GLU(I)))
+        elif u == "sampler":
+            V = ms.vocab_size
+            rows.append(Row(u, f"max_vocab={V} ({shape})", factory=lambda: sampler.Sampler(V, V)))
         else:
             rows.append(Row(u, "", factory=elements[u]))
     return rows

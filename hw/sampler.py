@@ -14,9 +14,11 @@ Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
     SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
     SELECT   <= V + 6        the first i whose running sum of w exceeds u
 
-Weight pipeline (SUM and SELECT): read ``l[i]``; ``d = lmax - l[i]`` and the candidate test; the
-product ``d * beta``; ``x = product >> 20``, the table entry ``EXP2_TABLE[x & 63]`` and ``n = x >> 6``
-(zero weight when ``x >= 1024`` or not a candidate); the shift ``>> n``; the running sum.
+Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]``; ``d = lmax - l[i]`` and the
+candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit partial products, one
+multiplier block each, then two adds); ``x = product >> 20``, the table entry ``EXP2_TABLE[x & 63]``
+and ``n = x >> 6`` (zero weight when ``x >= 1024`` or not a candidate); the shift ``>> n``; the
+running sum.
 About ``3V + 100`` clocks without top-k (``V = 256``: under 900), ``27V + 150`` with it.
 Greedy decoding (temperature 0) does not use this unit: the core's argmax is the answer then.
 
@@ -50,7 +52,8 @@ _BETA_BITS = spec.LOG2E_Q22.bit_length()          # beta <= LOG2E_Q22
 _NUM_BITS = (spec.LOG2E_Q22 + spec.TEMPERATURE_MAX // 2).bit_length()
 _X_LIMIT_BITS = spec.EXP2_FRAC_BITS + 4           # x < 1024: n = x >> 6 < 16
 _W_BITS = 16                                     # EXP2_TABLE entries are below 2**16
-_PIPE = 5                                        # read, d, product, table, shift
+_MUL_SPLIT = 12                                  # d and beta in 12-bit halves: 2 x 24 >= 24, 23 bits
+_PIPE = 7                                        # read, d, partial products, two sums, table, shift
 
 
 class Sampler(wiring.Component):
@@ -150,31 +153,44 @@ class Sampler(wiring.Component):
         m.d.comb += trial_key.eq(tkey | (Const(1, act_w) << tbit))
 
         # --- weight pipeline (SUM, SELECT) --------------------------------------------------------
+        # d = lmax - l[i]; d * beta as four registered 12 x 12-bit partial products (one MULT18X18D
+        # each, nothing after it in the clock) summed in two more stages; the table entry and the
+        # shift amount; the shifted weight. valid and index travel alongside.
         exp2 = Array(Const(v, _W_BITS) for v in spec.EXP2_TABLE)
         weighing = Signal()                  # the scan feeds the pipeline (SUM and SELECT passes)
-        p1_valid, p2_valid, p3_valid, p4_valid = (Signal(name=f"p{j}_valid") for j in range(1, 5))
-        p1_idx, p2_idx, p3_idx, p4_idx = (Signal(VB, name=f"p{j}_idx") for j in range(1, 5))
-        d = Signal(act_w)                    # lmax - l[i], 0 .. 2**24 - 1
-        cand1, cand2 = Signal(), Signal()
-        prod = Signal(act_w + _BETA_BITS)    # d * beta; x = prod >> 20
+        valid = [Signal(name=f"p{j}_valid") for j in range(_PIPE - 1)]
+        idx = [Signal(VB, name=f"p{j}_idx") for j in range(_PIPE - 1)]
+        cand = [Signal(name=f"p{j}_cand") for j in range(4)]
+        m.d.sync += [valid[0].eq(rd_valid & weighing), idx[0].eq(rd_idx), cand[0].eq(key >= tkey)]
+        for j in range(1, _PIPE - 1):
+            m.d.sync += [valid[j].eq(valid[j - 1]), idx[j].eq(idx[j - 1])]
+        for j in range(1, 4):
+            m.d.sync += cand[j].eq(cand[j - 1])
+        d = Signal(act_w)                    # stage 0: lmax - l[i], 0 .. 2**24 - 1
+        m.d.sync += d.eq(lmax - logit)
+        half = _MUL_SPLIT
+        partial = [[Signal(2 * half, name=f"pp{a}{b}") for b in range(2)] for a in range(2)]
+        for a in range(2):                   # stage 1
+            for b in range(2):
+                m.d.sync += partial[a][b].eq(d[a * half:(a + 1) * half] * beta[b * half:(b + 1) * half])
+        rows = [Signal(3 * half + 1, name=f"ppsum{a}") for a in range(2)]
+        for a in range(2):                   # stage 2
+            m.d.sync += rows[a].eq(partial[a][0] + (partial[a][1] << half))
+        prod = Signal(act_w + _BETA_BITS)    # stage 3: d * beta; x = prod >> 20
+        m.d.sync += prod.eq(rows[0] + (rows[1] << half))
         entry = Signal(_W_BITS)
         shift = Signal(4)
-        zero3 = Signal()
-        w = Signal(_W_BITS)
+        zero = Signal()
         x_at = spec.BETA_SHIFT
-        m.d.sync += [
-            p1_valid.eq(rd_valid & weighing), p1_idx.eq(rd_idx),
-            d.eq(lmax - logit), cand1.eq(key >= tkey),
-            p2_valid.eq(p1_valid), p2_idx.eq(p1_idx),
-            prod.eq(d * beta[:_BETA_BITS]), cand2.eq(cand1),
-            p3_valid.eq(p2_valid), p3_idx.eq(p2_idx),
+        m.d.sync += [                        # stage 4
             entry.eq(exp2[prod[x_at:x_at + spec.EXP2_FRAC_BITS]]),
             shift.eq(prod[x_at + spec.EXP2_FRAC_BITS:x_at + _X_LIMIT_BITS]),
             # zero beyond 15 halvings (x >= 1024) and off the candidates
-            zero3.eq(~cand2 | (prod[x_at + _X_LIMIT_BITS:] != 0)),
-            p4_valid.eq(p3_valid), p4_idx.eq(p3_idx),
-            w.eq(Mux(zero3, 0, entry >> shift)),
+            zero.eq(~cand[3] | (prod[x_at + _X_LIMIT_BITS:] != 0)),
         ]
+        w = Signal(_W_BITS)                  # stage 5
+        m.d.sync += w.eq(Mux(zero, 0, entry >> shift))
+        w_valid, w_idx = valid[-1], idx[-1]
 
         total = Signal(SW)
         running = Signal(SW)
@@ -232,9 +248,9 @@ class Sampler(wiring.Component):
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += weighing.eq(1)
-                with m.If(p4_valid):
+                with m.If(w_valid):
                     m.d.sync += running.eq(running + w)
-                with m.If(p4_valid & (p4_idx == V - 1)):
+                with m.If(w_valid & (w_idx == V - 1)):
                     m.next = "SCALE_WAIT"
             with m.State("SCALE_WAIT"):
                 m.d.sync += [total.eq(running), u.eq(0), mul_steps.eq(32), mul_r.eq(lfsr)]
@@ -249,10 +265,10 @@ class Sampler(wiring.Component):
                     m.next = "SELECT"
             with m.State("SELECT"):
                 m.d.comb += weighing.eq(1)
-                with m.If(p4_valid):
+                with m.If(w_valid):
                     m.d.sync += running.eq(running + w)
                     with m.If(running + w > u):
-                        m.d.sync += [self.token.eq(p4_idx), scanning.eq(0)]
+                        m.d.sync += [self.token.eq(w_idx), scanning.eq(0)]
                         m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
