@@ -41,7 +41,7 @@ from pathlib import Path
 from .pll import pll_for_family, MHZ
 from .targets import get_board, check_design, BoardTop, GenericTop, generic_constraints, STATUS_BITS
 
-__all__ = ["Design", "BuildError", "TimingError", "BuildResult", "build", "selftest_design",
+__all__ = ["Design", "BuildError", "TimingError", "BuildResult", "build", "cached_build", "selftest_design",
            "accelerator_design", "tool_versions", "cache_root", "YOWASP_TOOLS"]
 
 FLOW_VERSION = 1
@@ -467,12 +467,8 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
               + (f" ({pll.describe()})" if pll and not pll.exact else ""))
 
     # the inputs' key: a repeated build of a bundled design finds its hash without elaborating
-    input_key = None
-    if design.key is not None:
-        input_key = hashlib.sha256(json.dumps({
-            "flow": FLOW_VERSION, "board": board.name, "design": design.name, "key": design.key,
-            "clock": str(Fraction(f_design)), "seed": seed, "tools": versions,
-            "sources": _source_digest()}, sort_keys=True).encode()).hexdigest()[:32]
+    input_key = _input_key(board, design, f_design, seed, versions)
+    if input_key is not None:
         index = root / "index" / input_key
         if use_cache and index.is_file():
             cached = root / index.read_text().strip()
@@ -584,6 +580,31 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
     _remember(root, input_key, cache_dir.name)
     return _finish(board, out_dir, cache_dir, manifest, report, cached=False,
                    allow_timing_fail=allow_timing_fail)
+
+
+def _input_key(board, design, f_design, seed, versions):
+    if design.key is None:
+        return None
+    return hashlib.sha256(json.dumps({
+        "flow": FLOW_VERSION, "board": board.name, "design": design.name, "key": design.key,
+        "clock": str(Fraction(f_design)), "seed": seed, "tools": versions,
+        "sources": _source_digest()}, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cached_build(board, design, *, clock_hz=None, seed=1):
+    """``(manifest, report)`` of a finished build of exactly this design (same inputs, sources and tool
+    versions) for ``board`` if the cache holds one, else ``None``. Runs no tool and elaborates nothing:
+    what `mmfree run` uses to project tokens/s at the Fmax that a build measured."""
+    board = get_board(board)
+    if board.family == "generic" or design.key is None:
+        return None
+    requested = clock_hz if clock_hz is not None else (design.clock_hz or board.default_clock_hz)
+    f_design = _hz(pll_for_family(board.family, board.clock_hz, requested).f_out)
+    key = _input_key(board, design, f_design, seed, tool_versions(board.family))
+    index = cache_root() / "builds" / "index" / key
+    if not index.is_file():
+        return None
+    return _load_cached(cache_root() / "builds" / index.read_text().strip())
 
 
 def _load_cached(cache_dir):

@@ -84,7 +84,6 @@ class SimulatedBoard:
         self.port = None
         self.process = None
         self._dir = None
-        self.fmax_hz = None
 
     @classmethod
     def for_model(cls, shape, *, lanes=None, **kwargs):

@@ -32,6 +32,20 @@ def _progress_bar(total, desc):
     return bar, update
 
 
+def _board_fmax(board, config):
+    """``(Fmax in Hz, build hash)`` measured by a cached `mmfree build` of the accelerator that the
+    simulated board runs (the bundled preset equal to ``config``) for ``board``; ``None`` without one."""
+    from .hw.config import PRESETS
+    from .boards.build import accelerator_design, cached_build
+    for name, preset in PRESETS.items():
+        if preset == config:
+            hit = cached_build(board, accelerator_design(name))
+            if hit is not None:
+                manifest, report = hit
+                return report["fmax"]["sync"]["achieved_mhz"] * 1e6, manifest["build_hash"]
+    return None
+
+
 def run(args):
     from .driver import Device
     from .commands import encode_prompt
@@ -78,21 +92,40 @@ def run(args):
         if board is not None:
             board.stop()
 
+    note = None
     cycles = [c for c in gen.cycles if c]
     per_token = sum(cycles) / len(cycles) if cycles else 0
     parts = [f"{len(gen.tokens)} tokens"]
     if per_token:
         parts.append(f"{per_token:,.0f} cycles/token")
-        clock = info.clock_hz
-        if board is not None and board.fmax_hz:
-            clock = board.fmax_hz
-        if clock:
+        fmax = _board_fmax(args.board, board.config) if board is not None else None
+        if fmax is not None:
+            clock, build_hash = fmax
+            parts.append(f"{clock / per_token:,.0f} tokens/s at the {args.board} Fmax of "
+                         f"{clock / 1e6:.1f} MHz (build {build_hash})")
+        elif info.clock_hz:
+            clock = info.clock_hz
             parts.append(f"{clock / per_token:,.0f} tokens/s at {clock / 1e6:.1f} MHz")
+            if board is not None:
+                note = (f"design clock: no {args.board} build of this design is cached; "
+                        f"`mmfree build --board {args.board}` measures its Fmax")
     parts.append(f"upload {report.bytes:,} bytes in {report.seconds:.1f} s")
     what = "simulation" if board is not None else "wall"
     parts.append(f"{what} time {t_end - t_gen:.1f} s")
     print("mmfree run: " + ", ".join(parts), file=sys.stderr)
+    if note:
+        print(f"mmfree run: ({note})", file=sys.stderr)
     return 0
+
+
+def _board_arg(name):
+    import argparse
+    from .boards.targets import get_board
+    try:
+        get_board(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
 
 
 def register(sub):
@@ -105,6 +138,9 @@ def register(sub):
                    help="serial port or pyserial URL of a device; default: start the simulated board")
     p.add_argument("--baud", type=_positive_arg, default=3_000_000)
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of the simulated board")
+    p.add_argument("--board", type=_board_arg, default="ulx3s-85f",
+                   help="with the simulated board: the board whose measured Fmax (from a cached "
+                        "`mmfree build`) projects tokens/s (default ulx3s-85f)")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)

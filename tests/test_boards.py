@@ -19,7 +19,7 @@ from mmfree.cli import main
 from mmfree.boards.pll import ecp5_pll, ice40_pll, PllError, MHZ
 from mmfree.boards.selftest import SelfTest, uart_divisor, ENQ
 from mmfree.boards.targets import get_board, check_design, UnknownBoardError, BOARDS
-from mmfree.boards.build import build, Design, selftest_design, make_report
+from mmfree.boards.build import build, cached_build, Design, selftest_design, make_report
 
 
 def run_cli(*argv):
@@ -377,6 +377,11 @@ def test_ulx3s_85f_build_report(module_cache):
     assert report["resources"]["dsp"]["available"] == 156
     assert manifest["clock"]["pll"]["primitive"] == "EHXPLLL"
     assert "openFPGALoader --board ulx3s" in stdout
+    # what `mmfree run` projects tokens/s from: the cached build of exactly this design
+    manifest2, report2 = cached_build("ulx3s-85f", selftest_design())
+    assert manifest2["build_hash"] == manifest["build_hash"] and report2["fmax"] == report["fmax"]
+    assert cached_build("ulx3s-85f", selftest_design(baud=115_200)) is None
+    assert cached_build("ulx3s-45f", selftest_design()) is None
 
 
 @pytest.mark.synth
