@@ -128,20 +128,36 @@ def _board_arg(name):
     return name
 
 
+def _uint_arg(bits):
+    def parse(value):
+        import argparse
+        try:
+            x = int(value, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {value!r}") from None
+        if not 0 <= x < 1 << bits:
+            raise argparse.ArgumentTypeError(f"expected 0 .. {(1 << bits) - 1}, not {value}")
+        return x
+    return parse
+
+
 def register(sub):
     from .commands import _positive_arg, _nonneg_float
     p = sub.add_parser("run", help="run a model on a board (or the simulated board) and stream text")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="text to feed (bytes of UTF-8 for a byte-level model)")
     p.add_argument("-n", type=_positive_arg, default=100, help="tokens to generate (default 100)")
     p.add_argument("--model", default="demo", help="bundled name, model folder or weight image (default demo)")
     p.add_argument("--port", default=None,
                    help="serial port or pyserial URL of a device; default: start the simulated board")
-    p.add_argument("--baud", type=_positive_arg, default=3_000_000)
+    p.add_argument("--baud", type=_positive_arg, default=3_000_000,
+                   help="serial baud rate with --port (default 3000000)")
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of the simulated board")
     p.add_argument("--board", type=_board_arg, default="ulx3s-85f",
                    help="with the simulated board: the board whose measured Fmax (from a cached "
                         "`mmfree build`) projects tokens/s (default ulx3s-85f)")
-    p.add_argument("--temperature", type=_nonneg_float, default=0.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=_nonneg_float, default=0.0,
+                   help="0 (default): the argmax; otherwise the device samples (8.8 fixed point)")
+    p.add_argument("--top-k", type=_uint_arg(16), default=0,
+                   help="with a temperature: sample from the k largest logits only (default 0: all)")
+    p.add_argument("--seed", type=_uint_arg(32), default=0, help="the device's LFSR seed (default 0)")
     p.set_defaults(func=run)
