@@ -64,13 +64,15 @@ class TritStream(wiring.Component):
         Beat after beat of the sequence: trit ``j`` of a beat at bits ``2j + 1 .. 2j`` in the code of
         :func:`~mmfree.numerics.pack_trits`.
 
-    Throughput
-    ----------
-    A word is fetched whenever fewer than ``2P`` trits would be left after this clock, so a beat is
-    offered on every clock (from the third after ``start``) for as long as ``o.ready`` is high: the
-    unit's full rate. The buffer holds at most ``2P + T - 1`` trits. ``o.valid`` depends on registers
-    and ``active`` only; the shift that inserts a word depends on registers only, so ``o.ready`` drives
-    nothing but the final 2:1 multiplexers and the counters.
+    Throughput and timing
+    ---------------------
+    A word read from the memory is decoded into a register (block RAM outputs are slow), then shifted
+    into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. A word is
+    fetched whenever fewer than ``3P`` trits would be left, counting the one in the decode register, so
+    a beat is offered on every clock (from the fourth after ``start``) for as long as ``o.ready`` is
+    high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
+    registers and ``active`` only; the shift that inserts a word depends on registers only, so
+    ``o.ready`` drives nothing but the final 2:1 multiplexers and the counters.
     """
 
     def __init__(self, lanes, word_bytes, depth):
@@ -93,8 +95,8 @@ class TritStream(wiring.Component):
 
     @property
     def capacity(self):
-        """Trits the buffer holds at most: ``2P + T - 1``."""
-        return 2 * self.lanes + self.trits_per_word - 1
+        """Trits the buffer holds at most: ``3P + T - 1``."""
+        return 3 * self.lanes + self.trits_per_word - 1
 
     def elaborate(self, platform):
         m = Module()
@@ -103,14 +105,15 @@ class TritStream(wiring.Component):
 
         buf = Signal(2 * cap)
         count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
-        pend = Signal()                                 # rd.data holds the word fetched last clock
+        fetched = Signal()                              # rd.data holds the word fetched last clock
+        decoded = Signal(2 * T)                         # that word decoded, one clock later
+        pend = Signal()                                 # decoded holds a word to insert
         ptr = Signal(range(self.depth + 1))
 
-        decoded = Signal(2 * T)
-        m.d.comb += decoded.eq(Cat(*(table.word_select(self.rd.data.word_select(j, 8), _CODE_BITS)
+        m.d.sync += decoded.eq(Cat(*(table.word_select(self.rd.data.word_select(j, 8), _CODE_BITS)
                                      for j in range(self.word_bytes))))
-        # a word arrives only after a clock that left fewer than 2P trits: it goes in below 2P + T
-        at = count[:(2 * P - 1).bit_length()]
+        # a word is fetched only while fewer than 3P trits would be left: it goes in below 3P + T
+        at = count[:(3 * P - 1).bit_length()]
         merged = Signal(2 * cap)
         m.d.comb += merged.eq(buf | (Mux(pend, decoded, 0) << Cat(Const(0, 1), at)))
 
@@ -122,16 +125,17 @@ class TritStream(wiring.Component):
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
             left.eq(count + Mux(pend, T, 0) - Mux(take, P, 0)),
-            issue.eq(self.active & (left < 2 * P) & (ptr != self.depth)),
+            issue.eq(self.active & (left + Mux(fetched, T, 0) < 3 * P) & (ptr != self.depth)),
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), count.eq(0), pend.eq(0), ptr.eq(0)]
+            m.d.sync += [buf.eq(0), count.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0)]
         with m.Else():
             m.d.sync += [
                 buf.eq(Mux(take, merged >> (2 * P), merged)),
                 count.eq(left),
-                pend.eq(issue),
+                fetched.eq(issue),
+                pend.eq(fetched),
                 ptr.eq(ptr + issue),
             ]
         return m

@@ -95,5 +95,5 @@ def test_trit_stream_beats(lanes, stall):
     sim.add_testbench(bench)
     sim.run()
     assert got == want
-    if not stall:                                      # one beat every clock from the third
-        assert clocks == list(range(2, 2 + beats))
+    if not stall:                                      # one beat every clock from the fourth
+        assert clocks == list(range(3, 3 + beats))
