@@ -66,8 +66,10 @@ class TritStream(wiring.Component):
 
     Throughput and timing
     ---------------------
-    A word read from the memory is decoded into a register (block RAM outputs are slow), then shifted
-    into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. A word is
+    A word read from the memory is registered first (block RAM outputs are slow), then decoded and
+    shifted into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. (The
+    register holds the word, not its decoded trits: a register after the decoder would let Yosys turn
+    the decoder into block RAM ROMs.) A word is
     fetched whenever fewer than ``3P`` trits would be left, counting the one in the decode register, so
     a beat is offered on every clock (from the fourth after ``start``) for as long as ``o.ready`` is
     high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
@@ -106,11 +108,13 @@ class TritStream(wiring.Component):
         buf = Signal(2 * cap)
         count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
         fetched = Signal()                              # rd.data holds the word fetched last clock
-        decoded = Signal(2 * T)                         # that word decoded, one clock later
-        pend = Signal()                                 # decoded holds a word to insert
+        word = Signal(8 * self.word_bytes)              # that word, one clock later
+        pend = Signal()                                 # word holds a word to insert
         ptr = Signal(range(self.depth + 1))
 
-        m.d.sync += decoded.eq(Cat(*(table.word_select(self.rd.data.word_select(j, 8), _CODE_BITS)
+        m.d.sync += word.eq(self.rd.data)
+        decoded = Signal(2 * T)
+        m.d.comb += decoded.eq(Cat(*(table.word_select(word.word_select(j, 8), _CODE_BITS)
                                      for j in range(self.word_bytes))))
         # a word is fetched only while fewer than 3P trits would be left: it goes in below 3P + T
         at = count[:(3 * P - 1).bit_length()]
