@@ -69,10 +69,9 @@ class TritStream(wiring.Component):
     A word read from the memory is registered first (block RAM outputs are slow), then decoded and
     shifted into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. (The
     register holds the word, not its decoded trits: a register after the decoder would let Yosys turn
-    the decoder into block RAM ROMs.) A word is
-    fetched whenever fewer than ``3P`` trits would be left, counting the one in the decode register, so
-    a beat is offered on every clock (from the fourth after ``start``) for as long as ``o.ready`` is
-    high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
+    the decoder into block RAM ROMs.) A word is fetched whenever fewer than ``3P`` trits would be
+    left, counting the word read last clock, so a beat is offered on every clock (from the fourth
+    after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
     registers and ``active`` only; the shift that inserts a word depends on registers only, so
     ``o.ready`` drives nothing but the final 2:1 multiplexers and the counters.
     """
