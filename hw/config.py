@@ -7,7 +7,7 @@ the SCALARS region at run time (see :mod:`mmfree.memory_map`).
 >>> cfg = HwConfig.for_model(ModelShape(vocab_size=256, hidden_size=64, num_layers=2,
 ...                                     intermediate_size=256), lanes=32)
 >>> cfg.trit_words, cfg.param_words
-(4608, 18048)
+(3277, 18048)
 """
 
 from dataclasses import dataclass, asdict, fields
@@ -52,7 +52,7 @@ class HwConfig:
         The largest model shape the core runs: ``H``, ``L``, ``I``, ``V``. ``max_hidden`` and
         ``max_intermediate`` must be multiples of ``lanes``.
     trit_bytes : int
-        Capacity of the TRITS region in bytes (a multiple of ``lanes / 4``).
+        Capacity of the TRITS region in bytes (a multiple of :attr:`trit_word_bytes`).
     param_words : int
         Capacity of the PARAMS region in 16-bit words.
     lanes : int
@@ -62,9 +62,10 @@ class HwConfig:
         The clock the design is built for, in Hz. The core does not depend on it; it is part of the
         configuration so that the host link and the build manifest agree on it.
 
-    Memory words (what the write ports of :class:`~mmfree.hw.core.Core` take): TRITS ``2 * lanes`` bits
-    (``lanes / 4`` bytes of :func:`~mmfree.numerics.pack_trits`), PARAMS 16 bits, GATES 17 bits (the GATE
-    code; the region's 32-bit words hold it zero-extended), SCALARS 32 bits.
+    Memory words (what the write ports of :class:`~mmfree.hw.core.Core` take): TRITS
+    :attr:`trit_word_bytes` bytes of base-3 trits (:func:`~mmfree.memory_map.trit_word_bytes`: 72 bits
+    up to 45 lanes), PARAMS 16 bits, GATES 17 bits (the GATE code; the region's 32-bit words hold it
+    zero-extended), SCALARS 32 bits.
     """
 
     max_hidden: int
@@ -96,9 +97,9 @@ class HwConfig:
             raise ValueError(f"max_layers must be at most {MAX_LAYERS}, not {self.max_layers}")
         if self.max_vocab > MAX_VOCAB:
             raise ValueError(f"max_vocab must be at most {MAX_VOCAB}, not {self.max_vocab}")
-        if self.trit_bytes % (P // 4):
-            raise ValueError(f"trit_bytes ({self.trit_bytes}) must be a multiple of lanes / 4 "
-                             f"({P // 4} bytes, one TRITS word)")
+        if self.trit_bytes % self.trit_word_bytes:
+            raise ValueError(f"trit_bytes ({self.trit_bytes}) must be a multiple of "
+                             f"{self.trit_word_bytes} bytes (one TRITS word)")
 
     # --- derived sizes ---------------------------------------------------------------------------
 
@@ -108,12 +109,22 @@ class HwConfig:
 
     @property
     def trit_word_bytes(self):
-        """Bytes per TRITS word: ``lanes / 4``."""
-        return self.lanes // 4
+        """Bytes per TRITS word: :func:`mmfree.memory_map.trit_word_bytes` of ``lanes``."""
+        return memory_map.trit_word_bytes(self.lanes)
+
+    @property
+    def trit_word_bits(self):
+        """Width of the TRITS memory: ``8 * trit_word_bytes``."""
+        return 8 * self.trit_word_bytes
+
+    @property
+    def trits_per_word(self):
+        """Trits in one TRITS word (:data:`mmfree.memory_map.TRITS_PER_BYTE` a byte)."""
+        return memory_map.TRITS_PER_BYTE * self.trit_word_bytes
 
     @property
     def trit_words(self):
-        """Depth of the TRITS memory (words of ``2 * lanes`` bits)."""
+        """Depth of the TRITS memory (words of :attr:`trit_word_bits`)."""
         return self.trit_bytes // self.trit_word_bytes
 
     @property
@@ -140,7 +151,7 @@ class HwConfig:
     def memory_bits(self):
         """Bits of every memory of the core, by name (model regions and internal buffers)."""
         return {
-            "trits": self.trit_words * 2 * self.lanes,
+            "trits": self.trit_words * self.trit_word_bits,
             "params": self.param_words * 16,
             "gates": self.gate_words * 17,
             "scalars": self.scalar_words * 32,

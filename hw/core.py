@@ -18,8 +18,11 @@ Blocks
     vector unit <------------------------- (row j, value) of g, o, gate[I:2I], down ---'
       reads PARAMS, NWB, X, V, Y (j and H + j), GATES, STATE; writes X, V, STATE
 
-* The **weight streamer** reads TRITS with one pointer that only increments, ``lanes`` trits a
-  clock, every matrix of the token in order, and marks the final beat of each matrix.
+* The **weight streamer** reads TRITS with one pointer that only increments, every matrix of the
+  token in order, from word 0 for every token (prefill included: every ``STEP`` streams every matrix,
+  ``lm_head`` too, so the sequence is never skipped into or re-read). A
+  :class:`~mmfree.hw.trits.TritStream` decodes the base-3 words and cuts them into beats of ``lanes``
+  trits, one a clock; the streamer counts the beats and marks the final beat of each matrix.
 * The **vector unit** is one fixed-latency pipeline built from the datapaths of
   :mod:`mmfree.hw.activations`, one element per clock. It runs one *pass* at a time over ``H`` (or
   ``I``) elements, fed either by a counter or by the rows coming out of the rescale stage, and its
@@ -70,7 +73,7 @@ Interface
 ``busy`` : Out, high from a ``STEP`` until its answer is offered on ``res``.
 ``cycles`` : Out(32), clock cycles of the last ``STEP`` from its request to its answer.
 ``wr_trits``, ``wr_params``, ``wr_gates``, ``wr_scalars`` : In, one write port per region:
-    ``addr`` (word address), ``data`` (one word: TRITS ``2 * lanes`` bits, PARAMS 16, GATES 17,
+    ``addr`` (word address), ``data`` (one word: TRITS ``8 * trit_word_bytes`` bits, PARAMS 16, GATES 17,
     SCALARS 32), ``en``. Words are the regions' little-endian words of :mod:`mmfree.memory_map`
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
@@ -103,6 +106,7 @@ from .activations import (
 from .config import HwConfig
 from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
 from .ternary import Rescale, TernaryMatVec
+from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
            "region_words", "REGION_PORTS"]
@@ -114,11 +118,11 @@ REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "par
 
 def region_words(regions, lanes):
     """The words the ``wr_<region>`` ports take, from the bytes :func:`~mmfree.memory_map.to_regions`
-    makes: ``{region: [int, ...]}``, little-endian words of ``lanes / 4`` (TRITS), 2, 4 and 4 bytes.
+    makes: ``{region: [int, ...]}``, little-endian words of :func:`~mmfree.memory_map.word_bytes`.
     """
     out = {}
     for region, blob in regions.items():
-        size = lanes // 4 if region == memory_map.REGION_TRITS else memory_map.WORD_BYTES[region]
+        size = memory_map.word_bytes(region, lanes)
         if len(blob) % size:
             raise ValueError(f"region {memory_map.REGION_NAMES[region]} holds {len(blob)} bytes, "
                              f"not a multiple of its {size}-byte word")
@@ -211,11 +215,11 @@ class Core(wiring.Component):
             "res": Out(stream.Signature(result_layout(cfg))),
             "busy": Out(1),
             "cycles": Out(32),
-            "wr_trits": In(write_signature(cfg.trit_words, 2 * P)),
+            "wr_trits": In(write_signature(cfg.trit_words, cfg.trit_word_bits)),
             "wr_params": In(write_signature(cfg.param_words, 16)),
             "wr_gates": In(write_signature(cfg.gate_words, GATE.width)),
             "wr_scalars": In(write_signature(cfg.scalar_words, 32)),
-            "rd_trits": In(read_signature(cfg.trit_words, 2 * P)),
+            "rd_trits": In(read_signature(cfg.trit_words, cfg.trit_word_bits)),
             "rd_params": In(read_signature(cfg.param_words, 16)),
             "rd_gates": In(read_signature(cfg.gate_words, GATE.width)),
             "rd_scalars": In(read_signature(cfg.scalar_words, 32)),
@@ -243,7 +247,7 @@ class Core(wiring.Component):
             m.d.comb += rd.data.eq(rp.data)
             return rp
 
-        trits_rp = region("trits", unsigned(2 * P), cfg.trit_words, self.wr_trits, self.rd_trits)
+        trits_rp = region("trits", unsigned(cfg.trit_word_bits), cfg.trit_words, self.wr_trits, self.rd_trits)
         params_rp = region("params", unsigned(16), cfg.param_words, self.wr_params, self.rd_params)
         gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
         scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)
@@ -576,21 +580,23 @@ class Core(wiring.Component):
         st_proj = Signal(range(7))
         st_layer = Signal(range(LMAX + 1))
         st_left = Signal(range(max_beats + 1))
-        tptr = Signal(range(cfg.trit_words))
-        pend, pend_last = Signal(), Signal()
+        m.submodules.trit_stream = ts = TritStream(P, cfg.trit_word_bytes, cfg.trit_words)
         m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=2 * P + 1, depth=_WDEPTH)
         issue = Signal()
         m.d.comb += [
-            issue.eq(st_active & (wfifo.level + pend < _WDEPTH)),
-            trits_rp.addr.eq(Mux(busy, tptr, self.rd_trits.addr)),
-            wfifo.w_data.eq(Cat(trits_rp.data, pend_last)),
-            wfifo.w_en.eq(pend),
+            trits_rp.addr.eq(Mux(busy, ts.rd.addr, self.rd_trits.addr)),
+            ts.rd.data.eq(trits_rp.data),
+            ts.start.eq(start),
+            ts.active.eq(st_active),
+            ts.o.ready.eq(wfifo.w_rdy),
+            issue.eq(ts.o.valid & ts.o.ready),
+            wfifo.w_data.eq(Cat(ts.o.payload, st_left == 0)),
+            wfifo.w_en.eq(issue),
             linear.w.valid.eq(wfifo.r_rdy),
             linear.w.payload.trits.eq(wfifo.r_data[:2 * P]),
             linear.w.payload.last.eq(wfifo.r_data[2 * P]),
             wfifo.r_en.eq(linear.w.ready),
         ]
-        m.d.sync += [pend.eq(issue), pend_last.eq(issue & (st_left == 0))]
         nb_next = Signal.like(st_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):
@@ -602,10 +608,8 @@ class Core(wiring.Component):
             with m.Case(5):
                 m.d.comb += nb_next.eq(Mux(st_layer == L - 1, nb_vh, nb_hh))
         with m.If(start):
-            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh - 1),
-                         tptr.eq(0)]
+            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh - 1)]
         with m.Elif(issue):
-            m.d.sync += tptr.eq(tptr + 1)
             with m.If(st_left == 0):
                 m.d.sync += st_left.eq(nb_next - 1)
                 with m.Switch(st_proj):

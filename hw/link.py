@@ -150,17 +150,16 @@ def _unpack(st, bits):
 
 def core_signature(config):
     """The ports of :class:`~mmfree.hw.core.Core` from the side that drives it (the link)."""
-    P = config.lanes
     return wiring.Signature({
         "req": Out(stream.Signature(request_layout(config))),
         "res": In(stream.Signature(result_layout(config))),
         "busy": In(1),
         "cycles": In(32),
-        "wr_trits": Out(write_signature(config.trit_words, 2 * P)),
+        "wr_trits": Out(write_signature(config.trit_words, config.trit_word_bits)),
         "wr_params": Out(write_signature(config.param_words, 16)),
         "wr_gates": Out(write_signature(config.gate_words, GATE.width)),
         "wr_scalars": Out(write_signature(config.scalar_words, 32)),
-        "rd_trits": Out(read_signature(config.trit_words, 2 * P)),
+        "rd_trits": Out(read_signature(config.trit_words, config.trit_word_bits)),
         "rd_params": Out(read_signature(config.param_words, 16)),
         "rd_gates": Out(read_signature(config.gate_words, GATE.width)),
         "rd_scalars": Out(read_signature(config.scalar_words, 32)),
@@ -171,13 +170,25 @@ def core_signature(config):
 def _region_words(config):
     """``{region: (bytes per word, words, bits per word)}`` of the device memory regions."""
     return {
-        memory_map.REGION_TRITS: (config.trit_word_bytes, config.trit_words, 2 * config.lanes),
+        memory_map.REGION_TRITS: (config.trit_word_bytes, config.trit_words, config.trit_word_bits),
         memory_map.REGION_PARAMS: (memory_map.WORD_BYTES[memory_map.REGION_PARAMS], config.param_words, 16),
         memory_map.REGION_GATES: (memory_map.WORD_BYTES[memory_map.REGION_GATES], config.gate_words,
                                   GATE.width),
         memory_map.REGION_SCALARS: (memory_map.WORD_BYTES[memory_map.REGION_SCALARS],
                                     config.scalar_words, 32),
     }
+
+
+def _div_const(x, d, limit):
+    """``x // d`` for ``0 <= x < limit`` (any value beyond gives some value): a shift when ``d`` is a
+    power of two, else a multiplication by a rounded-up reciprocal, exact because its error stays
+    below ``1 / d`` for every ``x`` below ``2**n``."""
+    n = max(1, (limit - 1).bit_length())
+    if d & (d - 1) == 0:
+        return x[:n] >> (d.bit_length() - 1)
+    s = n + (d - 1).bit_length()
+    reciprocal = ((1 << s) + d - 1) // d
+    return (x[:n] * reciprocal) >> s
 
 
 def region_sizes(config):
@@ -640,20 +651,23 @@ class Link(wiring.Component):
         desc_changed = Signal()
         m.submodules.vcrc = vcrc = _CRC32.create()
 
-        region_shift = Signal(range(wmax.bit_length() + 1))
+        # the walk's word address and byte lane: mpos // wb and mpos % wb, set in RANGE (a word need
+        # not be a power of two bytes: TRITS words are 9 bytes), then counted
         region_size = Signal(33)
+        region_last_lane = Signal(range(wmax))
+        m_quot = Signal(32)
+        waddr = Signal(32)
+        wlane = Signal(range(wmax))
         with m.Switch(region):
             for r, (wb, _, _) in words.items():
                 with m.Case(r):
-                    m.d.comb += [region_shift.eq(wb.bit_length() - 1), region_size.eq(sizes[r])]
-        lane_mask = Signal(range(wmax))
-        m.d.comb += lane_mask.eq((1 << region_shift) - 1)
+                    m.d.comb += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1)]
 
         rdata = Signal(8 * wmax)
         for r, (wb, depth, bits) in words.items():
             name = REGION_PORTS[r]
             rd, wr = getattr(core, f"rd_{name}"), getattr(core, f"wr_{name}")
-            m.d.comb += rd.addr.eq(mpos >> (wb.bit_length() - 1))
+            m.d.comb += rd.addr.eq(waddr)
             with m.If(region == r):
                 m.d.comb += rdata.eq(rd.data)           # zero-extended (GATES: 17 of 32 bits)
         m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
@@ -898,9 +912,18 @@ class Link(wiring.Component):
             # --- WRITE and VERIFY ----------------------------------------------------------------
             with m.State("RANGE"):
                 m.d.sync += m_over.eq(mpos + mleft > region_size)
+                with m.Switch(region):
+                    for r, (wb, _, _) in words.items():
+                        with m.Case(r):
+                            m.d.sync += m_quot.eq(_div_const(mpos, wb, sizes[r]))
                 m.next = "RANGE_CHECK"
 
             with m.State("RANGE_CHECK"):
+                m.d.sync += [waddr.eq(m_quot)]
+                with m.Switch(region):
+                    for r, (wb, _, _) in words.items():
+                        with m.Case(r):
+                            m.d.sync += wlane.eq(mpos - m_quot * wb)
                 with m.If(m_over):
                     nak(p.Err.BAD_RANGE, mpos[:32])
                     m.next = "IDLE"
@@ -909,15 +932,19 @@ class Link(wiring.Component):
                     m.next = "WALK"
 
             with m.State("WALK"):
-                lane = mpos[:len(s1_lane)] & lane_mask
+                lane = wlane
                 with m.If(mleft != 0):
                     m.d.sync += [
                         s1_valid.eq(1), s1_lane.eq(lane),
                         s1_first.eq(s1_valid == 0),
-                        s1_last.eq((mleft == 1) | (lane == lane_mask)),
-                        s1_addr.eq(mpos >> region_shift),
+                        s1_last.eq((mleft == 1) | (lane == region_last_lane)),
+                        s1_addr.eq(waddr),
                         mpos.eq(mpos + 1), mleft.eq(mleft - 1), bank_base.eq(bank_base + 1),
                     ]
+                    with m.If(lane == region_last_lane):
+                        m.d.sync += [wlane.eq(0), waddr.eq(waddr + 1)]
+                    with m.Else():
+                        m.d.sync += wlane.eq(lane + 1)
                     # a new word starts at lane 0 (the first byte of the walk is flagged above)
                     with m.If(lane == 0):
                         m.d.sync += s1_first.eq(1)

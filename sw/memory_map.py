@@ -8,11 +8,14 @@ The device has four byte-addressed regions, written with the protocol's WRITE co
 =========  ======================  ===========================================================================
 region     word                    contents, in order
 =========  ======================  ===========================================================================
-TRITS (0)  ``lanes / 4`` bytes     every ternary matrix in execution order (per layer ``i, f, g, o, gate,
-                                   down``, then ``lm_head``), each row-major with 2-bit trits exactly as the
-                                   weight image packs them; rows are whole words because ``lanes``
-                                   divides every row length. The sequencer reads this region with one
-                                   pointer that only ever increments, once per token.
+TRITS (0)  :func:`trit_word_bytes`  every ternary matrix in execution order (per layer ``i, f, g, o, gate,
+           (9 bytes up to 45       down``, then ``lm_head``), each row-major, all of them one continuous
+           lanes)                  sequence of trits packed five to a byte in base 3
+                                   (:func:`~mmfree.numerics.pack_trits_base3`: 1.6 bits per trit), the
+                                   last word padded with zero trits. Matrices need not start on a word
+                                   or a byte: the sequencer reads this region with one pointer that only
+                                   ever increments, from word 0 once per token, and turns the words
+                                   into beats of ``lanes`` trits.
 PARAMS (1) 2 bytes (int16)         BFP16 mantissas: ``embeddings [V, H]``, then per layer ``attn_norm,
                                    i.norm, f.norm, g.norm, g_norm, o.norm, mlp_norm, gate.norm`` (``H`` each)
                                    and ``down.norm`` (``I``), then ``norm, lm_head.norm`` (``H`` each)
@@ -21,7 +24,9 @@ SCALARS(3) 4 bytes (uint32)        the model descriptor: ``V, H, L, I``, then pe
                                    and PFloat weight scales listed by :func:`scalar_names`
 =========  ======================  ===========================================================================
 
-All multi-byte words are little-endian. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
+All multi-byte words are little-endian. A TRITS word is :data:`TRIT_UNIT_BYTES` (9) bytes, 45 trits,
+72 bits (the width of two 36-bit block RAM columns), or as many such units as it takes to hold at
+least ``lanes`` trits, so that one word a clock keeps every lane busy. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
 exponent as a sign-extended 32-bit integer.
 """
 
@@ -34,7 +39,8 @@ from . import numerics as nx
 from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 
 __all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
-           "REGION_TAGS", "WORD_BYTES", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
+           "REGION_TAGS", "WORD_BYTES", "TRITS_PER_BYTE", "TRIT_UNIT_BYTES", "trit_word_bytes",
+           "word_bytes", "trit_region_bytes", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
            "from_regions", "MemoryMapError"]
 
 REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
@@ -43,7 +49,11 @@ REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "g
 REGION_TAGS = {REGION_TRITS: b"TRIT", REGION_PARAMS: b"PARM", REGION_GATES: b"GATE",
                REGION_SCALARS: b"SCAL"}
 """The four-byte tags a device reports for its regions in INFO (the host checks them before writing)."""
-WORD_BYTES = {REGION_PARAMS: 2, REGION_GATES: 4, REGION_SCALARS: 4}   # TRITS: lanes / 4
+WORD_BYTES = {REGION_PARAMS: 2, REGION_GATES: 4, REGION_SCALARS: 4}   # TRITS: trit_word_bytes(lanes)
+TRITS_PER_BYTE = 5
+"""Trits in one byte of the TRITS region (base 3: ``3**5 = 243 <= 256``)."""
+TRIT_UNIT_BYTES = 9
+"""Bytes of the smallest TRITS word: 45 trits in 72 bits."""
 
 LAYER_MATRICES = ("i_proj", "f_proj", "g_proj", "o_proj", "gate_proj", "down_proj")
 LAYER_NORMS = ("attn_norm", "i_proj.norm", "f_proj.norm", "g_proj.norm", "g_norm", "o_proj.norm",
@@ -86,10 +96,28 @@ def scalar_names(shape):
     return out
 
 
+def trit_word_bytes(lanes):
+    """Bytes of one TRITS word on a device with ``lanes`` lanes: the fewest whole units of
+    :data:`TRIT_UNIT_BYTES` that hold at least ``lanes`` trits."""
+    unit = TRITS_PER_BYTE * TRIT_UNIT_BYTES
+    return TRIT_UNIT_BYTES * max(1, -(-lanes // unit))
+
+
+def word_bytes(region, lanes):
+    """Bytes of one word of ``region`` on a device with ``lanes`` lanes."""
+    return trit_word_bytes(lanes) if region == REGION_TRITS else WORD_BYTES[region]
+
+
+def trit_region_bytes(n, lanes):
+    """Bytes of the TRITS region that holds ``n`` trits: whole words of :func:`trit_word_bytes`."""
+    wb = trit_word_bytes(lanes)
+    return wb * -(-n // (TRITS_PER_BYTE * wb))
+
+
 def region_sizes(shape, lanes):
     """Bytes each region needs for a model of ``shape`` on a device with ``lanes`` lanes."""
     _check_lanes(shape, lanes)
-    trits = sum(r * c for _, r, c in matrix_order(shape)) // 4
+    trits = trit_region_bytes(shape.ternary_weights, lanes)
     params = 2 * sum(n for _, n in param_order(shape))
     gates = 4 * shape.num_layers * shape.hidden_size
     scalars = 4 * (4 + len(scalar_names(shape)))
@@ -128,7 +156,10 @@ def to_regions(qmodel, lanes):
     """The bytes to write into each region for ``qmodel`` (a :class:`~mmfree.golden.QuantizedModel`)."""
     shape = qmodel.shape
     _check_lanes(shape, lanes)
-    trits = b"".join(nx.pack_trits(_get(qmodel, n).trits).numpy().tobytes() for n, _, _ in matrix_order(shape))
+    seq = torch.cat([_get(qmodel, n).trits.reshape(-1).to(torch.int64) for n, _, _ in matrix_order(shape)])
+    size = trit_region_bytes(seq.numel(), lanes)
+    seq = torch.cat([seq, seq.new_zeros(TRITS_PER_BYTE * size - seq.numel())])
+    trits = nx.pack_trits_base3(seq).numpy().tobytes()
     params = b"".join(_get(qmodel, n).mant.reshape(-1).to(torch.int16).numpy().astype("<i2").tobytes()
                       for n, _ in param_order(shape))
     gates = b"".join(qmodel.layers[l]["lower_bound"].to(torch.int64).numpy().astype("<u4").tobytes()
@@ -172,14 +203,18 @@ def from_regions(regions):
             mant = mant.reshape(V, H)
         bfp[name] = BFP16(mant, signed32(scal[f"{name}.exp"]))
     trit_bytes = regions[REGION_TRITS]
+    n = shape.ternary_weights
+    nbytes = -(-n // TRITS_PER_BYTE)
+    if nbytes > len(trit_bytes):
+        raise MemoryMapError(f"the trits region holds {len(trit_bytes)} bytes, the model needs {nbytes}")
+    try:
+        seq = nx.unpack_trits_base3(torch.frombuffer(bytearray(trit_bytes[:nbytes]), dtype=torch.uint8), n)
+    except ValueError as e:
+        raise MemoryMapError(f"the trits region: {e}") from None
     mats, pos = {}, 0
     for name, rows, cols in matrix_order(shape):
-        nbytes = rows * cols // 4
-        if pos + nbytes > len(trit_bytes):
-            raise MemoryMapError(f"the trits region ends inside {name}")
-        t = nx.unpack_trits(torch.frombuffer(bytearray(trit_bytes[pos:pos + nbytes]), dtype=torch.uint8),
-                            rows * cols).reshape(rows, cols).to(torch.int8)
-        pos += nbytes
+        t = seq[pos:pos + rows * cols].reshape(rows, cols).to(torch.int8)
+        pos += rows * cols
         mats[name] = TernaryMatrix(t, _pf_from_word(scal[f"{name}.scale"]), bfp[f"{name}.norm"])
     gates = regions[REGION_GATES]
     if len(gates) < 4 * L * H:

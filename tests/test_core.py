@@ -23,9 +23,10 @@ from conftest import small_model
 def test_config_presets():
     tiny = HwConfig.preset("tiny")
     assert tiny.fits(TINY_SHAPE) and tiny.lanes == 32
-    assert tiny.trit_words * 32 == TINY_SHAPE.ternary_weights
+    assert tiny.trit_words == -(-TINY_SHAPE.ternary_weights // tiny.trits_per_word)
     demo = HwConfig.preset("ulx3s-85f")
-    assert demo.fits(DEMO_SHAPE) and demo.trit_words * demo.lanes == DEMO_SHAPE.ternary_weights
+    assert demo.trit_word_bytes == 9 and demo.trits_per_word == 45 and demo.trit_word_bits == 72
+    assert demo.fits(DEMO_SHAPE) and demo.trit_words == -(-DEMO_SHAPE.ternary_weights // 45)
     assert not tiny.fits(DEMO_SHAPE)
     assert HwConfig.from_dict(demo.to_dict()) == demo
     with pytest.raises(ValueError, match="no hardware preset 'nope'"):
@@ -49,10 +50,12 @@ def test_config_presets_hold_bundled_models():
     (dict(max_hidden=48), ValueError, r"max_hidden \(48\) must be a multiple of lanes \(32\)"),
     (dict(max_layers=0), ValueError, "max_layers must be positive, not 0"),
     (dict(max_vocab=2.5), TypeError, "max_vocab must be an int, not 2.5"),
-    (dict(trit_bytes=12), ValueError, r"trit_bytes \(12\) must be a multiple of lanes / 4"),
+    (dict(trit_bytes=12), ValueError, r"trit_bytes \(12\) must be a multiple of 9 bytes"),
+    (dict(trit_bytes=1035, lanes=64, max_hidden=128), ValueError,
+     r"trit_bytes \(1035\) must be a multiple of 18 bytes"),
 ])
 def test_config_errors(kwargs, error, message):
-    base = dict(max_hidden=64, max_layers=2, max_intermediate=256, max_vocab=256, trit_bytes=1024,
+    base = dict(max_hidden=64, max_layers=2, max_intermediate=256, max_vocab=256, trit_bytes=1026,
                 param_words=1024, lanes=32)
     base.update(kwargs)
     with pytest.raises(error, match=message):
@@ -67,7 +70,7 @@ def test_config_check():
     with pytest.raises(MemoryMapError, match="hidden size 48 is not a multiple of 32 lanes"):
         cfg.check(ModelShape(256, 48, 2, 256))
     with pytest.raises(MemoryMapError, match="the trits need"):
-        HwConfig(**{**cfg.to_dict(), "trit_bytes": 1024}).check(TINY_SHAPE)
+        HwConfig(**{**cfg.to_dict(), "trit_bytes": 1026}).check(TINY_SHAPE)
     with pytest.raises(MemoryMapError, match="not a multiple of 32 lanes"):
         HwConfig.for_model(ModelShape(256, 48, 2, 256), lanes=32)
 
@@ -82,8 +85,8 @@ def test_region_words():
     regions = mm.to_regions(q, 8)
     words = region_words(regions, 8)
     assert words[mm.REGION_SCALARS][:4] == [32, 16, 1, 32]
-    assert len(words[mm.REGION_TRITS]) * 2 == len(regions[mm.REGION_TRITS])
-    assert words[mm.REGION_TRITS][0] == int.from_bytes(regions[mm.REGION_TRITS][:2], "little")
+    assert len(words[mm.REGION_TRITS]) * 9 == len(regions[mm.REGION_TRITS])
+    assert words[mm.REGION_TRITS][0] == int.from_bytes(regions[mm.REGION_TRITS][:9], "little")
     with pytest.raises(ValueError, match="region params holds 3 bytes"):
         region_words({mm.REGION_PARAMS: b"abc"}, 8)
 
@@ -241,7 +244,7 @@ def core_vectors(q, config, script):
     words = region_words(mm.to_regions(q, P), P)
     vec = {}
     for region, ws in words.items():
-        size = P // 4 if region == mm.REGION_TRITS else mm.WORD_BYTES[region]
+        size = mm.word_bytes(region, P)
         vec[f"region__{REGION_PORTS[region]}"] = np.frombuffer(
             b"".join(w.to_bytes(size, "little") for w in ws), dtype=np.uint8).reshape(len(ws), size)
     golden = GoldenModel(q)

@@ -475,7 +475,8 @@ def test_back_to_back_frames():
     dut = LinkDut()
     host = Host(dut, seed=5, stall=0.5)
     rng = random.Random(5)
-    blob = bytes(rng.randrange(256) for _ in range(1200))
+    blob = bytes(rng.randrange(256) for _ in range(region_sizes(CONFIG)[mm.REGION_TRITS]))  # 1134
+    assert len(blob) > 4 * p.MAX_WRITE
 
     async def bench(ctx):
         frames = write_frames(mm.REGION_TRITS, blob)

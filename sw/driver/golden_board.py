@@ -75,6 +75,7 @@ class GoldenBoard:
                 raise ValueError(f"lanes must be a multiple of 4 for the accelerator layout, not {lanes}")
             biggest = ModelShape(max_vocab, max_hidden, max_layers, max_intermediate)
             sizes = mm.region_sizes(biggest, 4)
+            sizes[mm.REGION_TRITS] = mm.trit_region_bytes(biggest.ternary_weights, lanes)
             regions = tuple(p.Region(mm.REGION_TAGS[r], sizes[r]) for r in sorted(sizes))
         self.memory = [bytearray(r.size) for r in regions]
         self.info = p.Info(p.PROTOCOL_VERSION, lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION, max_vocab,

@@ -1,0 +1,144 @@
+"""Ternary weights out of the TRITS memory: base-3 words in, beats of ``lanes`` 2-bit trits out.
+
+The TRITS region (:mod:`mmfree.memory_map`) stores trits five to a byte in base 3
+(:func:`~mmfree.numerics.pack_trits_base3`), :func:`~mmfree.memory_map.trit_word_bytes` bytes a word,
+all matrices of a token one continuous sequence. :class:`TritStream` reads that memory with one pointer
+that only increments, decodes every byte into five trits in the 2-bit code of
+:func:`~mmfree.numerics.pack_trits` (:func:`decode_table`), and cuts the sequence into beats of
+``lanes`` trits, exactly the beats a row-major ``pack_trits`` image would give: the weight stream of
+:class:`~mmfree.hw.ternary.TernaryMatVec`.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+import torch
+
+from .. import memory_map
+from .. import numerics as nx
+
+__all__ = ["TritStream", "decode_table"]
+
+_CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
+
+
+def decode_table():
+    """``table[b]``: the five trits of base-3 byte ``b`` as :func:`~mmfree.numerics.pack_trits` packs
+    them (trit ``k`` at bits ``2k + 1 .. 2k``), for ``b`` in ``0 .. 255`` (``0`` above 242, which no
+    image holds)."""
+    n = memory_map.TRITS_PER_BYTE
+    out = []
+    for b in range(256):
+        if b >= 3 ** n:
+            out.append(0)
+            continue
+        trits = nx.unpack_trits_base3(torch.tensor([b], dtype=torch.uint8), n)
+        out.append(int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little"))
+    return out
+
+
+class TritStream(wiring.Component):
+    """Beats of ``lanes`` trits, read in sequence from a memory of base-3 trit words.
+
+    Parameters
+    ----------
+    lanes : int
+        ``P``, trits per beat.
+    word_bytes : int
+        Bytes per memory word (``T = 5 * word_bytes`` trits); ``T >= P``, so that one word a clock
+        is enough.
+    depth : int
+        Words of the memory.
+
+    Interfaces
+    ----------
+    start : In(1)
+        Restart: the next word read is word 0, and whatever is buffered is dropped.
+    active : In(1)
+        Beats are wanted. Words are fetched and beats offered only while it is high; the reader lowers
+        it after the last beat it needs (the words fetched ahead are dropped at the next ``start``).
+    rd : Out, ``addr`` (``range(depth)``) and ``data`` (``8 * word_bytes`` bits, In): a memory read
+        port, ``data`` being the word at the ``addr`` of the previous clock.
+    o : Out(stream.Signature(2 * lanes))
+        Beat after beat of the sequence: trit ``j`` of a beat at bits ``2j + 1 .. 2j`` in the code of
+        :func:`~mmfree.numerics.pack_trits`.
+
+    Throughput and timing
+    ---------------------
+    A word read from the memory is registered first (block RAM outputs are slow), then decoded and
+    shifted into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. (The
+    register holds the word, not its decoded trits: a register after the decoder would let Yosys turn
+    the decoder into block RAM ROMs.) A word is fetched whenever fewer than ``3P`` trits would be
+    left, counting the word read last clock, so a beat is offered on every clock (from the fourth
+    after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
+    registers and ``active`` only; the shift that inserts a word depends on registers only, so
+    ``o.ready`` drives nothing but the final 2:1 multiplexers and the counters.
+    """
+
+    def __init__(self, lanes, word_bytes, depth):
+        for name, value in (("lanes", lanes), ("word_bytes", word_bytes), ("depth", depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if memory_map.TRITS_PER_BYTE * word_bytes < lanes:
+            raise ValueError(f"a word of {word_bytes} bytes holds fewer than lanes ({lanes}) trits")
+        self.lanes, self.word_bytes, self.depth = lanes, word_bytes, depth
+        super().__init__({
+            "start": In(1),
+            "active": In(1),
+            "rd": Out(wiring.Signature({"addr": Out(range(max(depth, 2))), "data": In(8 * word_bytes)})),
+            "o": Out(stream.Signature(unsigned(2 * lanes))),
+        })
+
+    @property
+    def trits_per_word(self):
+        return memory_map.TRITS_PER_BYTE * self.word_bytes
+
+    @property
+    def capacity(self):
+        """Trits the buffer holds at most: ``3P + T - 1``."""
+        return 3 * self.lanes + self.trits_per_word - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T, cap = self.lanes, self.trits_per_word, self.capacity
+        table = Const(sum(v << (_CODE_BITS * b) for b, v in enumerate(decode_table())), 256 * _CODE_BITS)
+
+        buf = Signal(2 * cap)
+        count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
+        fetched = Signal()                              # rd.data holds the word fetched last clock
+        word = Signal(8 * self.word_bytes)              # that word, one clock later
+        pend = Signal()                                 # word holds a word to insert
+        ptr = Signal(range(self.depth + 1))
+
+        m.d.sync += word.eq(self.rd.data)
+        decoded = Signal(2 * T)
+        m.d.comb += decoded.eq(Cat(*(table.word_select(word.word_select(j, 8), _CODE_BITS)
+                                     for j in range(self.word_bytes))))
+        # a word is fetched only while fewer than 3P trits would be left: it goes in below 3P + T
+        at = count[:(3 * P - 1).bit_length()]
+        merged = Signal(2 * cap)
+        m.d.comb += merged.eq(buf | (Mux(pend, decoded, 0) << Cat(Const(0, 1), at)))
+
+        take = Signal()
+        left = Signal(range(cap + 1))
+        issue = Signal()
+        m.d.comb += [
+            self.o.valid.eq(self.active & (count >= P)),
+            self.o.payload.eq(buf[:2 * P]),
+            take.eq(self.o.valid & self.o.ready),
+            left.eq(count + Mux(pend, T, 0) - Mux(take, P, 0)),
+            issue.eq(self.active & (left + Mux(fetched, T, 0) < 3 * P) & (ptr != self.depth)),
+            self.rd.addr.eq(ptr),
+        ]
+        with m.If(self.start):
+            m.d.sync += [buf.eq(0), count.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0)]
+        with m.Else():
+            m.d.sync += [
+                buf.eq(Mux(take, merged >> (2 * P), merged)),
+                count.eq(left),
+                fetched.eq(issue),
+                pend.eq(fetched),
+                ptr.eq(ptr + issue),
+            ]
+        return m

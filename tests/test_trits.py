@@ -1,0 +1,99 @@
+"""TritStream: base-3 TRITS words in, the beats of a row-major pack_trits image out, at full rate."""
+
+import random
+
+import pytest
+import torch
+from amaranth.hdl import Module
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from mmfree import memory_map as mm
+from mmfree import numerics as nx
+from mmfree.hw.trits import TritStream, decode_table
+
+
+def test_decode_table_is_pack_trits_of_base3():
+    table = decode_table()
+    for b in (0, 1, 2, 3, 121, 200, 242):
+        trits = nx.unpack_trits_base3(torch.tensor([b], dtype=torch.uint8), 5)
+        assert table[b] == int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little")
+    assert table[121] == 0                     # 121 = 1 + 3 + 9 + 27 + 81: five zero trits
+    assert table[0] == 0b11_11_11_11_11        # five -1 trits
+
+
+def test_trit_stream_checks_arguments():
+    with pytest.raises(ValueError, match="fewer than lanes"):
+        TritStream(64, 9, 10)
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+        TritStream(8, 9, 0)
+
+
+class _Bench(wiring.Component):
+    def __init__(self, lanes, words):
+        self.wb = mm.trit_word_bytes(lanes)
+        self.words = words
+        self.lanes = lanes
+        super().__init__({"start": In(1), "active": In(1),
+                          "o": Out(stream.Signature(2 * lanes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=8 * self.wb, depth=len(self.words), init=self.words)
+        m.submodules.ts = ts = TritStream(self.lanes, self.wb, len(self.words))
+        rp = mem.read_port()
+        m.d.comb += [rp.addr.eq(ts.rd.addr), ts.rd.data.eq(rp.data), ts.start.eq(self.start),
+                     ts.active.eq(self.active)]
+        wiring.connect(m, ts.o, wiring.flipped(self.o))
+        return m
+
+
+@pytest.mark.parametrize("lanes", [8, 16, 32, 64])
+@pytest.mark.parametrize("stall", [False, True])
+def test_trit_stream_beats(lanes, stall):
+    rng = random.Random(lanes * 2 + stall)
+    beats = 3 * 45 + 7                                 # not a whole number of words
+    trits = torch.tensor([rng.choice((-1, 0, 1)) for _ in range(beats * lanes)])
+    wb = mm.trit_word_bytes(lanes)
+    size = mm.trit_region_bytes(trits.numel(), lanes)
+    padded = torch.cat([trits, trits.new_zeros(5 * size - trits.numel())])
+    blob = nx.pack_trits_base3(padded).numpy().tobytes()
+    words = [int.from_bytes(blob[k:k + wb], "little") for k in range(0, len(blob), wb)]
+    image = int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little")
+    want = [(image >> (2 * lanes * k)) & ((1 << 2 * lanes) - 1) for k in range(beats)]
+    dut = _Bench(lanes, words)
+    got, clocks = [], []
+
+    async def bench(ctx):
+        for run in range(2):                           # a restart reads the same sequence again
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            ctx.set(dut.active, 1)
+            n = 0
+            for clk in range(10 * beats):
+                ready = rng.random() < 0.6 if stall else True
+                ctx.set(dut.o.ready, ready)
+                if ctx.get(dut.o.valid) and ready:
+                    if run == 0:
+                        got.append(ctx.get(dut.o.payload))
+                        clocks.append(clk)
+                    n += 1
+                await ctx.tick()
+                if n == beats:
+                    break
+            ctx.set(dut.active, 0)
+            ctx.set(dut.o.ready, 0)
+            for _ in range(3):
+                assert not ctx.get(dut.o.valid)
+                await ctx.tick()
+            assert n == beats
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+    if not stall:                                      # one beat every clock from the fourth
+        assert clocks == list(range(3, 3 + beats))
