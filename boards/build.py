@@ -643,7 +643,8 @@ def accelerator_design(model="demo", lanes=None, baud=None):
     """The accelerator (:class:`mmfree.hw.accelerator.Accelerator`) sized for a bundled model.
 
     ``model`` names a hardware preset of :mod:`mmfree.hw.config` (``tiny``, ``demo``, ...); ``lanes``
-    overrides its lane count (the memories are resized to hold the same model).
+    overrides its lane count (the memories are resized to hold the same model). The design clock is
+    the preset's ``clk_freq`` unless the build asks for another.
     """
     try:
         from mmfree.hw.config import HwConfig, PRESETS
@@ -671,6 +672,6 @@ def accelerator_design(model="demo", lanes=None, baud=None):
             kwargs["baud"] = baud
         return Accelerator(config, **kwargs)
 
-    return Design(name="accelerator", make=make, clock_hz=None,
+    return Design(name="accelerator", make=make, clock_hz=base.clk_freq,
                   key=json.dumps({"config": base.to_dict(), "baud": baud}, sort_keys=True),
                   info={"model": model, "lanes": base.lanes})

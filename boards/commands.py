@@ -115,7 +115,8 @@ def register(sub):
                                    "ulx3s-85f, tiny elsewhere)")
     p.add_argument("--lanes", type=_positive, help="ternary lanes of the accelerator")
     p.add_argument("--clock", type=_mhz, metavar="MHZ",
-                   help="design clock in MHz; the PLL's nearest is used (default: the board's)")
+                   help="design clock in MHz; the PLL's nearest is used (default: the preset's clock for "
+                        "the accelerator, the board's for the self-test)")
     p.add_argument("--baud", type=_positive, help="UART baud rate (default 3000000)")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default build/BOARD-DESIGN)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
