@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The ternary matrix-vector unit and the rescale stage against the numeric specification.
 
 Three levels: constructor checks; short Amaranth-simulator runs (``sim``); cocotb on the generated

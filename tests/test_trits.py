@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """TritStream: base-3 TRITS words in, the beats of a row-major pack_trits image out, at full rate."""
 
 import random
