@@ -48,17 +48,24 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=Fals
     return report
 
 
-def link_throughput(nbytes=32768, baud=3_000_000, progress=False):
-    """Upload ``nbytes`` of the demo model's TRITS region with WRITE frames to the simulated board
-    whose byte port is paced like a UART at ``baud`` (10 bits a byte) in simulated time. Returns the
-    payload bytes per second of simulated time as a fraction of the line's byte rate."""
+def link_throughput(nbytes=None, baud=3_000_000, progress=False):
+    """Upload ``nbytes`` (default: as many as the region holds) of the demo model's TRITS region with
+    WRITE frames to the simulated board (the ``tiny`` configuration) whose byte port is paced like a
+    UART at ``baud`` (10 bits a byte) in simulated time. Returns the payload bytes per second of
+    simulated time as a fraction of the line's byte rate."""
     import math
     from mmfree import memory_map as mm
     from mmfree.driver import Device
     from mmfree.hw.config import PRESETS
+    from mmfree.hw.link import region_sizes
     from mmfree.registry import resolve
     from mmfree.sim.board import SimulatedBoard
     config = PRESETS["tiny"]
+    room = region_sizes(config)[mm.REGION_TRITS]
+    if nbytes is None:
+        nbytes = room
+    if not 1 <= nbytes <= room:
+        raise ValueError(f"nbytes must be 1 to {room} (the TRITS region of the tiny board), not {nbytes}")
     byte_cycles = math.ceil(config.clk_freq * 10 / baud)
     data = mm.to_regions(resolve("demo").quantized(), config.lanes)[mm.REGION_TRITS][:nbytes]
     with tempfile.TemporaryDirectory(prefix="mmfree-link-") as d:

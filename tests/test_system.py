@@ -72,3 +72,9 @@ def test_upload_reaches_ninety_percent_of_the_uart_line_rate():
     r = link_throughput(nbytes=16384)
     assert r["payload_bytes"] == 16384
     assert r["efficiency"] >= 0.90, r
+
+
+def test_link_throughput_takes_what_the_region_holds():
+    from mmfree.sim.commands import link_throughput
+    with pytest.raises(ValueError, match=r"nbytes must be 1 to \d+ \(the TRITS region of the tiny board\)"):
+        link_throughput(nbytes=10 ** 7)
