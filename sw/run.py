@@ -32,18 +32,30 @@ def _progress_bar(total, desc):
     return bar, update
 
 
-def _board_fmax(board, config):
-    """``(Fmax in Hz, build hash)`` measured by a cached `mmfree build` of the accelerator that the
-    simulated board runs (the bundled preset equal to ``config``) for ``board``; ``None`` without one."""
+def _build_args(config):
+    """The `mmfree build` arguments (``--model``, ``--lanes``) of the accelerator that the simulated
+    board runs, or ``None`` when no bundled preset sizes it."""
     from .hw.config import PRESETS
-    from .boards.build import accelerator_design, cached_build
+    sizes = lambda c: (c.max_vocab, c.max_hidden, c.max_layers, c.max_intermediate)
     for name, preset in PRESETS.items():
         if preset == config:
-            hit = cached_build(board, accelerator_design(name))
-            if hit is not None:
-                manifest, report = hit
-                return report["fmax"]["sync"]["achieved_mhz"] * 1e6, manifest["build_hash"]
+            return name, None
+    for name, preset in PRESETS.items():
+        if sizes(preset) == sizes(config):
+            return name, config.lanes
     return None
+
+
+def _board_fmax(board, config):
+    """``(Fmax in Hz, build hash)`` measured by a cached `mmfree build` of the accelerator that the
+    simulated board runs, for ``board``; ``None`` without one."""
+    from .boards.build import accelerator_design, cached_build
+    args = _build_args(config)
+    hit = cached_build(board, accelerator_design(*args)) if args else None
+    if hit is None:
+        return None
+    manifest, report = hit
+    return report["fmax"]["sync"]["achieved_mhz"] * 1e6, manifest["build_hash"]
 
 
 def run(args):
@@ -107,8 +119,11 @@ def run(args):
             clock = info.clock_hz
             parts.append(f"{clock / per_token:,.0f} tokens/s at {clock / 1e6:.1f} MHz")
             if board is not None:
-                note = (f"design clock: no {args.board} build of this design is cached; "
-                        f"`mmfree build --board {args.board}` measures its Fmax")
+                build = _build_args(board.config)
+                how = (f"`mmfree build --board {args.board} --model {build[0]}"
+                       + (f" --lanes {build[1]}" if build[1] else "") + "` measures its Fmax"
+                       if build else "no bundled preset sizes it")
+                note = f"design clock: no {args.board} build of this design is cached; {how}"
     parts.append(f"upload {report.bytes:,} bytes in {report.seconds:.1f} s")
     what = "simulation" if board is not None else "wall"
     parts.append(f"{what} time {t_end - t_gen:.1f} s")
