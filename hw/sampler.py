@@ -47,7 +47,7 @@ __all__ = ["Sampler", "TOPK_PASSES", "cycle_bound"]
 
 TOPK_PASSES = nx.ACT.width
 """Passes of the top-k threshold search: one per bit of an ACT logit."""
-_T_BITS = 16                                     # temperature code
+_T_BITS = spec.TEMPERATURE_MAX.bit_length()       # the 8.8 temperature code
 _BETA_BITS = spec.LOG2E_Q22.bit_length()          # beta <= LOG2E_Q22
 _NUM_BITS = (spec.LOG2E_Q22 + spec.TEMPERATURE_MAX // 2).bit_length()
 _X_LIMIT_BITS = spec.EXP2_FRAC_BITS + 4           # x < 1024: n = x >> 6 < 16
@@ -200,6 +200,12 @@ class Sampler(wiring.Component):
         mul_r = Signal(32)
         mul_steps = Signal(range(33))
 
+        # the running sum of the weights leaving the pipeline (SUM: W; SELECT: the prefix sums);
+        # the states that start a pass clear it (their assignment below takes precedence)
+        running_next = running + w
+        with m.If(w_valid):
+            m.d.sync += running.eq(running_next)
+
         def restart_scan():
             m.d.sync += [scan_i.eq(0), scanning.eq(1)]
 
@@ -248,8 +254,6 @@ class Sampler(wiring.Component):
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += weighing.eq(1)
-                with m.If(w_valid):
-                    m.d.sync += running.eq(running + w)
                 with m.If(w_valid & (w_idx == V - 1)):
                     m.next = "SCALE_WAIT"
             with m.State("SCALE_WAIT"):
@@ -265,11 +269,9 @@ class Sampler(wiring.Component):
                     m.next = "SELECT"
             with m.State("SELECT"):
                 m.d.comb += weighing.eq(1)
-                with m.If(w_valid):
-                    m.d.sync += running.eq(running + w)
-                    with m.If(running + w > u):
-                        m.d.sync += [self.token.eq(w_idx), scanning.eq(0)]
-                        m.next = "DONE"
+                with m.If(w_valid & (running_next > u)):
+                    m.d.sync += [self.token.eq(w_idx), scanning.eq(0)]
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
