@@ -175,6 +175,19 @@ class _Host:
                           f"{n} frames (got {len(self.frames) - start})")
         return self.frames[start:start + n]
 
+    async def generate(self, wire, seq, n):
+        """Send a GENERATE of ``n`` tokens; check its ACK, TOKEN and DONE frames; return the tokens."""
+        p = self.p
+        start = len(self.frames)
+        await self.send(wire)
+        got = await self.frames_since(start, n + 2, 2_000_000 * (n + 1))
+        assert all(isinstance(x, p.Frame) and x.seq == seq for x in got), got[:4]
+        assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE, got[-1]
+        assert p.Done.unpack(got[-1].payload) == p.Done(n, p.DoneReason.COMPLETE)
+        stream = [p.Token.unpack(x.payload) for x in got[1:-1]]
+        assert [t.index for t in stream] == list(range(n))
+        return stream
+
     async def bytes_since(self, start, n, limit):
         await self._until(lambda: len(self.raw) >= start + n, limit,
                           f"{n} bytes (got {len(self.raw) - start})")
@@ -222,15 +235,8 @@ if cocotb is not None:
         dut._log.info(f"feed: {want_pos} tokens, argmax {feed.argmax}, {phase_cycles['feed']} cycles")
 
         tokens = [int(t) for t in vec["gen_tokens"]]
-        seq = int(vec["gen_seq"])
-        t0, start = host.now(), len(host.frames)
-        await host.send(bytes(vec["wire__generate"]))
-        got = await host.frames_since(start, len(tokens) + 2, 2_000_000 * (len(tokens) + 1))
-        assert all(isinstance(x, p.Frame) and x.seq == seq for x in got), got[:4]
-        assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE
-        assert p.Done.unpack(got[-1].payload) == p.Done(len(tokens), p.DoneReason.COMPLETE)
-        stream = [p.Token.unpack(x.payload) for x in got[1:-1]]
-        assert [t.index for t in stream] == list(range(len(tokens)))
+        t0 = host.now()
+        stream = await host.generate(bytes(vec["wire__generate"]), int(vec["gen_seq"]), len(tokens))
         phase_cycles["generate"] = host.now() - t0
         matched = 0
         for i, (t, want) in enumerate(zip(stream, tokens)):
@@ -248,13 +254,9 @@ if cocotb is not None:
 
         if "sample_tokens" in vec:
             want = [int(t) for t in vec["sample_tokens"]]
-            seq = int(vec["sample_seq"])
-            t0, start = host.now(), len(host.frames)
-            await host.send(bytes(vec["wire__sample"]))
-            got = await host.frames_since(start, len(want) + 2, 2_000_000 * (len(want) + 1))
-            assert all(isinstance(x, p.Frame) and x.seq == seq for x in got), got[:4]
-            assert got[0].code == p.Reply.ACK and got[-1].code == p.Reply.DONE, got[-1]
-            picked = [p.Token.unpack(x.payload).token for x in got[1:-1]]
+            t0 = host.now()
+            picked = [t.token for t in await host.generate(bytes(vec["wire__sample"]),
+                                                           int(vec["sample_seq"]), len(want))]
             assert picked == want, f"sampled tokens: device {picked}, golden {want}"
             report["sampled"] = len(picked)
             report["phase_cycles"]["sample"] = host.now() - t0
