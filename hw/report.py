@@ -28,6 +28,8 @@ __all__ = ["register", "UNITS", "act_lut_lanes_for", "GOAL_FMAX_MHZ", "GOAL_LUT4
 
 GOAL_FMAX_MHZ = 100.0
 GOAL_LUT4_PER_LANE = 30
+SPREAD_ABOVE_LANES = 256
+"""Matrix-vector units of more lanes are built with ``spread_control`` (their buffer spans the die)."""
 GOAL_LANES = 256
 
 DEVICE = "LFE5U-85F"
@@ -172,8 +174,12 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
                     note = (f"the codes of {lut} lanes in LUT RAM, {p - lut} in block RAM "
                             f"({dp16kd_for(8 * (p - lut), depth)} DP16KD): all in block RAM would need "
                             f"{dp16kd_for(8 * p, depth)} DP16KD, the {DEVICE} has {DEVICE_DP16KD}")
+                spread = p > SPREAD_ABOVE_LANES
+                if spread:
+                    params += " spread_control"
                 rows.append(Row(u, params, lanes=p, note=note,
-                                factory=lambda p=p, lut=lut: ternary.TernaryMatVec(p, max_k, act_lut_lanes=lut)))
+                                factory=lambda p=p, lut=lut, spread=spread: ternary.TernaryMatVec(
+                                    p, max_k, act_lut_lanes=lut, spread_control=spread)))
         elif u == "rescale":
             w = ternary.acc_width_for(max_k)
             rows.append(Row(u, f"acc_width={w} (max_k={max_k})",

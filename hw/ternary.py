@@ -48,6 +48,10 @@ ARCHS = (None, "generic", "ecp5")
 ACT_MEMORIES = ("block", "distributed", "registers")
 """Values of ``act_memory``: where the activation buffer lives (Yosys' ``ram_style``)."""
 
+GROUP_LANES = {"block": 72, "registers": 72, "distributed": 16}
+"""Lanes per memory of a buffer with ``spread_control``: 72 lanes are 576 bits, sixteen 36-bit
+DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
+
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
 
@@ -106,6 +110,14 @@ class TernaryMatVec(wiring.Component):
         Such a unit keeps most lanes in block RAM and the rest in LUT RAM (``16 x 4`` bits per
         ``TRELLIS_DPR16X4``, about 1.5 LUT4 per bit while ``2 max_k / P <= 16``); a buffer entirely in
         LUT RAM fits too, but is far harder to place and route.
+    spread_control : bool
+        For units that span the die (hundreds of lanes): split the activation buffer into memories
+        of :data:`GROUP_LANES` lanes, each driven by its own registered copies of the write enable
+        and of both addresses, so that no control signal has to cross the die in one clock (on ECP5
+        the copies are ``TRELLIS_FF`` cells that synthesis keeps apart). It costs one more cycle of
+        latency, a weight-beat register (``2P`` flip-flops), and activation beats are taken one every
+        three clocks instead of one a clock: a matrix of at least three times as many weight beats
+        as the next vector has beats still hides the load. Same bits. Default ``False``.
 
     Interfaces
     ----------
@@ -114,7 +126,9 @@ class TernaryMatVec(wiring.Component):
         ``k = beat * P + j``) and ``payload.last``, set on the final beat of the vector. The vector's
         length ``K`` is the number of its beats times ``P``; a vector is also ended by its
         ``max_k / P``-th beat. Beats are written into whichever of the two buffers is free, so the
-        next vector loads while the current one is in use.
+        next vector loads while the current one is in use. As the stream rules require, a beat's
+        payload stays put from ``valid`` to its transfer (with ``spread_control`` the unit writes the
+        buffer in the cycle of the transfer from a write enable registered two clocks before).
     w : ``In(stream.Signature(weight_layout))``
         Weights, ``P`` trits per beat, row after row, each row ``K / P`` beats long (``K`` of the vector
         in use): ``payload.trits`` is ``2P`` bits, trit ``j`` of the beat (column ``k = beat * P + j``) at
@@ -135,7 +149,8 @@ class TernaryMatVec(wiring.Component):
     while the current matrix streams, and the unit moves on to it in the clock after the current
     matrix's last beat if it is complete by then: a matrix of at least as many beats as the next
     vector has words hides the load entirely. ``act.ready`` and ``w.ready`` depend on registers only.
-    A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``) after
+    A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``, one
+    more with ``spread_control``) after
     its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of
     :attr:`fifo_depth` results absorbs the pipeline's contents, and ``w`` stops before it would
     overflow.
@@ -149,7 +164,8 @@ class TernaryMatVec(wiring.Component):
     for measured figures.
     """
 
-    def __init__(self, lanes, max_k, *, arch=None, act_memory="block", act_lut_lanes=0):
+    def __init__(self, lanes, max_k, *, arch=None, act_memory="block", act_lut_lanes=0,
+                 spread_control=False):
         _check_int("lanes", lanes, 1, MAX_LANES)
         _check_int("act_lut_lanes", act_lut_lanes, 0, lanes)
         _check_int("max_k", max_k, 1, MAX_K)
@@ -160,7 +176,10 @@ class TernaryMatVec(wiring.Component):
         if act_memory not in ACT_MEMORIES:
             raise ValueError(f"act_memory must be one of {', '.join(map(repr, ACT_MEMORIES))}, "
                              f"not {act_memory!r}")
+        if not isinstance(spread_control, bool):
+            raise TypeError(f"spread_control must be True or False, not {spread_control!r}")
         self._arch = arch
+        self._spread = spread_control
         self._act_memory = act_memory
         self._act_lut_lanes = act_lut_lanes
         self._lanes = lanes
@@ -178,6 +197,7 @@ class TernaryMatVec(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     act_memory = property(lambda self: self._act_memory)
     act_lut_lanes = property(lambda self: self._act_lut_lanes)
+    spread_control = property(lambda self: self._spread)
 
     @property
     def act_layout(self):
@@ -195,8 +215,8 @@ class TernaryMatVec(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a row's final weight beat to its accumulator being valid on ``o``."""
-        # buffer read, lane, tree levels, accumulator (writes the FIFO), FIFO output register
-        return 1 + 1 + self._depth + 1 + 1
+        # [address copies,] buffer read, lane, tree levels, accumulator (writes the FIFO), FIFO output
+        return self._spread + 1 + 1 + self._depth + 1 + 1
 
     @property
     def fifo_depth(self):
@@ -211,10 +231,15 @@ class TernaryMatVec(wiring.Component):
         # --- activation buffer: two banks of W words of P codes --------------------------------
         # Block RAM whatever the depth (unless told otherwise): a LUT RAM of 8P-bit words would cost
         # more LUTs than the lanes.
-        # The last act_lut_lanes lanes may live in a LUT RAM of their own, beside it.
+        # The last act_lut_lanes lanes may live in a LUT RAM of their own, beside it; with
+        # spread_control each part is cut into memories of GROUP_LANES lanes.
         parts = [(0, P - self._act_lut_lanes, self._act_memory), (P - self._act_lut_lanes, P, "distributed")]
+        groups = []
+        for lo, hi, style in parts:
+            step = GROUP_LANES[style] if self._spread else max(1, hi - lo)
+            groups += [(a, min(hi, a + step), style) for a in range(lo, hi, step)]
         wports, rports = [], []
-        for n, (lo, hi, style) in enumerate(p for p in parts if p[1] > p[0]):
+        for n, (lo, hi, style) in enumerate(groups):
             buf = memory.Memory(shape=unsigned(CODE_BITS * (hi - lo)), depth=2 << col_bits, init=[],
                                 attrs={"ram_style": style, "no_rw_check": 1})
             m.submodules["buf" if n == 0 else f"buf{n}"] = buf
@@ -227,25 +252,41 @@ class TernaryMatVec(wiring.Component):
 
         full = Signal(2)                    # bank holds a complete vector
         # act.ready comes straight from a register: the write enable it makes drives every block RAM
-        act_ready = Signal(init=1)
+        act_ready = Signal(init=not self._spread)
         last_col = Array(Signal(range(W), name=f"last_col{b}") for b in range(2))
         w_bank = Signal()
         w_col = Signal(range(W))
         r_bank = Signal()
         r_col = Signal(range(W))
+        act_take = Signal()
 
-        m.d.comb += self.act.ready.eq(act_ready)
-        for wport, lo, hi in wports:
-            m.d.comb += [
-                wport.addr.eq(Cat(w_col[:col_bits], w_bank)),
-                wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi]),
-                wport.en.eq(self.act.valid & self.act.ready),
+        m.d.comb += [
+            self.act.ready.eq(act_ready),
+            act_take.eq(self.act.valid & self.act.ready),
+        ]
+        if self._spread:
+            # A beat waiting on act (valid, its payload held) and a free bank: wr_go, then in the next
+            # clock act.ready and, in every memory, a registered copy of wr_go and the write address;
+            # the write and the transfer fall in the same clock. Only registers cross the die.
+            wr_go = Signal()
+            m.d.sync += [
+                wr_go.eq(self.act.valid & ~wr_go & ~act_ready & ~full.bit_select(w_bank, 1)),
+                act_ready.eq(wr_go),
             ]
+        for n, (wport, lo, hi) in enumerate(wports):
+            m.d.comb += wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi])
+            if self._spread:
+                m.d.comb += [
+                    wport.en.eq(self._copy(m, wr_go, f"we_copy{n}", arch)),
+                    wport.addr.eq(self._copy(m, Cat(w_col[:col_bits], w_bank), f"wa_copy{n}", arch)),
+                ]
+            else:
+                m.d.comb += [wport.addr.eq(Cat(w_col[:col_bits], w_bank)), wport.en.eq(act_take)]
         set_full = Signal(2)
         clr_full = Signal(2)
         w_bank_next = Signal()
         m.d.comb += w_bank_next.eq(w_bank)
-        with m.If(self.act.valid & self.act.ready):
+        with m.If(act_take):
             with m.If(self.act.payload.last | (w_col == W - 1)):
                 m.d.comb += [set_full.eq(Mux(w_bank, 0b10, 0b01)), w_bank_next.eq(~w_bank)]
                 m.d.sync += [last_col[w_bank].eq(w_col), w_col.eq(0)]
@@ -261,8 +302,10 @@ class TernaryMatVec(wiring.Component):
             take.eq(self.w.valid & self.w.ready),
             eor.eq(r_col == last_col[r_bank]),
         ]
-        for rport in rports:
-            m.d.comb += rport.addr.eq(Cat(r_col[:col_bits], r_bank))
+        for n, rport in enumerate(rports):
+            r_addr = Cat(r_col[:col_bits], r_bank)
+            # with spread_control each memory reads a clock later, from its own copy of the address
+            m.d.comb += rport.addr.eq(self._copy(m, r_addr, f"ra_copy{n}", arch) if self._spread else r_addr)
         with m.If(take):
             with m.If(eor):
                 m.d.sync += r_col.eq(0)
@@ -276,16 +319,20 @@ class TernaryMatVec(wiring.Component):
         m.d.sync += [
             full.eq(full_next),
             w_bank.eq(w_bank_next),
-            act_ready.eq(~full_next.bit_select(w_bank_next, 1)),
         ]
+        if not self._spread:
+            m.d.sync += act_ready.eq(~full_next.bit_select(w_bank_next, 1))
 
         # --- stage 1: buffer read; trits and row flags registered alongside ---------------------
         s1_trits = Signal(2 * P, reset_less=True)
         s1_flags = Signal(4)                             # valid, start of row, end of row, last
-        m.d.sync += [
-            s1_trits.eq(self.w.payload.trits),
-            s1_flags.eq(Cat(take, r_col == 0, eor, eor & self.w.payload.last)),
-        ]
+        trits, flags = self.w.payload.trits, Cat(take, r_col == 0, eor, eor & self.w.payload.last)
+        if self._spread:                                 # the beat waits for the address copies
+            s0_trits = Signal(2 * P, reset_less=True)
+            s0_flags = Signal(4)
+            m.d.sync += [s0_trits.eq(trits), s0_flags.eq(flags)]
+            trits, flags = s0_trits, s0_flags
+        m.d.sync += [s1_trits.eq(trits), s1_flags.eq(flags)]
 
         # --- stage 2: lanes: the code, cleared by a zero trit (a flip-flop's synchronous reset) ------
         lanes = []
@@ -395,6 +442,21 @@ class TernaryMatVec(wiring.Component):
                 o_S0=sums[c], o_S1=sums[c + 1], o_COUT=cout)
             carry = cout
         return sums[1:1 + width].as_signed()
+
+    @staticmethod
+    def _copy(m, value, name, arch):
+        """``value`` registered, a copy of its own: on ECP5 ``TRELLIS_FF`` cells (synchronous reset
+        to 0) that Yosys does not merge with the other copies of the same value."""
+        q = Signal(len(value), name=name)
+        if arch != "ecp5":
+            m.d.sync += q.eq(value)
+            return q
+        for i in range(len(value)):
+            m.submodules[f"{name}_ff{i}"] = Instance(
+                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_SRMODE="LSR_OVER_CE", p_REGSET="RESET", a_keep=1,
+                i_CLK=ClockSignal(), i_LSR=ResetSignal(), i_CE=C(1, 1), i_DI=value[i], o_Q=q[i])
+        return q
 
     @staticmethod
     def _add_cin(a, b, cin):
@@ -569,9 +631,10 @@ class TernaryLinear(wiring.Component):
     Throughput is the matrix-vector unit's; latency is the sum of both latencies.
     """
 
-    def __init__(self, lanes, max_k, exp_width=8, *, arch=None, act_memory="block", act_lut_lanes=0):
+    def __init__(self, lanes, max_k, exp_width=8, *, arch=None, act_memory="block", act_lut_lanes=0,
+                 spread_control=False):
         self._matvec = TernaryMatVec(lanes, max_k, arch=arch, act_memory=act_memory,
-                                     act_lut_lanes=act_lut_lanes)
+                                     act_lut_lanes=act_lut_lanes, spread_control=spread_control)
         self._rescale = Rescale(self._matvec.acc_width, exp_width)
         super().__init__({
             "act": In(stream.Signature(self._matvec.act_layout)),

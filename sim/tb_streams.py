@@ -75,6 +75,11 @@ async def _run(dut, vec):
         h[p][2].value = 0
 
     Clock(dut.clk, 10, unit="ns").start()
+    # rst rises after the first edge: Icarus misses a value set at time 0 in the combinational
+    # blocks that compute reset values, and a register whose next state never changes during reset
+    # would stay X
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
     dut.rst.value = 1
     for _ in range(3):
         await RisingEdge(dut.clk)

@@ -66,18 +66,21 @@ def edge_jobs(lanes, max_k):
     ]
 
 
-def steady_jobs(lanes, max_k, seed=7):
-    """Jobs whose matrices take at least as long as loading the next vector: no gap is allowed."""
+def steady_jobs(lanes, max_k, seed=7, clocks_per_act_beat=1):
+    """Jobs whose matrices take at least as long as loading the next vector: no gap is allowed.
+
+    ``clocks_per_act_beat``: 1, or 3 for a unit with ``spread_control`` (its rows are made longer)."""
     g = torch.Generator().manual_seed(seed)
     jobs = []
     words = max_k // lanes
     half = lanes * max(1, words // 2)
-    for k, n in [(max_k, 6), (lanes, 1), (lanes, 1), (lanes, words), (half, 3), (max_k, 2)]:
+    c = clocks_per_act_beat
+    for k, n in [(max_k, 6), (lanes, c), (lanes, c), (lanes, c * words), (half, 3 * c), (max_k, 2 * c)]:
         jobs.append((torch.randint(-128, 128, (k,), generator=g).tolist(),
                      torch.randint(-1, 2, (n, k), generator=g), None))
-    # the next vector must load within the current matrix: beats(job j) >= words(job j + 1)
-    for (_, t, _), (c, _, _) in zip(jobs, jobs[1:]):
-        assert t.shape[0] * t.shape[1] // lanes >= len(c) // lanes
+    # the next vector must load within the current matrix: beats(job j) >= c * words(job j + 1)
+    for (_, t, _), (v, _, _) in zip(jobs, jobs[1:]):
+        assert t.shape[0] * t.shape[1] // lanes >= c * len(v) // lanes
     return jobs
 
 
@@ -143,6 +146,45 @@ def test_matvec_split_buffer_pysim(lanes, lut_lanes):
     dut = TernaryMatVec(lanes, max_k, act_lut_lanes=lut_lanes)
     jobs = random_jobs(40 + lanes, lanes, max_k, 40, max_rows=8) + edge_jobs(lanes, max_k)
     run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.3, seed=lanes))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, max_k, lut_lanes", [(4, 16, 0), (5, 20, 2), (3, 12, 3)])
+def test_matvec_spread_control_pysim(lanes, max_k, lut_lanes):
+    """Control copies per memory: the same bits, one more cycle of latency."""
+    dut = TernaryMatVec(lanes, max_k, act_lut_lanes=lut_lanes, spread_control=True)
+    assert dut.spread_control and dut.latency == TernaryMatVec(lanes, max_k).latency + 1
+    jobs = random_jobs(60 + lanes, lanes, max_k, 60, max_rows=12) + edge_jobs(lanes, max_k)
+    run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.3, seed=lanes))
+
+
+@pytest.mark.sim
+def test_matvec_spread_control_throughput():
+    """With spread_control a vector takes three clocks a beat to load; a matrix at least three times
+    as long as the next vector still streams without a gap."""
+    lanes, max_k = 4, 16
+    dut = TernaryMatVec(lanes, max_k, spread_control=True)
+    jobs = steady_jobs(lanes, max_k, clocks_per_act_beat=3)
+    stats = run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, measure="w"))
+    beats = sum(t.numel() // lanes for _, t, _ in jobs)
+    assert stats["transfers"] == beats
+    assert stats["span"] == beats, f"{beats} weight beats took {stats['span']} cycles"
+
+
+def test_spread_control_groups():
+    """spread_control cuts the buffer into memories of GROUP_LANES lanes, each with its own copies."""
+    from amaranth.back import rtlil
+    from mmfree.hw.ternary import GROUP_LANES
+    with pytest.raises(TypeError, match="spread_control must be True or False, not 1"):
+        TernaryMatVec(4, 16, spread_control=1)
+    lanes, lut = 2 * GROUP_LANES["block"] + 8, GROUP_LANES["distributed"] + 4
+    text = rtlil.convert(TernaryMatVec(lanes, lanes, act_lut_lanes=lut, spread_control=True),
+                         emit_src=False)
+    assert text.count('attribute \\ram_style "block"') == 2            # 72 + 60 lanes
+    assert text.count('attribute \\ram_style "distributed"') == 2      # 16 + 4 lanes
+    ecp5 = rtlil.convert(TernaryMatVec(lanes, lanes, act_lut_lanes=lut, spread_control=True, arch="ecp5"),
+                         emit_src=False)
+    assert ecp5.count("cell \\TRELLIS_FF") == 4 * 3     # per memory: its write enable, both addresses
 
 
 def unused(elaboratable):
@@ -353,3 +395,19 @@ def test_matvec_ecp5_cocotb(simulator, tmp_path):
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_ecp5", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=3))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_matvec_spread_control_cocotb(simulator, tmp_path):
+    """``spread_control`` on ECP5 cells: four memories (72 + 4 lanes of block RAM, 16 + 4 of LUT RAM),
+    each written and read through its own ``TRELLIS_FF`` copies of the control; the same bits."""
+    need(simulator)
+    from mmfree.sim.runner import ecp5_cell_models
+    lanes, max_k = 96, 384
+    dut = TernaryMatVec(lanes, max_k, arch="ecp5", act_lut_lanes=20, spread_control=True)
+    jobs = random_jobs(78, lanes, max_k, 600) + edge_jobs(lanes, max_k)
+    run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_spread", run_dir=tmp_path,
+               sources=[ecp5_cell_models()],
+               vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=4))
