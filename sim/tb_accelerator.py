@@ -103,9 +103,9 @@ def make_vectors(q, config, prompt, n, build_hash=0, token_history=256, sample=N
 
 try:
     import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
     from cocotb.utils import get_sim_time
+    from mmfree.sim.tb_common import start_clock_and_reset
 except ImportError:                     # imported for make_vectors only
     cocotb = None
 
@@ -203,11 +203,7 @@ if cocotb is not None:
         p = host.p
         dut.rx__valid.value = 0
         dut.tx__ready.value = 1
-        Clock(dut.clk, 10, unit="ns").start()
-        dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
+        await start_clock_and_reset(dut)
         cocotb.start_soon(host.collect())
         await RisingEdge(dut.clk)
 

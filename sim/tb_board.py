@@ -27,9 +27,10 @@ import select
 import socket
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
+
+from mmfree.sim.tb_common import start_clock_and_reset
 
 PERIOD_NS = 10
 BUSY_BIT = 1
@@ -194,10 +195,7 @@ async def board(dut):
     bridge = _Bridge(dut, byte_cycles)
     dut.rx__valid.value = 0
     dut.tx__ready.value = 0
-    Clock(dut.clk, PERIOD_NS, unit="ns").start()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut, period_ns=PERIOD_NS, cycles=4)
     await ClockCycles(dut.clk, 4)
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

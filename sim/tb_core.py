@@ -23,8 +23,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+
+from mmfree.sim.tb_common import start_clock_and_reset
 
 STEP, RESET_STATE = 0, 1
 
@@ -88,11 +89,7 @@ async def core(dut):
     dut.res__ready.value = 0
     for name in ("trits", "params", "gates", "scalars"):
         getattr(dut, f"wr_{name}__en").value = 0
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut)
     await RisingEdge(dut.clk)
 
     for name in ("trits", "params", "gates", "scalars"):

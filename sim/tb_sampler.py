@@ -12,8 +12,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
+
+from mmfree.sim.tb_common import start_clock_and_reset
 
 
 @cocotb.test()
@@ -21,13 +22,9 @@ async def picks(dut):
     """Every pick's token equals the reference sampler's, LFSR state carried across picks."""
     with np.load(os.environ["MMFREE_VECTORS"], allow_pickle=False) as f:
         vec = {k: f[k] for k in f.files}
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
     for name in ("wr_en", "start", "load"):
         getattr(dut, name).value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut, cycles=2)
     wrong = []
     for n in range(len(vec["expect"])):
         V = int(vec["vocab"][n])

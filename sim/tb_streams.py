@@ -31,8 +31,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+
+from mmfree.sim.tb_common import start_clock_and_reset
 
 
 def _load():
@@ -74,16 +75,7 @@ async def _run(dut, vec):
     for p in expect:
         h[p][2].value = 0
 
-    Clock(dut.clk, 10, unit="ns").start()
-    # rst rises after the first edge: Icarus misses a value set at time 0 in the combinational
-    # blocks that compute reset values, and a register whose next state never changes during reset
-    # would stay X
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut)
 
     sent = {p: 0 for p in inputs}
     holding = {p: False for p in inputs}

@@ -15,8 +15,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+
+from mmfree.sim.tb_common import start_clock_and_reset
 
 
 def _load():
@@ -56,11 +57,7 @@ async def units(dut):
         port[p][1].value = 0
     for p in expect:
         port[p][2].value = 0
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut)
 
     sent = dict.fromkeys(inputs, 0)
     offering = dict.fromkeys(inputs, False)
