@@ -11,7 +11,9 @@ reported with its LUT4, flip-flops, block RAM, multipliers and Fmax, next to the
 The matrix-vector unit is measured at each ``--lanes`` value with ``--max-k``. Its activation buffer
 is read ``8P`` bits per clock, so in block RAM it takes ``ceil(8P / 36)`` DP16KD however short the
 rows are: where that is more than the device has (1024 lanes need 228 of 208), the report keeps the
-codes of some lanes in LUT RAM instead (``act_lut_lanes``, see :func:`act_lut_lanes_for`) and says so. The units sized by a
+codes of some lanes in LUT RAM instead (``act_lut_lanes``, see :func:`act_lut_lanes_for`) and says so.
+Above :data:`SPREAD_ABOVE_LANES` lanes the buffer spans the die and the unit is built with
+``spread_control`` (registered copies of the buffer's control per memory). The units sized by a
 model (RMSNorm and quantiser, MLGRU, GLU) take their sizes from ``--shape``.
 """
 
