@@ -34,21 +34,24 @@ def test_argument_errors(capsys, argv, needle):
 
 
 def test_plan_defaults():
-    """Every unit once, the matrix-vector unit at 64, 256 and 1024 lanes; 1024 lanes in LUT RAM."""
+    """Every unit once, the matrix-vector unit at 64, 256 and 1024 lanes; 1024 lanes partly in LUT RAM
+    and with spread_control."""
     rows = report.plan()
     assert [r.unit for r in rows] == ["ternary_matvec"] * 3 + list(report.UNITS[1:])
     mv = rows[:3]
     assert [r.lanes for r in mv] == [64, 256, 1024]
     assert [r.params for r in mv] == ["P=64 max_k=4096", "P=256 max_k=4096",
-                                      "P=1024 max_k=4096 lut_lanes=128"]
+                                      "P=1024 max_k=4096 lut_lanes=128 spread_control"]
     assert mv[2].note == ("the codes of 128 lanes in LUT RAM, 896 in block RAM (200 DP16KD): all in "
                           "block RAM would need 228 DP16KD, the LFE5U-85F has 208")
     unit = mv[2].factory()
     assert isinstance(unit, TernaryMatVec) and unit.act_lut_lanes == 128 and unit.max_k == 4096
+    assert unit.spread_control
     unit._MustUse__silence = True
-    unit = mv[0].factory()
-    unit._MustUse__silence = True
-    assert unit.act_lut_lanes == 0 and mv[0].note is None
+    for row in mv[:2]:
+        unit = row.factory()
+        unit._MustUse__silence = True
+        assert unit.act_lut_lanes == 0 and not unit.spread_control and row.note is None
     assert rows[3].params == "acc_width=21 (max_k=4096)"
     from mmfree.hw.config import DEMO_SHAPE
     assert next(r for r in rows if r.unit == "mlgru").params == \
