@@ -258,30 +258,25 @@ class TernaryMatVec(wiring.Component):
         w_col = Signal(range(W))
         r_bank = Signal()
         r_col = Signal(range(W))
-        act_take = Signal()
+        act_take = self.act.valid & self.act.ready
 
-        m.d.comb += [
-            self.act.ready.eq(act_ready),
-            act_take.eq(self.act.valid & self.act.ready),
-        ]
+        m.d.comb += self.act.ready.eq(act_ready)
         if self._spread:
             # A beat waiting on act (valid, its payload held) and a free bank: wr_go, then in the next
             # clock act.ready and, in every memory, a registered copy of wr_go and the write address;
             # the write and the transfer fall in the same clock. Only registers cross the die.
             wr_go = Signal()
-            m.d.sync += [
-                wr_go.eq(self.act.valid & ~wr_go & ~act_ready & ~full.bit_select(w_bank, 1)),
-                act_ready.eq(wr_go),
-            ]
+            m.d.sync += wr_go.eq(self.act.valid & ~wr_go & ~act_ready & ~full.bit_select(w_bank, 1))
         for n, (wport, lo, hi) in enumerate(wports):
-            m.d.comb += wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi])
+            w_addr, w_en = Cat(w_col[:col_bits], w_bank), act_take
             if self._spread:
-                m.d.comb += [
-                    wport.en.eq(self._copy(m, wr_go, f"we_copy{n}", arch)),
-                    wport.addr.eq(self._copy(m, Cat(w_col[:col_bits], w_bank), f"wa_copy{n}", arch)),
-                ]
-            else:
-                m.d.comb += [wport.addr.eq(Cat(w_col[:col_bits], w_bank)), wport.en.eq(act_take)]
+                w_addr = self._copy(m, w_addr, f"wa_copy{n}", arch)
+                w_en = self._copy(m, wr_go, f"we_copy{n}", arch)
+            m.d.comb += [
+                wport.addr.eq(w_addr),
+                wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi]),
+                wport.en.eq(w_en),
+            ]
         set_full = Signal(2)
         clr_full = Signal(2)
         w_bank_next = Signal()
@@ -319,9 +314,8 @@ class TernaryMatVec(wiring.Component):
         m.d.sync += [
             full.eq(full_next),
             w_bank.eq(w_bank_next),
+            act_ready.eq(wr_go if self._spread else ~full_next.bit_select(w_bank_next, 1)),
         ]
-        if not self._spread:
-            m.d.sync += act_ready.eq(~full_next.bit_select(w_bank_next, 1))
 
         # --- stage 1: buffer read; trits and row flags registered alongside ---------------------
         s1_trits = Signal(2 * P, reset_less=True)
