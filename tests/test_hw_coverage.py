@@ -74,7 +74,8 @@ def test_rescale_count_and_edges():
 def bench_vec():
     """The vectors of ``test_units_cocotb`` (the same seed and counts), payload rows per port."""
     bench = UnitsBench()
-    bench._MustUse__silence = True
+    for unit in (bench, *bench.units.values()):         # built for their vectors, not elaborated
+        unit._MustUse__silence = True
     n = MIN_VECTORS
     return bench_vectors(bench, 2024, elements=n, norm=n // 70,
                          mlgru=-(-n // (bench.hidden * bench.layers)), glu=-(-n // bench.intermediate),
