@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "UNITS", "act_lut_lanes_for", "GOAL_FMAX_MHZ", "GOAL_LUT4_PER_LANE", "GOAL_LANES", "Row", "plan",
+__all__ = ["register", "UNITS", "act_lut_lanes_for", "SPREAD_ABOVE_LANES", "GOAL_FMAX_MHZ", "GOAL_LUT4_PER_LANE", "GOAL_LANES", "Row", "plan",
            "measure", "format_table"]
 
 GOAL_FMAX_MHZ = 100.0

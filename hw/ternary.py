@@ -127,8 +127,9 @@ class TernaryMatVec(wiring.Component):
         length ``K`` is the number of its beats times ``P``; a vector is also ended by its
         ``max_k / P``-th beat. Beats are written into whichever of the two buffers is free, so the
         next vector loads while the current one is in use. As the stream rules require, a beat's
-        payload stays put from ``valid`` to its transfer (with ``spread_control`` the unit writes the
-        buffer in the cycle of the transfer from a write enable registered two clocks before).
+        payload stays put from ``valid`` to its transfer (with ``spread_control`` the unit decides to
+        take a beat a clock before the transfer and writes it, through the registered copies, in the
+        clock of the transfer).
     w : ``In(stream.Signature(weight_layout))``
         Weights, ``P`` trits per beat, row after row, each row ``K / P`` beats long (``K`` of the vector
         in use): ``payload.trits`` is ``2P`` bits, trit ``j`` of the beat (column ``k = beat * P + j``) at
