@@ -467,21 +467,25 @@ class TernaryMatVec(wiring.Component):
     @staticmethod
     def _dp16kd(m, name, port):
         """The memory ``port`` describes as ECP5 ``DP16KD`` blocks in 36-bit pseudo-dual-port mode,
-        wired as Yosys' own memory mapping wires them (port A writes, its four byte enables all the
-        write enable; port B reads), with the output register on (``REGMODE_B = "OUTREG"``): the codes
+        wired as Yosys' own memory mapping wires them (port A writes, its byte enables the write
+        enable for the bytes in use; port B reads), with the output register on (``REGMODE_B = "OUTREG"``): the codes
         of ``port.read.addr`` come out two clocks later. Returns that data."""
         width = len(port.write.data)
         rdata = Signal(width, name=f"{name}_rdata")
         for b in range(0, width, DP16KD_WIDTH):
             din = port.write.data[b:b + DP16KD_WIDTH]
-            din = Cat(din, C(0, DP16KD_WIDTH - len(din)))
+            used = len(din)
+            din = Cat(din, C(0, DP16KD_WIDTH - used))
             dout = Signal(DP16KD_WIDTH, name=f"{name}_do{b // DP16KD_WIDTH}")
             m.d.comb += rdata[b:b + DP16KD_WIDTH].eq(dout)
             half = DP16KD_WIDTH // 2
             pins = {}
             for i in range(14):
                 wa, ra = port.write.addr, port.read.addr
-                pins[f"i_ADA{i}"] = port.write.en if i < 4 else wa[i - 5] if 5 <= i < 5 + len(wa) else C(0, 1)
+                if i < 4:                                # byte enables: bytes of 9 bits that are used
+                    pins[f"i_ADA{i}"] = port.write.en if 9 * i < used else C(0, 1)
+                else:
+                    pins[f"i_ADA{i}"] = wa[i - 5] if 5 <= i < 5 + len(wa) else C(0, 1)
                 pins[f"i_ADB{i}"] = ra[i - 5] if 5 <= i < 5 + len(ra) else C(0, 1)
             for i in range(half):
                 pins[f"i_DIA{i}"], pins[f"i_DIB{i}"] = din[i], din[half + i]
@@ -491,8 +495,8 @@ class TernaryMatVec(wiring.Component):
             m.submodules[f"{name}_bram{b // DP16KD_WIDTH}"] = Instance(
                 "DP16KD",
                 p_DATA_WIDTH_A=DP16KD_WIDTH, p_DATA_WIDTH_B=DP16KD_WIDTH,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC",
-                p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="ASYNC",
+                p_ASYNC_RESET_RELEASE="ASYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
                 i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=C(1, 1),
                 i_OCEA=C(0, 1), i_OCEB=C(1, 1), i_WEA=C(1, 1), i_WEB=C(0, 1),

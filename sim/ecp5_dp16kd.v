@@ -4,7 +4,7 @@
 //     (bits 8:0, 17:9, 26:18, 35:27), when CEA and WEA at the rising edge of CLKA;
 //   port B reads: address ADB13..ADB5, when CEB at the rising edge of CLKB, into the data latch;
 //     REGMODE_B "NOREG": {DOB, DOA} is the latch; "OUTREG": a register loaded from the latch when OCEB.
-//   RSTB (RESETMODE "SYNC") clears the latch and the output register at the edge of CLKB.
+//   RSTA and RSTB must stay low (mmfree ties them low): the model stops the simulation if one rises.
 // Any other configuration stops the simulation: this model does not describe it.
 module DP16KD(
   input DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
@@ -45,7 +45,7 @@ module DP16KD(
 
   initial begin
     if (DATA_WIDTH_A != 36 || DATA_WIDTH_B != 36 || REGMODE_A != "NOREG" ||
-        (REGMODE_B != "NOREG" && REGMODE_B != "OUTREG") || RESETMODE != "SYNC" ||
+        (REGMODE_B != "NOREG" && REGMODE_B != "OUTREG") ||
         CSDECODE_A != "0b000" || CSDECODE_B != "0b000") begin
       $display("DP16KD model: configuration not modelled (36-bit pseudo dual port only)");
       $finish;
@@ -62,12 +62,12 @@ module DP16KD(
   end
 
   always @(posedge CLKB) begin
-    if (RSTB) begin
-      latch <= 36'd0;
-      oreg <= 36'd0;
-    end else begin
-      if (CEB && !{CSB2, CSB1, CSB0}) latch <= mem[raddr];
-      if (OCEB) oreg <= latch;
-    end
+    if (CEB && !{CSB2, CSB1, CSB0}) latch <= mem[raddr];
+    if (OCEB) oreg <= latch;
+  end
+
+  always @(posedge RSTA or posedge RSTB) begin
+    $display("DP16KD model: RSTA/RSTB not modelled");
+    $finish;
   end
 endmodule

@@ -409,8 +409,9 @@ def test_matvec_ecp5_cocotb(simulator, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_matvec_spread_control_cocotb(simulator, tmp_path):
-    """``spread_control`` on ECP5 cells: four memories (72 + 4 lanes of block RAM, 16 + 4 of LUT RAM),
-    each written and read through its own ``TRELLIS_FF`` copies of the control; the same bits."""
+    """``spread_control`` on ECP5 cells: four memories (72 + 4 lanes of block RAM, DP16KD instances
+    with their output register; 16 + 4 lanes of LUT RAM), each written and read through its own
+    ``TRELLIS_FF`` copies of the control; the same bits."""
     need(simulator)
     from mmfree.sim.runner import ecp5_cell_models
     lanes, max_k = 96, 384
@@ -419,3 +420,81 @@ def test_matvec_spread_control_cocotb(simulator, tmp_path):
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_spread", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=4))
+
+
+@pytest.mark.synth
+def test_dp16kd_wired_as_yosys_wires_it(tmp_path):
+    """The DP16KD instances of ``spread_control`` (whose simulation model is ours, Yosys has none) are
+    connected pin for pin, and configured, as Yosys' own ECP5 memory mapping connects the same memory;
+    only the output register differs."""
+    import json
+    import subprocess
+    from amaranth.back import rtlil
+    from amaranth.lib import memory, wiring
+    from amaranth.lib.wiring import In, Out
+    from mmfree.hw.synth import yowasp_env
+    from mmfree.hw.ternary import _RamPorts, DP16KD_WIDTH
+
+    width, depth = 2 * DP16KD_WIDTH + 8, 8           # three blocks, the last one partly used
+
+    class Ports(wiring.Component):
+        waddr: In(3)
+        wdata: In(width)
+        we: In(1)
+        raddr: In(3)
+        rdata: Out(width)
+
+    class Inferred(Ports):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.buf = buf = memory.Memory(shape=width, depth=depth, init=[],
+                                                   attrs={"ram_style": "block", "no_rw_check": 1})
+            w, r = buf.write_port(), buf.read_port(domain="comb")
+            q = Signal(width, reset_less=True)
+            m.d.comb += [w.addr.eq(self.waddr), w.data.eq(self.wdata), w.en.eq(self.we),
+                         r.addr.eq(self.raddr), self.rdata.eq(q)]
+            m.d.sync += q.eq(r.data)
+            return m
+
+    class Instantiated(Ports):
+        def elaborate(self, platform):
+            m = Module()
+            port = _RamPorts("buf", width, depth)
+            m.d.comb += [port.write.addr.eq(self.waddr), port.write.data.eq(self.wdata),
+                         port.write.en.eq(self.we), port.read.addr.eq(self.raddr),
+                         self.rdata.eq(TernaryMatVec._dp16kd(m, "buf", port))]
+            return m
+
+    from amaranth import Module, Signal
+    yosys = yowasp_env()["YOSYS"]
+
+    def cells(component, name):
+        (tmp_path / f"{name}.il").write_text(rtlil.convert(component, name="top"))
+        subprocess.run([yosys, "-q", "-p", f"read_rtlil {name}.il; synth_ecp5 -top top -json {name}.json"],
+                       cwd=tmp_path, check=True)
+        top = json.loads((tmp_path / f"{name}.json").read_text())["modules"]["top"]
+        bit_name = {}
+        for net, info in top["netnames"].items():
+            if net in ("waddr", "wdata", "we", "raddr", "rdata", "clk", "rst"):
+                for i, b in enumerate(info["bits"]):
+                    bit_name[b] = f"{net}[{i}]"
+        found = []
+        for cell in top["cells"].values():
+            if cell["type"] != "DP16KD":
+                continue
+            pins = {pin: tuple(bit_name.get(b, str(b)) for b in bits)
+                    for pin, bits in cell["connections"].items()}
+            params = {k: (int(v, 2) if set(v) <= {"0", "1"} and k != "CSDECODE_A" and k != "CSDECODE_B"
+                          else v.strip()) for k, v in cell["parameters"].items()
+                      if not k.startswith("INITVAL")}
+            found.append((pins, params))
+        return sorted(found, key=lambda c: c[0]["DIA0"])
+
+    inferred, ours = cells(Inferred(), "inferred"), cells(Instantiated(), "ours")
+    assert len(inferred) == len(ours) == 3
+    for (ipins, iparams), (opins, oparams) in zip(inferred, ours):
+        # unused data inputs are constants in both (which constant is immaterial)
+        used = {p for p in ipins if not (p.startswith("DI") and ipins[p][0] in ("0", "1", "x"))}
+        assert {p: ipins[p] for p in used} == {p: opins[p] for p in used}
+        assert iparams.pop("REGMODE_B") == "NOREG" and oparams.pop("REGMODE_B") == "OUTREG"
+        assert {k: iparams[k] for k in oparams if k in iparams} == {k: oparams[k] for k in oparams if k in iparams}
