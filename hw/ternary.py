@@ -119,10 +119,14 @@ class TernaryMatVec(wiring.Component):
         For units that span the die (hundreds of lanes): split the activation buffer into memories
         of :data:`GROUP_LANES` lanes, each driven by its own registered copies of the write enable
         and of both addresses, so that no control signal has to cross the die in one clock (on ECP5
-        the copies are ``TRELLIS_FF`` cells that synthesis keeps apart). It costs one more cycle of
-        latency, a weight-beat register (``2P`` flip-flops), and activation beats are taken one every
-        three clocks instead of one a clock: a matrix of at least three times as many weight beats
-        as the next vector has beats still hides the load. Same bits. Default ``False``.
+        the copies are ``TRELLIS_FF`` cells that synthesis keeps apart); each memory's read data
+        passes a second register, so that a slow block-RAM output does not have to reach a far lane
+        in the same clock (on ECP5, for buffers of at most :data:`DP16KD_DEPTH` words, the block RAM
+        is ``DP16KD`` instances with their own output register, see :meth:`_dp16kd`). It costs two
+        more cycles of latency, two weight-beat registers (``2P`` flip-flops each), and activation
+        beats are taken one every three clocks instead of one a clock: a matrix of at least three
+        times as many weight beats as the next vector has beats still hides the load. Same bits.
+        Default ``False``.
 
     Interfaces
     ----------
@@ -155,7 +159,7 @@ class TernaryMatVec(wiring.Component):
     while the current matrix streams, and the unit moves on to it in the clock after the current
     matrix's last beat if it is complete by then: a matrix of at least as many beats as the next
     vector has words hides the load entirely. ``act.ready`` and ``w.ready`` depend on registers only.
-    A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``, one
+    A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``, two
     more with ``spread_control``) after
     its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of
     :attr:`fifo_depth` results absorbs the pipeline's contents, and ``w`` stops before it would
