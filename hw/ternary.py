@@ -472,8 +472,11 @@ class TernaryMatVec(wiring.Component):
     def _dp16kd(m, name, port):
         """The memory ``port`` describes as ECP5 ``DP16KD`` blocks in 36-bit pseudo-dual-port mode,
         wired as Yosys' own memory mapping wires them (port A writes, its byte enables the write
-        enable for the bytes in use; port B reads), with the output register on (``REGMODE_B = "OUTREG"``): the codes
-        of ``port.read.addr`` come out two clocks later. Returns that data."""
+        enable for the bytes in use; port B reads), with the output register on: the codes of
+        ``port.read.addr`` come out two clocks later. In this mode the low half of the word leaves on
+        port A's data pins, so both ports' ``REGMODE`` are ``"OUTREG"`` and both output registers are
+        enabled (as Lattice's own ``PDPW16KD`` sets them; nextpnr times each half by its own port's
+        mode). Returns that data."""
         width = len(port.write.data)
         rdata = Signal(width, name=f"{name}_rdata")
         for b in range(0, width, DP16KD_WIDTH):
@@ -499,11 +502,11 @@ class TernaryMatVec(wiring.Component):
             m.submodules[f"{name}_bram{b // DP16KD_WIDTH}"] = Instance(
                 "DP16KD",
                 p_DATA_WIDTH_A=DP16KD_WIDTH, p_DATA_WIDTH_B=DP16KD_WIDTH,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="ASYNC",
+                p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG", p_RESETMODE="ASYNC",
                 p_ASYNC_RESET_RELEASE="ASYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
                 i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=C(1, 1),
-                i_OCEA=C(0, 1), i_OCEB=C(1, 1), i_WEA=C(1, 1), i_WEB=C(0, 1),
+                i_OCEA=C(1, 1), i_OCEB=C(1, 1), i_WEA=C(1, 1), i_WEB=C(0, 1),
                 i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
         return rdata
 

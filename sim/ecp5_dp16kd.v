@@ -3,7 +3,9 @@
 //   port A writes: address ADA13..ADA5, data {DIB17..DIB0, DIA17..DIA0}, byte enables ADA3..ADA0
 //     (bits 8:0, 17:9, 26:18, 35:27), when CEA and WEA at the rising edge of CLKA;
 //   port B reads: address ADB13..ADB5, when CEB at the rising edge of CLKB, into the data latch;
-//     REGMODE_B "NOREG": {DOB, DOA} is the latch; "OUTREG": a register loaded from the latch when OCEB.
+//     REGMODE_A = REGMODE_B = "NOREG": {DOB, DOA} is the latch; both "OUTREG": a register loaded from
+//     the latch at the rising edge of CLKB when OCEB (mmfree drives CLKA and CLKB with one clock and
+//     OCEA and OCEB alike, so which of them clocks the half on DOA is immaterial and not modelled).
 //   RSTA and RSTB must stay low (mmfree ties them low): the model stops the simulation if one rises.
 // Any other configuration stops the simulation: this model does not describe it.
 module DP16KD(
@@ -44,7 +46,7 @@ module DP16KD(
           DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = dout;
 
   initial begin
-    if (DATA_WIDTH_A != 36 || DATA_WIDTH_B != 36 || REGMODE_A != "NOREG" ||
+    if (DATA_WIDTH_A != 36 || DATA_WIDTH_B != 36 || REGMODE_A != REGMODE_B ||
         (REGMODE_B != "NOREG" && REGMODE_B != "OUTREG") ||
         CSDECODE_A != "0b000" || CSDECODE_B != "0b000") begin
       $display("DP16KD model: configuration not modelled (36-bit pseudo dual port only)");
