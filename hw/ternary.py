@@ -48,14 +48,15 @@ ARCHS = (None, "generic", "ecp5")
 ACT_MEMORIES = ("block", "distributed", "registers")
 """Values of ``act_memory``: where the activation buffer lives (Yosys' ``ram_style``)."""
 
-GROUP_LANES = {"block": 72, "registers": 72, "distributed": 16}
-"""Lanes per memory of a buffer with ``spread_control``: 72 lanes are 576 bits, sixteen 36-bit
-DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
-
 DP16KD_WIDTH = 36
 """Data bits of an ECP5 ``DP16KD`` in its widest (pseudo-dual-port) mode ..."""
 DP16KD_DEPTH = 512
 """... and its words in that mode: :class:`TernaryMatVec` instantiates it for buffers this shallow."""
+
+GROUP_LANES = {"block": 16 * DP16KD_WIDTH // nx.CODE.width, "registers": 16 * DP16KD_WIDTH // nx.CODE.width,
+               "distributed": 16}
+"""Lanes per memory of a buffer with ``spread_control``: 72 lanes are 576 bits, sixteen 36-bit
+DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
 
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
