@@ -476,9 +476,9 @@ class TernaryMatVec(wiring.Component):
         enable for the bytes in use; port B reads), with the output register on: the codes of
         ``port.read.addr`` come out two clocks later. In this mode the low half of the word leaves on
         port A's data pins, so both ports' ``REGMODE`` are ``"OUTREG"`` and both output registers are
-        enabled (as Lattice's own ``PDPW16KD`` sets them; nextpnr times each half by its own port's
-        mode). Returns that data."""
+        enabled (nextpnr times each half by its own port's mode). Returns that data."""
         width = len(port.write.data)
+        wa, ra = port.write.addr, port.read.addr
         rdata = Signal(width, name=f"{name}_rdata")
         for b in range(0, width, DP16KD_WIDTH):
             din = port.write.data[b:b + DP16KD_WIDTH]
@@ -489,7 +489,6 @@ class TernaryMatVec(wiring.Component):
             half = DP16KD_WIDTH // 2
             pins = {}
             for i in range(14):
-                wa, ra = port.write.addr, port.read.addr
                 if i < 4:                                # byte enables: bytes of 9 bits that are used
                     pins[f"i_ADA{i}"] = port.write.en if 9 * i < used else C(0, 1)
                 else:
