@@ -33,6 +33,8 @@ most ``8 + log2(P) + 1`` bits. Per lane that is about one carry-chain LUT per ad
 ``sum_l (8 + l) / 2**l``, about 10 LUT4.
 """
 
+from types import SimpleNamespace
+
 from amaranth import *
 from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
@@ -257,7 +259,7 @@ class TernaryMatVec(wiring.Component):
         for n, (lo, hi, style) in enumerate(groups):
             name = "buf" if n == 0 else f"buf{n}"
             if self._spread and arch == "ecp5" and style == "block" and depth <= DP16KD_DEPTH:
-                port = _RamPorts(name, CODE_BITS * (hi - lo), depth)
+                port = _ram_ports(name, CODE_BITS * (hi - lo), depth)
                 reads.append(self._dp16kd(m, name, port))
                 wports.append((port.write, lo, hi))
                 rports.append(port.read)
@@ -275,6 +277,8 @@ class TernaryMatVec(wiring.Component):
                 m.d.sync += r.eq(read)
                 read = r
             reads.append(read)
+        # the codes of every lane: one clock after the read address (this register, which Yosys merges
+        # into the block RAM), or with spread_control two after each memory's copy of it (read above)
         rdata = Signal(CODE_BITS * P, reset_less=True)
         if self._spread:
             m.d.comb += rdata.eq(Cat(*reads))
@@ -489,8 +493,8 @@ class TernaryMatVec(wiring.Component):
             half = DP16KD_WIDTH // 2
             pins = {}
             for i in range(14):
-                if i < 4:                                # byte enables: bytes of 9 bits that are used
-                    pins[f"i_ADA{i}"] = port.write.en if 9 * i < used else C(0, 1)
+                if i < 4:                                # byte enables: the four bytes in use
+                    pins[f"i_ADA{i}"] = port.write.en if i * (DP16KD_WIDTH // 4) < used else C(0, 1)
                 else:
                     pins[f"i_ADA{i}"] = wa[i - 5] if 5 <= i < 5 + len(wa) else C(0, 1)
                 pins[f"i_ADB{i}"] = ra[i - 5] if 5 <= i < 5 + len(ra) else C(0, 1)
@@ -540,21 +544,15 @@ class TernaryMatVec(wiring.Component):
         return out
 
 
-class _RamPorts:
+def _ram_ports(name, width, depth):
     """The signals of a memory with one write and one read port, for :meth:`TernaryMatVec._dp16kd`:
     ``write.addr``, ``write.data``, ``write.en`` and ``read.addr``, named as on Amaranth's memory ports
     so that the unit drives either kind alike."""
-
-    class _Port:
-        pass
-
-    def __init__(self, name, width, depth):
-        bits = (depth - 1).bit_length()
-        self.write, self.read = self._Port(), self._Port()
-        self.write.addr = Signal(bits, name=f"{name}_waddr")
-        self.write.data = Signal(width, name=f"{name}_wdata")
-        self.write.en = Signal(name=f"{name}_we")
-        self.read.addr = Signal(bits, name=f"{name}_raddr")
+    bits = (depth - 1).bit_length()
+    return SimpleNamespace(
+        write=SimpleNamespace(addr=Signal(bits, name=f"{name}_waddr"), data=Signal(width, name=f"{name}_wdata"),
+                              en=Signal(name=f"{name}_we")),
+        read=SimpleNamespace(addr=Signal(bits, name=f"{name}_raddr")))
 
 
 class Rescale(wiring.Component):

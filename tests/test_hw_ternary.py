@@ -429,11 +429,12 @@ def test_dp16kd_wired_as_yosys_wires_it(tmp_path):
     only the output registers differ (on in ours, with their clock enables)."""
     import json
     import subprocess
+    from amaranth import Module, Signal
     from amaranth.back import rtlil
     from amaranth.lib import memory, wiring
     from amaranth.lib.wiring import In, Out
     from mmfree.hw.synth import yowasp_env
-    from mmfree.hw.ternary import _RamPorts, DP16KD_WIDTH
+    from mmfree.hw.ternary import _ram_ports, DP16KD_WIDTH
 
     width, depth = 2 * DP16KD_WIDTH + 8, 8           # three blocks, the last one partly used
 
@@ -459,13 +460,12 @@ def test_dp16kd_wired_as_yosys_wires_it(tmp_path):
     class Instantiated(Ports):
         def elaborate(self, platform):
             m = Module()
-            port = _RamPorts("buf", width, depth)
+            port = _ram_ports("buf", width, depth)
             m.d.comb += [port.write.addr.eq(self.waddr), port.write.data.eq(self.wdata),
                          port.write.en.eq(self.we), port.read.addr.eq(self.raddr),
                          self.rdata.eq(TernaryMatVec._dp16kd(m, "buf", port))]
             return m
 
-    from amaranth import Module, Signal
     yosys = yowasp_env()["YOSYS"]
 
     def cells(component, name):
