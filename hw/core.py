@@ -323,6 +323,7 @@ class Core(wiring.Component):
         V = Signal(range(VMAX + 1))
         raw = [Signal(32, name=f"shape_word{k}") for k in range(4)]
         req_token = Signal.like(self.req.payload.token)
+        shape_ok = Signal()                            # the descriptor and the token are in range
         max_beats = max(HMAX * HMAX, 2 * IMAX * HMAX, VMAX * HMAX) // P
         nb_hh = Signal(range(max_beats + 1))           # beats of an H x H matrix
         nb_ih = Signal(range(max_beats + 1))           # beats of down (H x I); gate has twice as many
@@ -656,13 +657,19 @@ class Core(wiring.Component):
                     m.next = "CHECK"
 
             with m.State("CHECK"):
+                # the descriptor's checks into a register: a clock of their own
                 m.d.comb += busy.eq(1)
                 rv, rh, rl, ri = raw
-                ok = ((rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0) & (ri >= 1) & (ri <= IMAX) &
-                      (ri[:LP] == 0) & (rl >= 1) & (rl <= LMAX) & (rv >= 1) & (rv <= VMAX) &
-                      (req_token < rv))
+                m.d.sync += shape_ok.eq(
+                    (rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0) & (ri >= 1) & (ri <= IMAX) &
+                    (ri[:LP] == 0) & (rl >= 1) & (rl <= LMAX) & (rv >= 1) & (rv <= VMAX) &
+                    (req_token < rv))
                 m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0)]
-                with m.If(ok):
+                m.next = "CHECKED"
+
+            with m.State("CHECKED"):
+                m.d.comb += busy.eq(1)
+                with m.If(shape_ok):
                     m.d.sync += error.eq(0)
                     m.next = "PRODUCTS"
                 with m.Else():

@@ -638,12 +638,15 @@ class Link(wiring.Component):
         bank_base = Signal(range(BANK))                 # bank byte read next
         m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
 
-        # memory walk (WRITE, VERIFY): byte position, bytes left, two pipeline stages
+        # memory walk (WRITE, VERIFY): byte position, bytes left, three pipeline stages
         region = Signal(range(n_regions))
         mpos = Signal(33)
         mleft = Signal(33)
         writing = Signal()
         m_over = Signal()                               # the range runs past the region's end
+        s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
+        s0_lane = Signal(range(wmax))
+        s0_addr = Signal(32)
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_lane = Signal(range(wmax))
         s1_addr = Signal(32)
@@ -656,6 +659,7 @@ class Link(wiring.Component):
         region_size = Signal(33)
         region_last_lane = Signal(range(wmax))
         m_quot = Signal(32)
+        m_base = Signal(33)                             # m_quot * wb: the walk's first word's first byte
         waddr = Signal(32)
         wlane = Signal(range(wmax))
         with m.Switch(region):
@@ -663,26 +667,37 @@ class Link(wiring.Component):
                 with m.Case(r):
                     m.d.comb += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1)]
 
+        # each region's word is registered as it leaves its memory, before the region multiplexer
         rdata = Signal(8 * wmax)
         for r, (wb, depth, bits) in words.items():
             name = REGION_PORTS[r]
             rd, wr = getattr(core, f"rd_{name}"), getattr(core, f"wr_{name}")
             m.d.comb += rd.addr.eq(waddr)
+            rword = Signal(bits, name=f"rword_{name}")
+            m.d.sync += rword.eq(rd.data)
             with m.If(region == r):
-                m.d.comb += rdata.eq(rd.data)           # zero-extended (GATES: 17 of 32 bits)
+                m.d.comb += rdata.eq(rword)             # zero-extended (GATES: 17 of 32 bits)
+        bank_byte = Signal(8)                           # the payload byte of stage 1
+        m.d.sync += bank_byte.eq(bank_r.data)
         m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
         wiring.connect(m, sampler.rd, wiring.flipped(core.rd_logits))
 
-        # stage 1 of the walk: the words read arrive; merge (WRITE) or pick the byte (VERIFY).
-        # Stage 2 writes the merged word and feeds the CRC from registers: block RAM outputs are slow.
+        # stage 0 of the walk addresses the word and the payload byte; both are registered as they
+        # leave their memories (block RAM outputs are slow). Stage 1 merges the byte into the word
+        # (WRITE) or picks the byte (VERIFY); stage 2 writes the merged word or feeds the CRC.
         s2_valid, s2_last = Signal(), Signal()
         s2_addr = Signal(32)
         v_byte = Signal(8)
         base = Mux(s1_first, rdata, word)
         merged = Signal(8 * wmax)
-        m.d.comb += merged.eq(Cat(*(Mux(s1_lane == j, bank_r.data, base.word_select(j, 8))
+        m.d.comb += merged.eq(Cat(*(Mux(s1_lane == j, bank_byte, base.word_select(j, 8))
                                    for j in range(wmax))))
-        m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr)]
+        m.d.sync += [
+            s0_valid.eq(0),
+            s1_valid.eq(s0_valid), s1_first.eq(s0_first), s1_last.eq(s0_last), s1_lane.eq(s0_lane),
+            s1_addr.eq(s0_addr),
+            s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr),
+        ]
         with m.If(s1_valid):
             m.d.sync += [word.eq(merged), v_byte.eq(rdata.word_select(s1_lane, 8))]
         with m.If(s2_valid & writing & s2_last):
@@ -916,14 +931,17 @@ class Link(wiring.Component):
                     for r, (wb, _, _) in words.items():
                         with m.Case(r):
                             m.d.sync += m_quot.eq(_div_const(mpos, wb, sizes[r]))
-                m.next = "RANGE_CHECK"
+                m.next = "RANGE_BASE"
 
-            with m.State("RANGE_CHECK"):
-                m.d.sync += [waddr.eq(m_quot)]
+            with m.State("RANGE_BASE"):
                 with m.Switch(region):
                     for r, (wb, _, _) in words.items():
                         with m.Case(r):
-                            m.d.sync += wlane.eq(mpos - m_quot * wb)
+                            m.d.sync += m_base.eq(m_quot * wb)
+                m.next = "RANGE_CHECK"
+
+            with m.State("RANGE_CHECK"):
+                m.d.sync += [waddr.eq(m_quot), wlane.eq(mpos - m_base)]
                 with m.If(m_over):
                     nak(p.Err.BAD_RANGE, mpos[:32])
                     m.next = "IDLE"
@@ -935,10 +953,10 @@ class Link(wiring.Component):
                 lane = wlane
                 with m.If(mleft != 0):
                     m.d.sync += [
-                        s1_valid.eq(1), s1_lane.eq(lane),
-                        s1_first.eq(s1_valid == 0),
-                        s1_last.eq((mleft == 1) | (lane == region_last_lane)),
-                        s1_addr.eq(waddr),
+                        s0_valid.eq(1), s0_lane.eq(lane),
+                        s0_first.eq(s0_valid == 0),
+                        s0_last.eq((mleft == 1) | (lane == region_last_lane)),
+                        s0_addr.eq(waddr),
                         mpos.eq(mpos + 1), mleft.eq(mleft - 1), bank_base.eq(bank_base + 1),
                     ]
                     with m.If(lane == region_last_lane):
@@ -947,13 +965,13 @@ class Link(wiring.Component):
                         m.d.sync += wlane.eq(lane + 1)
                     # a new word starts at lane 0 (the first byte of the walk is flagged above)
                     with m.If(lane == 0):
-                        m.d.sync += s1_first.eq(1)
+                        m.d.sync += s0_first.eq(1)
                 with m.Else():
                     m.next = "WALK_END"
 
             with m.State("WALK_END"):
                 # wait for the last byte to leave stage 2; the CRC register holds it then
-                with m.If(~s1_valid & ~s2_valid):
+                with m.If(~s0_valid & ~s1_valid & ~s2_valid):
                     with m.If(writing):
                         with m.If(desc_changed):
                             m.d.sync += [context.eq(0), position.eq(0)]

@@ -6,15 +6,15 @@ Everything here follows the steps of :mod:`mmfree.sampler`; its table (``EXP2_TA
 
 Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
 
-    MAX      V + 2 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
+    MAX      V + 3 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
                              division, one quotient bit a clock) and the LFSR's 32 steps of this draw
-    TOPK     24 (V + 2)      only when 0 < top_k < V: the threshold, one bit a pass, from the top:
+    TOPK     24 (V + 3)      only when 0 < top_k < V: the threshold, one bit a pass, from the top:
                              the largest t with #{i: l[i] >= t} >= top_k (a radix select)
-    SUM      V + 6           W = sum of w[i] (the weight pipeline below)
+    SUM      V + 7           W = sum of w[i] (the weight pipeline below)
     SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
-    SELECT   <= V + 6        the first i whose running sum of w exceeds u
+    SELECT   <= V + 7        the first i whose running sum of w exceeds u
 
-Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]``; ``d = lmax - l[i]`` and the
+Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` (and register it); ``d = lmax - l[i]`` and the
 candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit partial products, one
 multiplier block each, then two adds); ``x = product >> 20``, the table entry ``EXP2_TABLE[x & 63]``
 and ``n = x >> 6`` (zero weight when ``x >= 1024`` or not a candidate); the shift ``>> n``; the
@@ -126,18 +126,20 @@ class Sampler(wiring.Component):
             m.d.sync += [rem.eq(Mux(fits, trial - code, trial)), beta.eq(Cat(fits, beta[:-1])),
                          num.eq(num << 1), div_steps.eq(div_steps - 1)]
 
-        # --- the scan: addresses 0 .. V-1, one per clock, and their data one clock later ----------
+        # --- the scan: addresses 0 .. V-1, one per clock; their data one clock later, registered
+        # (block RAM outputs are slow), so in use two clocks later -----------------------------------
         scan_i = Signal(VB)
         scanning = Signal()
-        rd_valid = Signal()
-        rd_idx = Signal(VB)
+        rd_valid, r0_valid = Signal(), Signal()
+        rd_idx, r0_idx = Signal(VB), Signal(VB)
+        logit = Signal(ACT_SHAPE)
         m.d.comb += self.rd.addr.eq(scan_i)
-        m.d.sync += [rd_valid.eq(scanning), rd_idx.eq(scan_i)]
+        m.d.sync += [r0_valid.eq(scanning), r0_idx.eq(scan_i),
+                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), logit.eq(self.rd.data)]
         with m.If(scanning):
             m.d.sync += scan_i.eq(scan_i + 1)
             with m.If(scan_i == V - 1):
                 m.d.sync += scanning.eq(0)
-        logit = self.rd.data
         key = Signal(act_w)                  # order-preserving unsigned form of the logit
         m.d.comb += key.eq(logit.as_unsigned() ^ (1 << (act_w - 1)))
 
@@ -283,4 +285,4 @@ def cycle_bound(vocab, top_k):
     """The most clocks one pick takes, from ``start`` to ``done`` (the schedule in the module
     documentation): what a caller may wait before it calls the unit stuck."""
     passes = 3 + (TOPK_PASSES if 0 < top_k < vocab else 0)
-    return passes * (vocab + _PIPE + 2) + 2 * 33 + _NUM_BITS
+    return passes * (vocab + _PIPE + 3) + 2 * 33 + _NUM_BITS

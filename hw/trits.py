@@ -18,7 +18,12 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "decode_table"]
+__all__ = ["TritStream", "decode_table", "AHEAD"]
+
+AHEAD = 4
+"""Beats of trits :class:`TritStream` keeps buffered or in flight: a word is fetched whenever fewer
+than ``AHEAD * lanes`` trits would be left, counting the words still on their way (three clocks from
+the address to the buffer), so that a beat leaves on every clock."""
 
 _CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
 
@@ -36,6 +41,14 @@ def decode_table():
         trits = nx.unpack_trits_base3(torch.tensor([b], dtype=torch.uint8), n)
         out.append(int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little"))
     return out
+
+
+def _decode(byte, table):
+    """The trits of ``byte`` as a sum of products: every output bit the OR of the comparisons with the
+    byte values that set it. (A table lookup followed by a register would become block RAM ROMs.)"""
+    hits = Cat(*(byte == b for b in range(len(table))))
+    return Cat(*((hits & Const(sum(1 << b for b, v in enumerate(table) if v >> k & 1), len(table))).any()
+                 for k in range(_CODE_BITS)))
 
 
 class TritStream(wiring.Component):
@@ -66,14 +79,16 @@ class TritStream(wiring.Component):
 
     Throughput and timing
     ---------------------
-    A word read from the memory is registered first (block RAM outputs are slow), then decoded and
-    shifted into the buffer above the trits it holds: two clocks from ``rd.addr`` to the buffer. (The
-    register holds the word, not its decoded trits: a register after the decoder would let Yosys turn
-    the decoder into block RAM ROMs.) A word is fetched whenever fewer than ``3P`` trits would be
-    left, counting the word read last clock, so a beat is offered on every clock (from the fourth
-    after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``3P + T - 1`` trits. ``o.valid`` depends on
-    registers and ``active`` only; the shift that inserts a word depends on registers only, so
-    ``o.ready`` drives nothing but the final 2:1 multiplexers and the counters.
+    A word read from the memory is registered first (block RAM outputs are slow), then decoded into a
+    second register, then shifted into the buffer above the trits it holds: three clocks from
+    ``rd.addr`` to the buffer. (The decoder is a sum of products, not a table lookup: a table followed
+    by a register would become block RAM ROMs.) A word is fetched whenever fewer than ``AHEAD P``
+    trits would be left, counting the three stages in flight, so a beat is offered on every clock
+    (from the fifth after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The
+    buffer holds at most ``AHEAD P + T - 1`` trits. ``o.valid`` depends on registers and ``active``
+    only; the shift that inserts a word depends on registers only, and so does the fetch decision up
+    to a final choice between two comparisons, so ``o.ready`` drives nothing but final 2:1
+    multiplexers and the counters.
     """
 
     def __init__(self, lanes, word_bytes, depth):
@@ -96,13 +111,13 @@ class TritStream(wiring.Component):
 
     @property
     def capacity(self):
-        """Trits the buffer holds at most: ``3P + T - 1``."""
-        return 3 * self.lanes + self.trits_per_word - 1
+        """Trits the buffer holds at most: ``AHEAD P + T - 1``."""
+        return AHEAD * self.lanes + self.trits_per_word - 1
 
     def elaborate(self, platform):
         m = Module()
         P, T, cap = self.lanes, self.trits_per_word, self.capacity
-        table = Const(sum(v << (_CODE_BITS * b) for b, v in enumerate(decode_table())), 256 * _CODE_BITS)
+        table = decode_table()
 
         buf = Signal(2 * cap)
         count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
@@ -112,23 +127,30 @@ class TritStream(wiring.Component):
         ptr = Signal(range(self.depth + 1))
 
         m.d.sync += word.eq(self.rd.data)
-        decoded = Signal(2 * T)
-        m.d.comb += decoded.eq(Cat(*(table.word_select(word.word_select(j, 8), _CODE_BITS)
-                                     for j in range(self.word_bytes))))
-        # a word is fetched only while fewer than 3P trits would be left: it goes in below 3P + T
-        at = count[:(3 * P - 1).bit_length()]
+        decoded = Signal(2 * T)                         # the trits of word, one clock later
+        dpend = Signal()                                # decoded holds a word to insert
+        m.d.sync += [decoded.eq(Cat(*(_decode(word.word_select(j, 8), table)
+                                      for j in range(self.word_bytes)))),
+                     dpend.eq(pend & ~self.start)]
+        # a word is fetched only while fewer than AHEAD P trits would be left: it goes in below
+        # AHEAD P + T
+        at = count[:(AHEAD * P - 1).bit_length()]
         merged = Signal(2 * cap)
-        m.d.comb += merged.eq(buf | (Mux(pend, decoded, 0) << Cat(Const(0, 1), at)))
+        m.d.comb += merged.eq(buf | (Mux(dpend, decoded, 0) << Cat(Const(0, 1), at)))
 
         take = Signal()
         left = Signal(range(cap + 1))
         issue = Signal()
+        ahead = Signal(range(cap + 3 * T + 1))
         m.d.comb += [
             self.o.valid.eq(self.active & (count >= P)),
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
-            left.eq(count + Mux(pend, T, 0) - Mux(take, P, 0)),
-            issue.eq(self.active & (left + Mux(fetched, T, 0) < 3 * P) & (ptr != self.depth)),
+            left.eq(count + Mux(dpend, T, 0) - Mux(take, P, 0)),
+            # left + the words in flight < AHEAD P, from registers and a final choice by take
+            ahead.eq(count + Mux(dpend, T, 0) + Mux(fetched, T, 0) + Mux(pend, T, 0)),
+            issue.eq(self.active & Mux(take, ahead < (AHEAD + 1) * P, ahead < AHEAD * P)
+                     & (ptr != self.depth)),
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):

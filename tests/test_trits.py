@@ -96,5 +96,5 @@ def test_trit_stream_beats(lanes, stall):
     sim.add_testbench(bench)
     sim.run()
     assert got == want
-    if not stall:                                      # one beat every clock from the fourth
-        assert clocks == list(range(3, 3 + beats))
+    if not stall:                                      # one beat every clock from the fifth
+        assert clocks == list(range(4, 4 + beats))
