@@ -98,3 +98,20 @@ def test_trit_stream_beats(lanes, stall):
     assert got == want
     if not stall:                                      # one beat every clock from the fifth
         assert clocks == list(range(4, 4 + beats))
+
+
+@pytest.mark.synth
+def test_trit_stream_decoder_stays_in_logic(tmp_path):
+    """The decoder ahead of its register is a sum of products: written as a table lookup, Yosys turns
+    it and the register into block RAM ROMs (nine DP16KD at 32 lanes), which the demo build has no
+    room for."""
+    import subprocess
+    from amaranth.back import rtlil
+    from mmfree.hw.synth import yowasp_env
+    (tmp_path / "ts.il").write_text(rtlil.convert(TritStream(32, 9, 31858), name="ts", emit_src=False))
+    out = subprocess.run([yowasp_env()["YOSYS"], "-q", "-p",
+                          "read_rtlil ts.il; synth_ecp5 -dff -top ts; tee -o stat.txt stat"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stat = (tmp_path / "stat.txt").read_text()
+    assert "TRELLIS_FF" in stat and "DP16KD" not in stat
