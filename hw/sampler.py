@@ -14,11 +14,11 @@ Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
     SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
     SELECT   <= V + 7        the first i whose running sum of w exceeds u
 
-Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` (and register it); ``d = lmax - l[i]`` and the
-candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit partial products, one
-multiplier block each, then two adds); ``x = product >> 20``, the table entry ``EXP2_TABLE[x & 63]``
-and ``n = x >> 6`` (zero weight when ``x >= 1024`` or not a candidate); the shift ``>> n``; the
-running sum.
+Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` and register it;
+``d = lmax - l[i]`` and the candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit
+partial products, one multiplier block each, then two adds); ``x = product >> 20``, the table entry
+``EXP2_TABLE[x & 63]`` and ``n = x >> 6`` (zero weight when ``x >= 1024`` or not a candidate); the
+shift ``>> n``; the running sum.
 About ``3V + 100`` clocks without top-k (``V = 256``: under 900), ``27V + 150`` with it.
 Greedy decoding (temperature 0) does not use this unit: the core's argmax is the answer then.
 
