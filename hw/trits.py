@@ -18,7 +18,7 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "decode_table", "AHEAD"]
+__all__ = ["TritStream", "decode_table", "decode_lookup", "decode_logic", "AHEAD"]
 
 AHEAD = 4
 """Beats of trits :class:`TritStream` keeps buffered or in flight: a word is fetched whenever fewer
@@ -43,9 +43,17 @@ def decode_table():
     return out
 
 
-def _decode(byte, table):
-    """The trits of ``byte`` as a sum of products: every output bit the OR of the comparisons with the
-    byte values that set it. (A table lookup followed by a register would become block RAM ROMs.)"""
+def decode_lookup(byte, table):
+    """The trits of ``byte`` (a Value) looked up in ``table`` (:func:`decode_table`): what simulators
+    evaluate fastest."""
+    return Const(sum(v << (_CODE_BITS * b) for b, v in enumerate(table)),
+                 len(table) * _CODE_BITS).word_select(byte, _CODE_BITS)
+
+
+def decode_logic(byte, table):
+    """The same trits as a sum of products: every output bit the OR of the comparisons with the byte
+    values that set it. For synthesis: Yosys turns a table lookup followed by a register into block
+    RAM ROMs, but not this (and maps it to LUTs just as well); simulators evaluate it slowly."""
     hits = Cat(*(byte == b for b in range(len(table))))
     return Cat(*((hits & Const(sum(1 << b for b, v in enumerate(table) if v >> k & 1), len(table))).any()
                  for k in range(_CODE_BITS)))
@@ -81,8 +89,9 @@ class TritStream(wiring.Component):
     ---------------------
     A word read from the memory is registered first (block RAM outputs are slow), then decoded into a
     second register, then shifted into the buffer above the trits it holds: three clocks from
-    ``rd.addr`` to the buffer. (The decoder is a sum of products, not a table lookup: a table followed
-    by a register would become block RAM ROMs.) A word is fetched whenever fewer than ``AHEAD P``
+    ``rd.addr`` to the buffer. (Elaborated for a device the decoder is a sum of products,
+    :func:`decode_logic`: a table followed by a register would become block RAM ROMs; for simulation,
+    no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A word is fetched whenever fewer than ``AHEAD P``
     trits would be left, counting the three stages in flight, so a beat is offered on every clock
     (from the fifth after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The
     buffer holds at most ``AHEAD P + T - 1`` trits. ``o.valid`` depends on registers and ``active``
@@ -129,7 +138,9 @@ class TritStream(wiring.Component):
         m.d.sync += word.eq(self.rd.data)
         decoded = Signal(2 * T)                         # the trits of word, one clock later
         dpend = Signal()                                # decoded holds a word to insert
-        m.d.sync += [decoded.eq(Cat(*(_decode(word.word_select(j, 8), table)
+        # elaborated for a device: logic; for simulation (no platform): the lookup, the same bits
+        decode = decode_lookup if platform is None else decode_logic
+        m.d.sync += [decoded.eq(Cat(*(decode(word.word_select(j, 8), table)
                                       for j in range(self.word_bytes)))),
                      dpend.eq(pend & ~self.start)]
         # a word is fetched only while fewer than AHEAD P trits would be left: it goes in below

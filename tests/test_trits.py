@@ -5,14 +5,14 @@ import random
 
 import pytest
 import torch
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from mmfree import memory_map as mm
 from mmfree import numerics as nx
-from mmfree.hw.trits import TritStream, decode_table
+from mmfree.hw.trits import TritStream, decode_logic, decode_lookup, decode_table
 
 
 def test_decode_table_is_pack_trits_of_base3():
@@ -102,16 +102,38 @@ def test_trit_stream_beats(lanes, stall):
 
 @pytest.mark.synth
 def test_trit_stream_decoder_stays_in_logic(tmp_path):
-    """The decoder ahead of its register is a sum of products: written as a table lookup, Yosys turns
-    it and the register into block RAM ROMs (nine DP16KD at 32 lanes), which the demo build has no
-    room for."""
+    """Elaborated for a device, the decoder ahead of its register is a sum of products: as a table
+    lookup, Yosys turns it and the register into block RAM ROMs (nine DP16KD at 32 lanes), which the
+    demo build has no room for."""
     import subprocess
     from amaranth.back import rtlil
-    from mmfree.hw.synth import yowasp_env
-    (tmp_path / "ts.il").write_text(rtlil.convert(TritStream(32, 9, 31858), name="ts", emit_src=False))
+    from mmfree.hw.synth import ECP5_TARGET, yowasp_env
+    (tmp_path / "ts.il").write_text(rtlil.convert(TritStream(32, 9, 31858), name="ts", emit_src=False,
+                                                  platform=ECP5_TARGET))
     out = subprocess.run([yowasp_env()["YOSYS"], "-q", "-p",
                           "read_rtlil ts.il; synth_ecp5 -dff -top ts; tee -o stat.txt stat"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     stat = (tmp_path / "stat.txt").read_text()
     assert "TRELLIS_FF" in stat and "DP16KD" not in stat
+
+
+def test_decoders_agree():
+    """The sum of products (synthesis) and the table lookup (simulation) give the same trits for every
+    byte, and both are decode_table."""
+    byte = Signal(8)
+    logic, lookup = Signal(10), Signal(10)
+    m = Module()
+    table = decode_table()
+    m.d.comb += [logic.eq(decode_logic(byte, table)), lookup.eq(decode_lookup(byte, table))]
+    got = []
+
+    async def bench(ctx):
+        for b in range(256):
+            ctx.set(byte, b)
+            got.append((ctx.get(logic), ctx.get(lookup)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [(v, v) for v in table]
