@@ -12,7 +12,7 @@ Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
                              the largest t with #{i: l[i] >= t} >= top_k (a radix select)
     SUM      V + 7           W = sum of w[i] (the weight pipeline below)
     SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
-    SELECT   <= V + 7        the first i whose running sum of w exceeds u
+    SELECT   <= V + 8        the first i whose running sum of w exceeds u
 
 Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` and register it;
 ``d = lmax - l[i]`` and the candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit
@@ -207,6 +207,9 @@ class Sampler(wiring.Component):
         running_next = running + w
         with m.If(w_valid):
             m.d.sync += running.eq(running_next)
+        sel_valid = Signal()                            # running includes w[sel_idx]
+        sel_idx = Signal.like(w_idx)
+        m.d.sync += [sel_valid.eq(w_valid), sel_idx.eq(w_idx)]
 
         def restart_scan():
             m.d.sync += [scan_i.eq(0), scanning.eq(1)]
@@ -270,9 +273,11 @@ class Sampler(wiring.Component):
                     restart_scan()
                     m.next = "SELECT"
             with m.State("SELECT"):
+                # the prefix sum is compared a clock after it is added up (from its register), so
+                # that no comparison follows the adder in one clock
                 m.d.comb += weighing.eq(1)
-                with m.If(w_valid & (running_next > u)):
-                    m.d.sync += [self.token.eq(w_idx), scanning.eq(0)]
+                with m.If(sel_valid & (running > u)):
+                    m.d.sync += [self.token.eq(sel_idx), scanning.eq(0)]
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
