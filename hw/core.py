@@ -78,9 +78,10 @@ Interface
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
-    the word at the ``addr`` of the previous cycle, valid while ``busy`` is low (the core shares the
-    memories' only read port). ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits
-    (ACT) at ``0 .. V-1``: the place a sampler takes them from.
+    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (2) clocks before (``rd_logits``: of the
+    previous clock), valid while ``busy`` is low (the core shares the memories' only read port).
+    ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
+    place a sampler takes them from.
 
 Internal memories: ``X`` (residual, ACT, ``max_hidden``), ``V`` (norm and element-wise outputs, ACT,
 ``max(max_hidden, max_intermediate)``), ``Y`` (projection outputs, ACT, ``max(3H, 2I, V)``), ``STATE``
@@ -89,7 +90,7 @@ matrix-vector unit. The state persists across tokens; a per-layer flag set by ``
 reset) makes the next token read a layer's state as zero.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -109,7 +110,7 @@ from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
-           "region_words", "REGION_PORTS"]
+           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK"]
 
 REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
                 memory_map.REGION_GATES: "gates", memory_map.REGION_SCALARS: "scalars"}
@@ -164,8 +165,50 @@ def write_signature(depth, shape):
 
 
 def read_signature(depth, shape):
-    """A memory read port, from the reader's side: ``addr`` out, ``data`` (one cycle later) in."""
+    """A memory read port, from the reader's side: ``addr`` out, ``data`` in (the word at an ``addr``
+    :data:`REGION_READ_LATENCY` clocks later for the region ports, one clock later for
+    ``rd_logits``)."""
     return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": In(shape)})
+
+
+REGION_READ_LATENCY = 2
+"""Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`. Every block RAM
+output of a region is registered before anything else sees it: in TRITS before the multiplexer that
+picks its bank (:data:`TRITS_BANK`), in the other regions before the port."""
+
+TRITS_BANK = 1024
+"""Words per bank of the TRITS memory (72-bit words: four 1024 x 18 block RAMs on the ECP5). Each
+bank's output goes into a register of its own, and the bank is picked from those registers: a block
+RAM's output is slow (5.8 ns on the ECP5), and a multiplexer over 32 of them after it was the
+longest path of the demo build at 100 MHz."""
+
+
+class _BankedReadPort:
+    """A memory of ``depth`` words of ``width`` bits in banks of ``bank`` words, with one write port
+    (``wr``: ``addr``, ``data``, ``en``) and one read port (``addr``, and ``data``
+    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers)."""
+
+    def __init__(self, m, name, width, depth, bank, wr):
+        nb = -(-depth // bank)
+        lb = (bank - 1).bit_length()
+        self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
+        self.data = Signal(width, name=f"{name}_rdata")
+        outs = []
+        for b in range(nb):
+            mem = memory.Memory(shape=unsigned(width), depth=min(bank, depth - b * bank), init=[])
+            m.submodules[f"{name}_{b}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data),
+                         wp.en.eq(wr.en & (wr.addr[lb:] == b)), rp.addr.eq(self.addr[:lb])]
+            q = Signal(width, name=f"{name}_q{b}")
+            m.d.sync += q.eq(rp.data)
+            outs.append(q)
+        if nb == 1:
+            m.d.comb += self.data.eq(outs[0])
+        else:
+            sel = [Signal(range(nb), name=f"{name}_bank{k}") for k in range(REGION_READ_LATENCY)]
+            m.d.sync += [sel[0].eq(self.addr[lb:])] + [b.eq(a) for a, b in zip(sel, sel[1:])]
+            m.d.comb += self.data.eq(Array(outs)[sel[-1]])
 
 
 def request_layout(config):
@@ -192,7 +235,7 @@ _OUT_AT = {                                                  # where each pass's
 }
 _DEPTH = max(_OUT_AT.values())
 _FRONT = 2                                                   # accept, read -> operands
-_QDEPTH = _FRONT + _DEPTH + 4                                # quantiser feed FIFO: a full pipeline
+_QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
 
@@ -244,10 +287,12 @@ class Core(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en)]
             rp = mem.read_port()
-            m.d.comb += rd.data.eq(rp.data)
+            m.d.sync += rd.data.eq(rp.data)             # REGION_READ_LATENCY
             return rp
 
-        trits_rp = region("trits", unsigned(cfg.trit_word_bits), cfg.trit_words, self.wr_trits, self.rd_trits)
+        trits_rp = _BankedReadPort(m, "trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK,
+                                   self.wr_trits)
+        m.d.comb += self.rd_trits.data.eq(trits_rp.data)
         params_rp = region("params", unsigned(16), cfg.param_words, self.wr_params, self.rd_params)
         gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
         scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)
@@ -383,6 +428,8 @@ class Core(wiring.Component):
         wb_layer = Signal(range(LMAX + 1))
         wb_row = Signal(range(max(2 * IMAX, VMAX, HMAX) + 1))
         wb_rows = Signal.like(wb_row)
+        wb_upper = Signal()                            # gate: a row of the second half (I .. 2I)
+        wb_j = Signal(range(KMAX))                     # the row's element: wb_row, less I if wb_upper
         wb_store = Signal()
         wb_vpu = Signal()
         wb_ybase = Signal(range(cfg.y_depth + 1))
@@ -396,7 +443,7 @@ class Core(wiring.Component):
             with m.Case(3, 5):
                 m.d.comb += [wb_rows.eq(H), wb_vpu.eq(1)]
             with m.Case(4):
-                m.d.comb += [wb_rows.eq(2 * I), wb_store.eq(1), wb_ybase.eq(0), wb_vpu.eq(wb_row >= I)]
+                m.d.comb += [wb_rows.eq(2 * I), wb_store.eq(1), wb_ybase.eq(0), wb_vpu.eq(wb_upper)]
             with m.Case(6):
                 m.d.comb += [wb_rows.eq(V), wb_store.eq(1), wb_ybase.eq(0)]
 
@@ -412,11 +459,15 @@ class Core(wiring.Component):
         inflight = Signal(range(_QDEPTH + 1))
         open_ = Signal()
         accept = Signal()
-        m.d.comb += open_.eq(v_run & (~feeds | (inflight < _QDEPTH)))
+        # room: fewer than _QDEPTH - 1 in flight a clock ago, so fewer than _QDEPTH now (from a
+        # register: no comparison ahead of the admission)
+        room = Signal()
+        m.d.sync += room.eq(inflight < _QDEPTH - 1)
+        m.d.comb += open_.eq(v_run & (~feeds | room))
         with m.If(from_wb):
             m.d.comb += [
                 src_valid.eq(wb_active & wb_vpu & rs.valid),
-                src_j.eq(Mux(wb_proj == 4, wb_row - I, wb_row)),
+                src_j.eq(wb_j),
                 src_y.eq(rs.payload.value),
             ]
         with m.Else():
@@ -558,8 +609,17 @@ class Core(wiring.Component):
             y_wp.en.eq(rs_take & wb_store),
         ]
         with m.If(start):
-            m.d.sync += [wb_active.eq(1), wb_proj.eq(0), wb_layer.eq(0), wb_row.eq(0), wb_done.eq(0)]
+            m.d.sync += [wb_active.eq(1), wb_proj.eq(0), wb_layer.eq(0), wb_row.eq(0), wb_done.eq(0),
+                         wb_upper.eq(0), wb_j.eq(0)]
         with m.Elif(rs_take):
+            # wb_upper and wb_j are counted along, so that no comparison or subtraction of wb_row
+            # stands between the write-back and the vector unit's reads
+            with m.If(wb_row == wb_rows - 1):
+                m.d.sync += [wb_upper.eq(0), wb_j.eq(0)]
+            with m.Elif((wb_proj == 4) & (wb_row == I - 1)):
+                m.d.sync += [wb_upper.eq(1), wb_j.eq(0)]
+            with m.Else():
+                m.d.sync += wb_j.eq(wb_j + 1)
             with m.If(wb_proj == 6):
                 with m.If((wb_row == 0) | (rs.payload.value > best)):
                     m.d.sync += [best.eq(rs.payload.value), best_idx.eq(wb_row)]
@@ -581,7 +641,8 @@ class Core(wiring.Component):
         st_proj = Signal(range(7))
         st_layer = Signal(range(LMAX + 1))
         st_left = Signal(range(max_beats + 1))
-        m.submodules.trit_stream = ts = TritStream(P, cfg.trit_word_bytes, cfg.trit_words)
+        m.submodules.trit_stream = ts = TritStream(P, cfg.trit_word_bytes, cfg.trit_words,
+                                                   latency=REGION_READ_LATENCY)
         m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=2 * P + 1, depth=_WDEPTH)
         issue = Signal()
         m.d.comb += [

@@ -58,8 +58,8 @@ from mmfree import protocol as p
 from .activations import ACT_SHAPE
 from .config import HwConfig
 from .sampler import Sampler
-from .core import (Command, REGION_PORTS, read_signature, request_layout, result_layout,
-                   write_signature)
+from .core import (Command, REGION_PORTS, REGION_READ_LATENCY, read_signature, request_layout,
+                   result_layout, write_signature)
 from mmfree.numerics import GATE
 
 __all__ = ["Link", "FrameReceiver", "FrameSender", "core_signature", "info_for", "region_sizes",
@@ -253,10 +253,20 @@ class FrameReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc_unit = _CRC32.create()
+        # The input side (COBS) decodes each byte as it is taken; the decoded byte is written, counted
+        # and fed to the CRC a clock later, from registers; a closing delimiter is judged a clock
+        # after it is taken (``closing``), when the frame's last byte has been counted.
         n_enc = Signal(range(p.MAX_ENCODED + 2))        # encoded bytes since the last delimiter
+        empty = Signal(init=1)                          # n_enc == 0
+        full = Signal()                                 # n_enc >= MAX_ENCODED
         overflow = Signal()
         left = Signal(8)                                # data bytes left in the COBS block
+        left_zero = Signal(init=1)                      # left == 0
         zero_pending = Signal()                         # a zero ends the block if more follows
+        emit = Signal()                                 # a decoded byte, a clock after its code
+        emit_byte = Signal(8)
+        closing = Signal()                              # a delimiter ended a non-empty frame
+        c_overflow, c_open = Signal(), Signal()         # its COBS state: too long, block not closed
         dlen = Signal(range(p.MAX_ENCODED + 1))         # decoded bytes written
         seq, code = Signal(8), Signal(8)
         tail = Signal(32)
@@ -266,16 +276,14 @@ class FrameReceiver(wiring.Component):
         byte = self.i.payload
         is_delim = byte == p.DELIMITER
         ev = self.event.payload
-        m.d.comb += self.i.ready.eq(Mux(is_delim, (n_enc == 0) | ~self.event.valid,
-                                        ~held.bit_select(wbank, 1)))
+        m.d.comb += self.i.ready.eq(~closing & Mux(is_delim, empty | ~self.event.valid,
+                                                   ~held.bit_select(wbank, 1)))
         take = self.i.valid & self.i.ready
 
         with m.If(self.event.ready):
             m.d.sync += self.event.valid.eq(0)
         m.d.sync += held.eq(held & ~self.free)
 
-        emit = Signal()
-        emit_byte = Signal(8)
         m.d.comb += [
             self.buf.addr.eq(Cat(dlen[:BANK.bit_length() - 1], wbank)),
             self.buf.data.eq(emit_byte),
@@ -283,6 +291,7 @@ class FrameReceiver(wiring.Component):
             crc_unit.data.eq(emit_byte),
             crc_unit.valid.eq(emit),
         ]
+        m.d.sync += emit.eq(0)
         with m.If(emit):
             m.d.sync += [dlen.eq(dlen + 1), tail.eq(Cat(tail[8:], emit_byte))]
             with m.If(dlen == 0):
@@ -290,47 +299,57 @@ class FrameReceiver(wiring.Component):
             with m.If(dlen == 1):
                 m.d.sync += code.eq(emit_byte)
 
-        with m.If(take & is_delim):
+        m.d.sync += closing.eq(0)
+        with m.If(closing):
             m.d.comb += crc_unit.start.eq(1)
-            m.d.sync += [n_enc.eq(0), overflow.eq(0), left.eq(0), zero_pending.eq(0), dlen.eq(0)]
-            with m.If(n_enc != 0):
-                seq_v = Mux(dlen > 0, seq, 0)
-                code_v = Mux(dlen > 1, code, 0xFF)
-                error = Signal(8)
-                with m.If(overflow):
-                    m.d.comb += error.eq(p.Err.TOO_LONG)
-                with m.Elif(left != 0):
-                    m.d.comb += error.eq(p.Err.BAD_FRAME)
-                with m.Elif(dlen < p.MIN_FRAME):
-                    m.d.comb += error.eq(p.Err.BAD_FRAME)
-                with m.Elif(dlen > p.MAX_FRAME):
-                    m.d.comb += error.eq(p.Err.TOO_LONG)
-                with m.Elif(crc_unit.crc != p.CRC_RESIDUE):
-                    m.d.comb += error.eq(p.Err.BAD_CRC)
-                cobs_ok = ~overflow & (left == 0)
-                m.d.sync += [
-                    self.event.valid.eq(1),
-                    ev.error.eq(error),
-                    ev.seq.eq(Mux(cobs_ok, seq_v, 0)),
-                    ev.code.eq(Mux(cobs_ok, code_v, 0xFF)),
-                    ev.length.eq(dlen),
-                    ev.bank.eq(wbank),
-                    ev.crc.eq(tail),
-                ]
-                with m.If(error == 0):
-                    m.d.sync += [held.eq((held & ~self.free) | (1 << wbank)), wbank.eq(~wbank)]
+            m.d.sync += dlen.eq(0)
+            seq_v = Mux(dlen > 0, seq, 0)
+            code_v = Mux(dlen > 1, code, 0xFF)
+            error = Signal(8)
+            with m.If(c_overflow):
+                m.d.comb += error.eq(p.Err.TOO_LONG)
+            with m.Elif(c_open):
+                m.d.comb += error.eq(p.Err.BAD_FRAME)
+            with m.Elif(dlen < p.MIN_FRAME):
+                m.d.comb += error.eq(p.Err.BAD_FRAME)
+            with m.Elif(dlen > p.MAX_FRAME):
+                m.d.comb += error.eq(p.Err.TOO_LONG)
+            with m.Elif(crc_unit.crc != p.CRC_RESIDUE):
+                m.d.comb += error.eq(p.Err.BAD_CRC)
+            cobs_ok = ~c_overflow & ~c_open
+            m.d.sync += [
+                self.event.valid.eq(1),
+                ev.error.eq(error),
+                ev.seq.eq(Mux(cobs_ok, seq_v, 0)),
+                ev.code.eq(Mux(cobs_ok, code_v, 0xFF)),
+                ev.length.eq(dlen),
+                ev.bank.eq(wbank),
+                ev.crc.eq(tail),
+            ]
+            with m.If(error == 0):
+                m.d.sync += [held.eq((held & ~self.free) | (1 << wbank)), wbank.eq(~wbank)]
+
+        with m.If(take & is_delim):
+            m.d.sync += [n_enc.eq(0), empty.eq(1), full.eq(0), overflow.eq(0), left.eq(0),
+                         left_zero.eq(1), zero_pending.eq(0)]
+            with m.If(~empty):
+                m.d.sync += [closing.eq(1), c_overflow.eq(overflow), c_open.eq(~left_zero)]
+            with m.Else():
+                m.d.comb += crc_unit.start.eq(1)
         with m.Elif(take):
+            m.d.sync += [empty.eq(0), full.eq(n_enc >= p.MAX_ENCODED - 1)]
             with m.If(n_enc <= p.MAX_ENCODED):
                 m.d.sync += n_enc.eq(n_enc + 1)
-            with m.If(n_enc >= p.MAX_ENCODED):
+            with m.If(full):
                 m.d.sync += overflow.eq(1)
-            with m.Elif(left == 0):                     # a code byte
-                m.d.sync += [left.eq(byte - 1), zero_pending.eq(byte != 0xFF)]
+            with m.Elif(left_zero):                     # a code byte
+                m.d.sync += [left.eq(byte - 1), left_zero.eq(byte == 1),
+                             zero_pending.eq(byte != 0xFF)]
                 with m.If(zero_pending):
-                    m.d.comb += [emit.eq(1), emit_byte.eq(0)]
+                    m.d.sync += [emit.eq(1), emit_byte.eq(0)]
             with m.Else():
-                m.d.sync += left.eq(left - 1)
-                m.d.comb += [emit.eq(1), emit_byte.eq(byte)]
+                m.d.sync += [left.eq(left - 1), left_zero.eq(left == 1)]
+                m.d.sync += [emit.eq(1), emit_byte.eq(byte)]
         return m
 
 
@@ -638,7 +657,7 @@ class Link(wiring.Component):
         bank_base = Signal(range(BANK))                 # bank byte read next
         m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
 
-        # memory walk (WRITE, VERIFY): byte position, bytes left, three pipeline stages
+        # memory walk (WRITE, VERIFY): byte position, bytes left, four pipeline stages
         region = Signal(range(n_regions))
         mpos = Signal(33)
         mleft = Signal(33)
@@ -647,6 +666,9 @@ class Link(wiring.Component):
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_lane = Signal(range(wmax))
         s0_addr = Signal(32)
+        sr_valid, sr_first, sr_last = Signal(), Signal(), Signal()      # the memories read
+        sr_lane = Signal(range(wmax))
+        sr_addr = Signal(32)
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_lane = Signal(range(wmax))
         s1_addr = Signal(32)
@@ -678,13 +700,16 @@ class Link(wiring.Component):
             with m.If(region == r):
                 m.d.comb += rdata.eq(rword)             # zero-extended (GATES: 17 of 32 bits)
         bank_byte = Signal(8)                           # the payload byte of stage 1
-        m.d.sync += bank_byte.eq(bank_r.data)
+        bank_q = Signal(8)
+        m.d.sync += [bank_q.eq(bank_r.data), bank_byte.eq(bank_q)]
         m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
         wiring.connect(m, sampler.rd, wiring.flipped(core.rd_logits))
 
-        # stage 0 of the walk addresses the word and the payload byte; both are registered as they
-        # leave their memories (block RAM outputs are slow). Stage 1 merges the byte into the word
-        # (WRITE) or picks the byte (VERIFY); stage 2 writes the merged word or feeds the CRC.
+        # stage 0 of the walk addresses the word and the payload byte; the core's region ports answer
+        # REGION_READ_LATENCY (2) clocks later, and both are registered as they arrive (block RAM
+        # outputs are slow): stage r waits for them. Stage 1 merges the byte into the word (WRITE)
+        # or picks the byte (VERIFY); stage 2 writes the merged word or feeds the CRC.
+        assert REGION_READ_LATENCY == 2
         s2_valid, s2_last = Signal(), Signal()
         s2_addr = Signal(32)
         v_byte = Signal(8)
@@ -694,8 +719,10 @@ class Link(wiring.Component):
                                    for j in range(wmax))))
         m.d.sync += [
             s0_valid.eq(0),
-            s1_valid.eq(s0_valid), s1_first.eq(s0_first), s1_last.eq(s0_last), s1_lane.eq(s0_lane),
-            s1_addr.eq(s0_addr),
+            sr_valid.eq(s0_valid), sr_first.eq(s0_first), sr_last.eq(s0_last), sr_lane.eq(s0_lane),
+            sr_addr.eq(s0_addr),
+            s1_valid.eq(sr_valid), s1_first.eq(sr_first), s1_last.eq(sr_last), s1_lane.eq(sr_lane),
+            s1_addr.eq(sr_addr),
             s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr),
         ]
         with m.If(s1_valid):
@@ -720,6 +747,7 @@ class Link(wiring.Component):
         fbad = Signal()
         fbad_tok = Signal(32)
         ftoken = Signal()                               # fshift holds a whole token id
+        f_end = Signal()                                # every payload byte read and stored
 
         # request fields
         w_region, w_offset = _unpack(p.WriteRequest.HEAD, hdr)
@@ -730,6 +758,16 @@ class Link(wiring.Component):
         m.d.comb += [hist_r.addr.eq(r_index[:hist_bits]), hist_w.addr.eq(produced[:hist_bits])]
 
         # --- helpers: one frame out per command path ----------------------------------------------
+        # the sender starts a clock after the decision, from registers (snd_go, snd_len), so that
+        # the executor's conditions do not run on into the sender; IDLE waits for both
+        snd_go = Signal()
+        snd_len = Signal.like(snd.length)
+        m.d.sync += snd_go.eq(0)
+        m.d.comb += [snd.start.eq(snd_go), snd.length.eq(snd_len)]
+
+        def send(length):
+            m.d.sync += [snd_go.eq(1), snd_len.eq(length)]
+
         def reply(code, payload=None, length=0, info=False, seq=None, crc_field=None):
             m.d.sync += [
                 r_code.eq(code), r_info.eq(int(info)), r_blen.eq(p.HEADER_SIZE + length),
@@ -739,12 +777,12 @@ class Link(wiring.Component):
             ]
             if payload is not None:
                 m.d.sync += r_payload.eq(_extend(payload, len(r_payload)))
-            m.d.comb += [snd.start.eq(1), snd.length.eq(p.HEADER_SIZE + length)]
+            send(p.HEADER_SIZE + length)
 
         def scratch(seq, code, payload, length):
             m.d.sync += [s_seq.eq(seq), s_code.eq(code), s_payload.eq(_extend(payload, len(s_payload))),
                          send_scratch.eq(1)]
-            m.d.comb += [snd.start.eq(1), snd.length.eq(p.HEADER_SIZE + length)]
+            send(p.HEADER_SIZE + length)
 
         def nak(error, arg=0, seq=None, command=None):
             scratch(ev.seq if seq is None else seq, p.Reply.NAK,
@@ -761,7 +799,7 @@ class Link(wiring.Component):
                 with m.If(held):
                     m.d.comb += rxf.free.eq(1 << ev.bank)
                     m.d.sync += held.eq(0)
-                with m.If(snd.busy):
+                with m.If(snd.busy | snd_go):
                     pass                                # every path below may send a frame
                 with m.Elif(core.res.valid):
                     m.next = "STEP_DONE"
@@ -787,7 +825,7 @@ class Link(wiring.Component):
                     with m.If(dup):
                         # a repeat of the last command executed: its stored reply again
                         m.d.sync += send_scratch.eq(0)
-                        m.d.comb += [snd.start.eq(1), snd.length.eq(r_blen)]
+                        send(r_blen)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [bank_base.eq(_PAYLOAD_AT), fgot.eq(0),
@@ -861,7 +899,7 @@ class Link(wiring.Component):
                                 m.next = "RESET"
                         with m.Case(p.Cmd.FEED):
                             m.d.sync += [bank_base.eq(_PAYLOAD_AT), fbytes.eq(0), fgot.eq(0),
-                                         fbad.eq(0), feed_n.eq(0)]
+                                         fbad.eq(0), feed_n.eq(0), f_end.eq(0)]
                             with m.If(busy_now):
                                 nak(p.Err.BUSY)
                                 m.next = "IDLE"
@@ -971,7 +1009,7 @@ class Link(wiring.Component):
 
             with m.State("WALK_END"):
                 # wait for the last byte to leave stage 2; the CRC register holds it then
-                with m.If(~s0_valid & ~s1_valid & ~s2_valid):
+                with m.If(~s0_valid & ~sr_valid & ~s1_valid & ~s2_valid):
                     with m.If(writing):
                         with m.If(desc_changed):
                             m.d.sync += [context.eq(0), position.eq(0)]
@@ -1013,7 +1051,9 @@ class Link(wiring.Component):
                     m.d.comb += [feed_w.addr.eq(feed_n), feed_w.data.eq(fshift), feed_w.en.eq(1)]
                     with m.If((fshift >= V) & ~fbad):
                         m.d.sync += [fbad.eq(1), fbad_tok.eq(fshift)]
-                with m.If((fgot == plen) & (fbytes == plen) & ~ftoken):
+                # the payload is through (it stays so): acted on a clock later, from a register
+                m.d.sync += f_end.eq((fgot == plen) & (fbytes == plen) & ~ftoken)
+                with m.If(f_end):
                     with m.If(fbad):
                         nak(p.Err.BAD_TOKEN, fbad_tok)
                     with m.Else():

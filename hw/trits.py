@@ -9,7 +9,7 @@ that only increments, decodes every byte into five trits in the 2-bit code of
 :class:`~mmfree.hw.ternary.TernaryMatVec`.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,12 +18,7 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "decode_table", "decode_lookup", "decode_logic", "AHEAD"]
-
-AHEAD = 4
-"""Beats of trits :class:`TritStream` keeps buffered or in flight: a word is fetched whenever fewer
-than ``AHEAD * lanes`` trits would be left, counting the words still on their way (three clocks from
-the address to the buffer), so that a beat leaves on every clock."""
+__all__ = ["TritStream", "decode_table", "decode_lookup", "decode_logic"]
 
 _CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
 
@@ -51,12 +46,17 @@ def decode_lookup(byte, table):
 
 
 def decode_logic(byte, table):
-    """The same trits as a sum of products: every output bit the OR of the comparisons with the byte
-    values that set it. For synthesis: Yosys turns a table lookup followed by a register into block
-    RAM ROMs, but not this (and maps it to LUTs just as well); simulators evaluate it slowly."""
-    hits = Cat(*(byte == b for b in range(len(table))))
-    return Cat(*((hits & Const(sum(1 << b for b, v in enumerate(table) if v >> k & 1), len(table))).any()
-                 for k in range(_CODE_BITS)))
+    """The same trits as logic: every output bit a choice, by the byte's high four bits, among sixteen
+    functions of its low four bits (one LUT4 each). For synthesis: Yosys turns a table lookup
+    followed by a register into block RAM ROMs, but not this, and maps it three LUTs deep;
+    simulators evaluate it slowly."""
+    lo, hi = byte[:4], byte[4:8]
+    bits = []
+    for k in range(_CODE_BITS):
+        funcs = [Const(sum(1 << i for i in range(16) if table[16 * h + i] >> k & 1), 16).bit_select(lo, 1)
+                 for h in range(16)]
+        bits.append(Array(funcs)[hi])
+    return Cat(*bits)
 
 
 class TritStream(wiring.Component):
@@ -71,6 +71,9 @@ class TritStream(wiring.Component):
         is enough.
     depth : int
         Words of the memory.
+    latency : int
+        Clocks from ``rd.addr`` to ``rd.data``: 1 for a block RAM read port, 2 for one whose output
+        is registered once more.
 
     Interfaces
     ----------
@@ -80,7 +83,7 @@ class TritStream(wiring.Component):
         Beats are wanted. Words are fetched and beats offered only while it is high; the reader lowers
         it after the last beat it needs (the words fetched ahead are dropped at the next ``start``).
     rd : Out, ``addr`` (``range(depth)``) and ``data`` (``8 * word_bytes`` bits, In): a memory read
-        port, ``data`` being the word at the ``addr`` of the previous clock.
+        port, ``data`` being the word at the ``addr`` of ``latency`` clocks before.
     o : Out(stream.Signature(2 * lanes))
         Beat after beat of the sequence: trit ``j`` of a beat at bits ``2j + 1 .. 2j`` in the code of
         :func:`~mmfree.numerics.pack_trits`.
@@ -88,25 +91,26 @@ class TritStream(wiring.Component):
     Throughput and timing
     ---------------------
     A word read from the memory is registered first (block RAM outputs are slow), then decoded into a
-    second register, then shifted into the buffer above the trits it holds: three clocks from
-    ``rd.addr`` to the buffer. (Elaborated for a device the decoder is a sum of products,
+    second register, then shifted into the buffer above the trits it holds: ``latency + 2`` clocks
+    from ``rd.addr`` to the buffer. (Elaborated for a device the decoder is logic,
     :func:`decode_logic`: a table followed by a register would become block RAM ROMs; for simulation,
-    no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A word is fetched whenever fewer than ``AHEAD P``
-    trits would be left, counting the three stages in flight, so a beat is offered on every clock
-    (from the fifth after ``start``) for as long as ``o.ready`` is high: the unit's full rate. The
-    buffer holds at most ``AHEAD P + T - 1`` trits. ``o.valid`` depends on registers and ``active``
-    only; the shift that inserts a word depends on registers only, and so does the fetch decision up
-    to a final choice between two comparisons, so ``o.ready`` drives nothing but final 2:1
-    multiplexers and the counters.
+    no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A
+    word is fetched whenever fewer than :attr:`ahead` ``P`` trits would be left, counting the words in
+    flight, so a beat is offered on every clock (from the ``latency + 4``-th after ``start``) for as
+    long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``ahead P + T - 1``
+    trits. ``o.valid`` depends on registers and ``active`` only; the shift that inserts a word depends
+    on registers only, and so does the fetch decision up to a final choice between two comparisons,
+    so ``o.ready`` drives nothing but final 2:1 multiplexers and the counters.
     """
 
-    def __init__(self, lanes, word_bytes, depth):
-        for name, value in (("lanes", lanes), ("word_bytes", word_bytes), ("depth", depth)):
+    def __init__(self, lanes, word_bytes, depth, *, latency=1):
+        for name, value in (("lanes", lanes), ("word_bytes", word_bytes), ("depth", depth),
+                            ("latency", latency)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
         if memory_map.TRITS_PER_BYTE * word_bytes < lanes:
             raise ValueError(f"a word of {word_bytes} bytes holds fewer than lanes ({lanes}) trits")
-        self.lanes, self.word_bytes, self.depth = lanes, word_bytes, depth
+        self.lanes, self.word_bytes, self.depth, self.latency = lanes, word_bytes, depth, latency
         super().__init__({
             "start": In(1),
             "active": In(1),
@@ -119,18 +123,23 @@ class TritStream(wiring.Component):
         return memory_map.TRITS_PER_BYTE * self.word_bytes
 
     @property
+    def ahead(self):
+        """Beats kept buffered or in flight: one per clock from the address to the buffer, plus one."""
+        return self.latency + 3
+
+    @property
     def capacity(self):
-        """Trits the buffer holds at most: ``AHEAD P + T - 1``."""
-        return AHEAD * self.lanes + self.trits_per_word - 1
+        """Trits the buffer holds at most: ``ahead P + T - 1``."""
+        return self.ahead * self.lanes + self.trits_per_word - 1
 
     def elaborate(self, platform):
         m = Module()
-        P, T, cap = self.lanes, self.trits_per_word, self.capacity
+        P, T, cap, A = self.lanes, self.trits_per_word, self.capacity, self.ahead
         table = decode_table()
 
         buf = Signal(2 * cap)
         count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
-        fetched = Signal()                              # rd.data holds the word fetched last clock
+        fetched = Signal(self.latency)                  # bit k: a word was addressed k + 1 clocks ago
         word = Signal(8 * self.word_bytes)              # that word, one clock later
         pend = Signal()                                 # word holds a word to insert
         ptr = Signal(range(self.depth + 1))
@@ -143,24 +152,23 @@ class TritStream(wiring.Component):
         m.d.sync += [decoded.eq(Cat(*(decode(word.word_select(j, 8), table)
                                       for j in range(self.word_bytes)))),
                      dpend.eq(pend & ~self.start)]
-        # a word is fetched only while fewer than AHEAD P trits would be left: it goes in below
-        # AHEAD P + T
-        at = count[:(AHEAD * P - 1).bit_length()]
+        # a word is fetched only while fewer than A P trits would be left: it goes in below A P + T
+        at = count[:(A * P - 1).bit_length()]
         merged = Signal(2 * cap)
         m.d.comb += merged.eq(buf | (Mux(dpend, decoded, 0) << Cat(Const(0, 1), at)))
 
         take = Signal()
         left = Signal(range(cap + 1))
         issue = Signal()
-        ahead = Signal(range(cap + 3 * T + 1))
+        ahead = Signal(range(cap + (self.latency + 2) * T + 1))
         m.d.comb += [
             self.o.valid.eq(self.active & (count >= P)),
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
             left.eq(count + Mux(dpend, T, 0) - Mux(take, P, 0)),
-            # left + the words in flight < AHEAD P, from registers and a final choice by take
-            ahead.eq(count + Mux(dpend, T, 0) + Mux(fetched, T, 0) + Mux(pend, T, 0)),
-            issue.eq(self.active & Mux(take, ahead < (AHEAD + 1) * P, ahead < AHEAD * P)
+            # left + the words in flight < A P, from registers and a final choice by take
+            ahead.eq(count + sum(Mux(f, T, 0) for f in (dpend, pend, *fetched))),
+            issue.eq(self.active & Mux(take, ahead < (A + 1) * P, ahead < A * P)
                      & (ptr != self.depth)),
             self.rd.addr.eq(ptr),
         ]
@@ -170,8 +178,8 @@ class TritStream(wiring.Component):
             m.d.sync += [
                 buf.eq(Mux(take, merged >> (2 * P), merged)),
                 count.eq(left),
-                fetched.eq(issue),
-                pend.eq(fetched),
+                fetched.eq(Cat(issue, fetched[:-1])),
+                pend.eq(fetched[-1]),
                 ptr.eq(ptr + issue),
             ]
         return m

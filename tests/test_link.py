@@ -23,7 +23,7 @@ from mmfree.driver.golden_board import GoldenBoard
 from mmfree.golden import ModelShape
 from mmfree.sampler import Sampler
 from mmfree.hw.config import HwConfig
-from mmfree.hw.core import REGION_PORTS, Command
+from mmfree.hw.core import REGION_PORTS, REGION_READ_LATENCY, Command
 from mmfree.hw.link import (Link, FrameSender, core_signature, info_for, region_sizes,
                             _region_words)
 
@@ -72,7 +72,13 @@ class FakeCore(wiring.Component):
             wr, rd = getattr(self, f"wr_{name}"), getattr(self, f"rd_{name}")
             wp, rp = mem.write_port(), mem.read_port()
             m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en),
-                         rp.addr.eq(rd.addr), rd.data.eq(rp.data)]
+                         rp.addr.eq(rd.addr)]
+            data = rp.data
+            for _ in range(REGION_READ_LATENCY - 1):    # as the core answers: registered again
+                reg = Signal.like(data)
+                m.d.sync += reg.eq(data)
+                data = reg
+            m.d.comb += rd.data.eq(data)
         vp = self.mems[mm.REGION_SCALARS].read_port(domain="comb")
         V = vp.data
         h = Signal(16)

@@ -32,27 +32,33 @@ def test_trit_stream_checks_arguments():
 
 
 class _Bench(wiring.Component):
-    def __init__(self, lanes, words):
+    def __init__(self, lanes, words, latency=1):
         self.wb = mm.trit_word_bytes(lanes)
         self.words = words
         self.lanes = lanes
+        self.latency = latency
         super().__init__({"start": In(1), "active": In(1),
                           "o": Out(stream.Signature(2 * lanes))})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = memory.Memory(shape=8 * self.wb, depth=len(self.words), init=self.words)
-        m.submodules.ts = ts = TritStream(self.lanes, self.wb, len(self.words))
+        m.submodules.ts = ts = TritStream(self.lanes, self.wb, len(self.words), latency=self.latency)
         rp = mem.read_port()
-        m.d.comb += [rp.addr.eq(ts.rd.addr), ts.rd.data.eq(rp.data), ts.start.eq(self.start),
+        data = rp.data
+        for _ in range(self.latency - 1):               # the memory's output registered again
+            reg = Signal.like(data)
+            m.d.sync += reg.eq(data)
+            data = reg
+        m.d.comb += [rp.addr.eq(ts.rd.addr), ts.rd.data.eq(data), ts.start.eq(self.start),
                      ts.active.eq(self.active)]
         wiring.connect(m, ts.o, wiring.flipped(self.o))
         return m
 
 
-@pytest.mark.parametrize("lanes", [8, 16, 32, 64])
+@pytest.mark.parametrize("lanes,latency", [(8, 1), (16, 1), (32, 1), (64, 1), (8, 2), (32, 2)])
 @pytest.mark.parametrize("stall", [False, True])
-def test_trit_stream_beats(lanes, stall):
+def test_trit_stream_beats(lanes, latency, stall):
     rng = random.Random(lanes * 2 + stall)
     beats = 3 * 45 + 7                                 # not a whole number of words
     trits = torch.tensor([rng.choice((-1, 0, 1)) for _ in range(beats * lanes)])
@@ -63,7 +69,7 @@ def test_trit_stream_beats(lanes, stall):
     words = [int.from_bytes(blob[k:k + wb], "little") for k in range(0, len(blob), wb)]
     image = int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little")
     want = [(image >> (2 * lanes * k)) & ((1 << 2 * lanes) - 1) for k in range(beats)]
-    dut = _Bench(lanes, words)
+    dut = _Bench(lanes, words, latency)
     got, clocks = [], []
 
     async def bench(ctx):
@@ -96,8 +102,8 @@ def test_trit_stream_beats(lanes, stall):
     sim.add_testbench(bench)
     sim.run()
     assert got == want
-    if not stall:                                      # one beat every clock from the fifth
-        assert clocks == list(range(4, 4 + beats))
+    if not stall:                       # one beat every clock from the (latency + 4)-th
+        assert clocks == list(range(latency + 3, latency + 3 + beats))
 
 
 @pytest.mark.synth
