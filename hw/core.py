@@ -110,7 +110,7 @@ from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
-           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK"]
+           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK"]
 
 REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
                 memory_map.REGION_GATES: "gates", memory_map.REGION_SCALARS: "scalars"}
@@ -173,8 +173,14 @@ def read_signature(depth, shape):
 
 REGION_READ_LATENCY = 2
 """Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`. Every block RAM
-output of a region is registered before anything else sees it: in TRITS before the multiplexer that
-picks its bank (:data:`TRITS_BANK`), in the other regions before the port."""
+output of a region is registered before anything else sees it: in TRITS and PARAMS before the
+multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BANK`), in the other regions
+before the port."""
+
+PARAMS_BANK = 1024
+"""Words per bank of the PARAMS memory (16-bit words: one 1024 x 18 block RAM on the ECP5), each
+read into a register of its own as :data:`TRITS_BANK` says: with TRITS banked, the multiplexer over
+the PARAMS block RAMs was the longest path of the 70 MHz demo build."""
 
 TRITS_BANK = 1024
 """Words per bank of the TRITS memory (72-bit words: four 1024 x 18 block RAMs on the ECP5). Each
@@ -234,7 +240,7 @@ _OUT_AT = {                                                  # where each pass's
     "MLGRU": _MUL_IN + MUL_ACT_LATENCY,
 }
 _DEPTH = max(_OUT_AT.values())
-_FRONT = 2                                                   # accept, read -> operands
+_FRONT = 3                                                   # accept, read, register -> operands
 _QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
@@ -293,7 +299,8 @@ class Core(wiring.Component):
         trits_rp = _BankedReadPort(m, "trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK,
                                    self.wr_trits)
         m.d.comb += self.rd_trits.data.eq(trits_rp.data)
-        params_rp = region("params", unsigned(16), cfg.param_words, self.wr_params, self.rd_params)
+        params_rp = _BankedReadPort(m, "params", 16, cfg.param_words, PARAMS_BANK, self.wr_params)
+        m.d.comb += self.rd_params.data.eq(params_rp.data)
         gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
         scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)
 
@@ -501,19 +508,31 @@ class Core(wiring.Component):
             nwb_rp.addr.eq(src_j), y2_rp.addr.eq(H + src_j),
             nwb_wp.addr.eq(pf_addr), nwb_wp.data.eq(params_rp.data), nwb_wp.en.eq(pf_wr),
         ]
-        m.d.sync += [pf_wr.eq(prefetching & (pf_k != H)), pf_addr.eq(pf_k)]
+        pf_wr0 = Signal()                              # PARAMS answers in two clocks
+        pf_addr0 = Signal.like(pf_addr)
+        m.d.sync += [pf_wr0.eq(prefetching & (pf_k != H)), pf_addr0.eq(pf_k),
+                     pf_wr.eq(pf_wr0), pf_addr.eq(pf_addr0)]
 
+        # the front: accept (addresses) -> s1 (block RAM outputs) -> s2 (registered; PARAMS, banked,
+        # arrives here) -> operands
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        s2_pb = Signal(MANT_SHAPE)
+        s2_ya, s2_yb, s2_x, s2_v = (Signal(ACT_SHAPE, name=f"s2_{s}") for s in ("ya", "yb", "x", "v"))
+        s2_lb, s2_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
         op_valid, op_j, op_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         op_pa, op_pb = Signal(MANT_SHAPE), Signal(MANT_SHAPE)
         op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
         op_lb, op_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
         m.d.sync += [
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y),
-            op_valid.eq(s1_valid), op_j.eq(s1_j), op_y.eq(s1_y),
-            op_pa.eq(params_rp.data), op_pb.eq(nwb_rp.data), op_ya.eq(y_rp.data), op_yb.eq(y2_rp.data),
-            op_x.eq(x_rp.data), op_v.eq(v_rp.data), op_lb.eq(gates_rp.data),
-            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, s_rp.data)),
+            s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y),
+            s2_pb.eq(nwb_rp.data), s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
+            s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_lb.eq(gates_rp.data), s2_h.eq(s_rp.data),
+            op_valid.eq(s2_valid), op_j.eq(s2_j), op_y.eq(s2_y),
+            op_pa.eq(params_rp.data), op_pb.eq(s2_pb), op_ya.eq(s2_ya), op_yb.eq(s2_yb),
+            op_x.eq(s2_x), op_v.eq(s2_v), op_lb.eq(s2_lb),
+            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, s2_h)),
         ]
 
         # --- vector unit: datapath (never stalls; admission is credit-based) ------------------------
@@ -525,7 +544,7 @@ class Core(wiring.Component):
             valid_chain.append(p.reg(valid_chain[-1], name=f"vu_valid{k}"))
             j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
         vu_empty = Signal()
-        m.d.comb += vu_empty.eq(~Cat(s1_valid, *valid_chain).any())
+        m.d.comb += vu_empty.eq(~Cat(s1_valid, s2_valid, *valid_chain).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
         res_sum = saturate(op_x + op_y, ACT)
         xin = p.reg(Mux(mode == _Mode.EMBED, 1 << ACT.frac, Mux(mode == _Mode.MLGRU, op_y, res_sum)),
@@ -793,7 +812,7 @@ class Core(wiring.Component):
                 m.d.comb += [busy.eq(1), prefetching.eq(1)]
                 with m.If(pf_k != H):
                     m.d.sync += pf_k.eq(pf_k + 1)
-                with m.Elif(~pf_wr):
+                with m.Elif(~pf_wr0 & ~pf_wr):
                     m.d.sync += v_run.eq(1)
                     m.next = "RUN"
 

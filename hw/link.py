@@ -626,10 +626,14 @@ class Link(wiring.Component):
 
         gen_active = Signal()
         gen_ever = Signal()
+        # produced == gen_n and produced < gen_n, registered: both change only in states that never
+        # lead straight to GEN_NEXT (DISPATCH, GEN_NEXT itself), so GEN_NEXT reads them up to date
+        gen_all, gen_short = Signal(), Signal()
         gen_stop = Signal()
         gen_seq = Signal(8)
         gen_n = Signal(32)
         produced = Signal(32)
+        m.d.sync += [gen_all.eq(produced == gen_n), gen_short.eq(produced < gen_n)]
         gen_reason = Signal(8)
         gen_temperature = Signal(16)                    # 0: argmax
         gen_top_k = Signal(16)
@@ -1097,8 +1101,8 @@ class Link(wiring.Component):
 
             # --- GENERATE ------------------------------------------------------------------------
             with m.State("GEN_NEXT"):
-                with m.If(gen_stop | (produced == gen_n)):
-                    reason = Mux(produced < gen_n, p.DoneReason.STOPPED, p.DoneReason.COMPLETE)
+                with m.If(gen_stop | gen_all):
+                    reason = Mux(gen_short, p.DoneReason.STOPPED, p.DoneReason.COMPLETE)
                     scratch(gen_seq, p.Reply.DONE, _pack(p.Done.STRUCT, produced, reason),
                             p.Done.STRUCT.size)
                     m.d.sync += [gen_active.eq(0), gen_reason.eq(reason)]

@@ -101,7 +101,7 @@ class Sampler(wiring.Component):
         act_w = nx.ACT.width
 
         # --- request ------------------------------------------------------------------------------
-        V = Signal(VB)
+        V_last = Signal(VB)                             # V - 1: no subtraction ahead of the compares
         code = Signal(_T_BITS)
         k = Signal(16)
         use_topk = Signal()
@@ -138,7 +138,7 @@ class Sampler(wiring.Component):
                      rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), logit.eq(self.rd.data)]
         with m.If(scanning):
             m.d.sync += scan_i.eq(scan_i + 1)
-            with m.If(scan_i == V - 1):
+            with m.If(scan_i == V_last):
                 m.d.sync += scanning.eq(0)
         key = Signal(act_w)                  # order-preserving unsigned form of the logit
         m.d.comb += key.eq(logit.as_unsigned() ^ (1 << (act_w - 1)))
@@ -219,7 +219,7 @@ class Sampler(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        V.eq(self.vocab), code.eq(self.temperature), k.eq(self.top_k),
+                        V_last.eq(self.vocab - 1), code.eq(self.temperature), k.eq(self.top_k),
                         use_topk.eq((self.top_k != 0) & (self.top_k < self.vocab)),
                         lmax_first.eq(1), tkey.eq(0), tbit.eq(act_w - 1), count.eq(0),
                         num.eq(spec.LOG2E_Q22 + (self.temperature >> 1)), rem.eq(0), beta.eq(0),
@@ -230,7 +230,7 @@ class Sampler(wiring.Component):
             with m.State("MAX"):
                 with m.If(rd_valid & (lmax_first | (logit > lmax))):
                     m.d.sync += [lmax.eq(logit), lmax_first.eq(0)]
-                with m.If(rd_valid & (rd_idx == V - 1)):
+                with m.If(rd_valid & (rd_idx == V_last)):
                     with m.If(use_topk):
                         restart_scan()
                         m.next = "TOPK"
@@ -239,7 +239,7 @@ class Sampler(wiring.Component):
             with m.State("TOPK"):
                 with m.If(rd_valid & (key >= trial_key)):
                     m.d.sync += count.eq(count + 1)
-                with m.If(rd_valid & (rd_idx == V - 1)):
+                with m.If(rd_valid & (rd_idx == V_last)):
                     m.next = "TOPK_BIT"
             with m.State("TOPK_BIT"):
                 # the pass's count (its last logit included) is final here
@@ -259,7 +259,7 @@ class Sampler(wiring.Component):
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += weighing.eq(1)
-                with m.If(w_valid & (w_idx == V - 1)):
+                with m.If(w_valid & (w_idx == V_last)):
                     m.next = "SCALE_WAIT"
             with m.State("SCALE_WAIT"):
                 m.d.sync += [total.eq(running), u.eq(0), mul_steps.eq(32), mul_r.eq(lfsr)]
