@@ -711,10 +711,14 @@ class Core(wiring.Component):
         with m.If(busy):
             m.d.sync += count.eq(count + 1)
 
-        mul_a_s = Signal(32)
-        mul_b_s = Signal(32)
-        mul_p = Signal(64)
-        m.d.comb += mul_p.eq(mul_a_s * mul_b_s)
+        # PRODUCTS' multiplier: the operands chosen in one clock (checked descriptor values, so
+        # within the configured maxima), registered, and their product stored the clock after
+        mul_a_s = Signal(range(max(VMAX, HMAX, IMAX) + 1))
+        mul_b_s = Signal(range(HMAX + 1))
+        mul_a, mul_b = Signal.like(mul_a_s), Signal.like(mul_b_s)
+        m.d.sync += [mul_a.eq(mul_a_s), mul_b.eq(mul_b_s)]
+        mul_p = Signal(len(mul_a) + len(mul_b))
+        m.d.comb += mul_p.eq(mul_a * mul_b)
         hp = H >> LP
 
         with m.FSM(name="seq"):
@@ -762,18 +766,19 @@ class Core(wiring.Component):
                 with m.Switch(step):
                     with m.Case(0):
                         m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(H)]
-                        m.d.sync += emb_end.eq(mul_p)
                     with m.Case(1):
                         m.d.comb += [mul_a_s.eq(tok), mul_b_s.eq(H)]
-                        m.d.sync += tok_row.eq(mul_p)
+                        m.d.sync += emb_end.eq(mul_p)
                     with m.Case(2):
                         m.d.comb += [mul_a_s.eq(H), mul_b_s.eq(hp)]
-                        m.d.sync += nb_hh.eq(mul_p)
+                        m.d.sync += tok_row.eq(mul_p)
                     with m.Case(3):
                         m.d.comb += [mul_a_s.eq(I), mul_b_s.eq(hp)]
-                        m.d.sync += nb_ih.eq(mul_p)
+                        m.d.sync += nb_hh.eq(mul_p)
                     with m.Case(4):
                         m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(hp)]
+                        m.d.sync += nb_ih.eq(mul_p)
+                    with m.Case(5):
                         m.d.sync += nb_vh.eq(mul_p)
                         m.next = "START"
 
