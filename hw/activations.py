@@ -280,8 +280,10 @@ def apply_norm_weight_datapath(m, p, x, w_mant, w_exp, *, name="norm_weight"):
     prod = p.mul(x, w_mant, name=name + "_mul")
     pw = _NW_PROD.width
     lo, hi = -ACT.width, pw
-    e = p.delay(w_exp, mul_latency(ACT_SHAPE, MANT_SHAPE), name=name + "_exp")
-    amt = Mux(e < lo, 0, Mux(e > hi, hi - lo, e - lo))[:(hi - lo).bit_length()]
+    # the shift amount is clamped in the multiplier's last stage, into a register of its own
+    e = p.delay(w_exp, mul_latency(ACT_SHAPE, MANT_SHAPE) - 1, name=name + "_exp")
+    amt = p.reg(Mux(e < lo, 0, Mux(e > hi, hi - lo, e - lo))[:(hi - lo).bit_length()],
+                name=name + "_amt")
     wide = prod << (ACT.width + 1)
     u = p.reg(wide >> amt, signed(len(wide)), name=name + "_shifted")
     rounded = p.reg((u + 1) >> 1, name=name + "_round")

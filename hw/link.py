@@ -796,6 +796,10 @@ class Link(wiring.Component):
 
         busy_now = feed_active | gen_active
 
+        # the sampler samples these with its start only: held here, not multiplexed by the state
+        m.d.comb += [sampler.vocab.eq(V), sampler.temperature.eq(gen_temperature),
+                     sampler.top_k.eq(gen_top_k)]
+
         # --- executor ------------------------------------------------------------------------------
         ev_in = rxf.event
         with m.FSM(name="exec"):
@@ -1109,8 +1113,7 @@ class Link(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif((gen_temperature != 0) & ~sampled):
                     # the core is idle and its Y buffer holds the logits this token is picked from
-                    m.d.comb += [sampler.start.eq(1), sampler.vocab.eq(V),
-                                 sampler.temperature.eq(gen_temperature), sampler.top_k.eq(gen_top_k)]
+                    m.d.comb += sampler.start.eq(1)
                     m.next = "GEN_SAMPLE"
                 with m.Else():
                     scratch(gen_seq, p.Reply.TOKEN, _pack(p.Token.STRUCT, produced, next_tok, cycles_last),
