@@ -179,18 +179,6 @@ def _region_words(config):
     }
 
 
-def _div_const(x, d, limit):
-    """``x // d`` for ``0 <= x < limit`` (any value beyond gives some value): a shift when ``d`` is a
-    power of two, else a multiplication by a rounded-up reciprocal, exact because its error stays
-    below ``1 / d`` for every ``x`` below ``2**n``."""
-    n = max(1, (limit - 1).bit_length())
-    if d & (d - 1) == 0:
-        return x[:n] >> (d.bit_length() - 1)
-    s = n + (d - 1).bit_length()
-    reciprocal = ((1 << s) + d - 1) // d
-    return (x[:n] * reciprocal) >> s
-
-
 def region_sizes(config):
     """Bytes of each region of a device built for ``config`` (what INFO reports)."""
     return {r: wb * n for r, (wb, n, _) in _region_words(config).items()}
@@ -680,18 +668,24 @@ class Link(wiring.Component):
         desc_changed = Signal()
         m.submodules.vcrc = vcrc = _CRC32.create()
 
-        # the walk's word address and byte lane: mpos // wb and mpos % wb, set in RANGE (a word need
-        # not be a power of two bytes: TRITS words are 9 bytes), then counted
+        # the walk's word address and byte lane: mpos // wb and mpos % wb (a word need not be a power
+        # of two bytes: TRITS words are 9 bytes), found in RANGE_DIV one quotient bit a clock (a
+        # restoring division: no multiplier, and short paths), then counted
         region_size = Signal(33)
         region_last_lane = Signal(range(wmax))
-        m_quot = Signal(32)
-        m_base = Signal(33)                             # m_quot * wb: the walk's first word's first byte
+        region_wb = Signal(range(wmax + 1))
+        div_bits = max(1, max(sizes.values()).bit_length())    # covers every position in range
+        m_num = Signal(div_bits)                        # mpos, shifted out from the top
+        m_quot = Signal(div_bits)
+        m_rem = Signal(range(wmax))
+        m_step = Signal(range(div_bits + 1))
         waddr = Signal(32)
         wlane = Signal(range(wmax))
         with m.Switch(region):
             for r, (wb, _, _) in words.items():
                 with m.Case(r):
-                    m.d.comb += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1)]
+                    m.d.comb += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1),
+                                 region_wb.eq(wb)]
 
         # each region's word is registered as it leaves its memory, before the region multiplexer
         rdata = Signal(8 * wmax)
@@ -972,22 +966,21 @@ class Link(wiring.Component):
 
             # --- WRITE and VERIFY ----------------------------------------------------------------
             with m.State("RANGE"):
-                m.d.sync += m_over.eq(mpos + mleft > region_size)
-                with m.Switch(region):
-                    for r, (wb, _, _) in words.items():
-                        with m.Case(r):
-                            m.d.sync += m_quot.eq(_div_const(mpos, wb, sizes[r]))
-                m.next = "RANGE_BASE"
+                # a position past every region is caught by m_over; its quotient does not matter
+                m.d.sync += [m_over.eq(mpos + mleft > region_size), m_num.eq(mpos[:div_bits]),
+                             m_quot.eq(0), m_rem.eq(0), m_step.eq(div_bits)]
+                m.next = "RANGE_DIV"
 
-            with m.State("RANGE_BASE"):
-                with m.Switch(region):
-                    for r, (wb, _, _) in words.items():
-                        with m.Case(r):
-                            m.d.sync += m_base.eq(m_quot * wb)
-                m.next = "RANGE_CHECK"
+            with m.State("RANGE_DIV"):
+                partial = Cat(m_num[-1], m_rem)         # the remainder so far, the next bit below
+                fits = partial >= region_wb
+                m.d.sync += [m_num.eq(m_num << 1), m_quot.eq(Cat(fits, m_quot)),
+                             m_rem.eq(Mux(fits, partial - region_wb, partial)), m_step.eq(m_step - 1)]
+                with m.If(m_step == 1):
+                    m.next = "RANGE_CHECK"
 
             with m.State("RANGE_CHECK"):
-                m.d.sync += [waddr.eq(m_quot), wlane.eq(mpos - m_base)]
+                m.d.sync += [waddr.eq(m_quot), wlane.eq(m_rem)]
                 with m.If(m_over):
                     nak(p.Err.BAD_RANGE, mpos[:32])
                     m.next = "IDLE"
