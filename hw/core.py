@@ -105,6 +105,7 @@ from .activations import (
     silu_datapath, silu_state_datapath, state_update_datapath,
 )
 from .config import HwConfig
+from .ecp5 import DP16KD_LATENCY, DP16KD_MODES, dp16kd_ram
 from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
 from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
@@ -192,20 +193,31 @@ longest path of the demo build at 100 MHz."""
 class _BankedReadPort:
     """A memory of ``depth`` words of ``width`` bits in banks of ``bank`` words, with one write port
     (``wr``: ``addr``, ``data``, ``en``) and one read port (``addr``, and ``data``
-    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers)."""
+    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers). On the ECP5
+    (``arch="ecp5"``) each bank is ``DP16KD`` blocks whose own output register is that register
+    (:func:`~mmfree.hw.ecp5.dp16kd_ram`); elsewhere an inferred memory and a register."""
 
-    def __init__(self, m, name, width, depth, bank, wr):
+    def __init__(self, m, name, width, depth, bank, wr, arch="generic"):
         nb = -(-depth // bank)
         lb = (bank - 1).bit_length()
         self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
         self.data = Signal(width, name=f"{name}_rdata")
+        modes = [w for w, d in DP16KD_MODES.items() if bank <= d]
         outs = []
         for b in range(nb):
+            we = Signal(name=f"{name}_we{b}")
+            m.d.comb += we.eq(wr.en & (wr.addr[lb:] == b))
+            if arch == "ecp5" and modes:
+                assert REGION_READ_LATENCY == DP16KD_LATENCY
+                mode = min(modes, key=lambda w: (-(-width // w), w))
+                outs.append(dp16kd_ram(m, f"{name}_{b}", wr.addr[:lb], wr.data, we, self.addr[:lb],
+                                       data_width=mode))
+                continue
             mem = memory.Memory(shape=unsigned(width), depth=min(bank, depth - b * bank), init=[])
             m.submodules[f"{name}_{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data),
-                         wp.en.eq(wr.en & (wr.addr[lb:] == b)), rp.addr.eq(self.addr[:lb])]
+            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(we),
+                         rp.addr.eq(self.addr[:lb])]
             q = Signal(width, name=f"{name}_q{b}")
             m.d.sync += q.eq(rp.data)
             outs.append(q)
@@ -296,10 +308,12 @@ class Core(wiring.Component):
             m.d.sync += rd.data.eq(rp.data)             # REGION_READ_LATENCY
             return rp
 
+        arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
         trits_rp = _BankedReadPort(m, "trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK,
-                                   self.wr_trits)
+                                   self.wr_trits, arch)
         m.d.comb += self.rd_trits.data.eq(trits_rp.data)
-        params_rp = _BankedReadPort(m, "params", 16, cfg.param_words, PARAMS_BANK, self.wr_params)
+        params_rp = _BankedReadPort(m, "params", 16, cfg.param_words, PARAMS_BANK, self.wr_params,
+                                    arch)
         m.d.comb += self.rd_params.data.eq(params_rp.data)
         gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
         scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)

@@ -40,6 +40,7 @@ from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
 from .. import numerics as nx
+from .ecp5 import dp16kd_ram
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
@@ -475,44 +476,11 @@ class TernaryMatVec(wiring.Component):
 
     @staticmethod
     def _dp16kd(m, name, port):
-        """The memory ``port`` describes as ECP5 ``DP16KD`` blocks in 36-bit pseudo-dual-port mode,
-        wired as Yosys' own memory mapping wires them (port A writes, its byte enables the write
-        enable for the bytes in use; port B reads), with the output register on: the codes of
-        ``port.read.addr`` come out two clocks later. In this mode the low half of the word leaves on
-        port A's data pins, so both ports' ``REGMODE`` are ``"OUTREG"`` and both output registers are
-        enabled (nextpnr times each half by its own port's mode). Returns that data."""
-        width = len(port.write.data)
-        wa, ra = port.write.addr, port.read.addr
-        rdata = Signal(width, name=f"{name}_rdata")
-        for b in range(0, width, DP16KD_WIDTH):
-            din = port.write.data[b:b + DP16KD_WIDTH]
-            used = len(din)
-            din = Cat(din, C(0, DP16KD_WIDTH - used))
-            dout = Signal(DP16KD_WIDTH, name=f"{name}_do{b // DP16KD_WIDTH}")
-            m.d.comb += rdata[b:b + DP16KD_WIDTH].eq(dout)
-            half = DP16KD_WIDTH // 2
-            pins = {}
-            for i in range(14):
-                if i < 4:                                # byte enables: the four bytes in use
-                    pins[f"i_ADA{i}"] = port.write.en if i * (DP16KD_WIDTH // 4) < used else C(0, 1)
-                else:
-                    pins[f"i_ADA{i}"] = wa[i - 5] if 5 <= i < 5 + len(wa) else C(0, 1)
-                pins[f"i_ADB{i}"] = ra[i - 5] if 5 <= i < 5 + len(ra) else C(0, 1)
-            for i in range(half):
-                pins[f"i_DIA{i}"], pins[f"i_DIB{i}"] = din[i], din[half + i]
-                pins[f"o_DOA{i}"], pins[f"o_DOB{i}"] = dout[i], dout[half + i]
-            for i in range(3):
-                pins[f"i_CSA{i}"] = pins[f"i_CSB{i}"] = C(0, 1)
-            m.submodules[f"{name}_bram{b // DP16KD_WIDTH}"] = Instance(
-                "DP16KD",
-                p_DATA_WIDTH_A=DP16KD_WIDTH, p_DATA_WIDTH_B=DP16KD_WIDTH,
-                p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG", p_RESETMODE="ASYNC",
-                p_ASYNC_RESET_RELEASE="ASYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
-                i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=C(1, 1),
-                i_OCEA=C(1, 1), i_OCEB=C(1, 1), i_WEA=C(1, 1), i_WEB=C(0, 1),
-                i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
-        return rdata
+        """The memory ``port`` describes as ECP5 ``DP16KD`` blocks in 36-bit pseudo-dual-port mode with
+        their output register (:func:`~mmfree.hw.ecp5.dp16kd_ram`): the codes of ``port.read.addr``
+        come out two clocks later. Returns that data."""
+        return dp16kd_ram(m, name, port.write.addr, port.write.data, port.write.en, port.read.addr,
+                          data_width=DP16KD_WIDTH)
 
     @staticmethod
     def _copy(m, value, name, arch):

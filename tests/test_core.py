@@ -292,3 +292,77 @@ def test_core_verilator(name, steps, tmp_path):
     print(f"\n{name} ({what}), {cfg.lanes} lanes: {steps} tokens identical to the golden model; "
           f"{report['cycles_per_token']:.0f} cycles per token, lane utilisation "
           f"{100 * report['utilisation']:.1f}%")
+
+
+# --- the banked regions' ECP5 block RAM ----------------------------------------------------------
+
+def _banked_memory(width, depth, bank, arch):
+    """A component around :class:`~mmfree.hw.core._BankedReadPort`: each ``cmd`` beat writes ``data``
+    at ``addr`` (``write`` set) or reads ``addr``, whose word leaves on ``rdata`` in order."""
+    from types import SimpleNamespace
+    from amaranth import Module, Signal
+    from amaranth.lib import data, fifo, stream, wiring
+    from amaranth.lib.wiring import In, Out
+    from mmfree.hw.core import _BankedReadPort, REGION_READ_LATENCY
+
+    abits = (depth - 1).bit_length()
+    cmd = data.StructLayout({"write": 1, "addr": abits, "data": width})
+
+    class BankedMemory(wiring.Component):
+        def __init__(self):
+            super().__init__({"cmd": In(stream.Signature(cmd)), "rdata": Out(stream.Signature(width))})
+
+        def elaborate(self, platform):
+            m = Module()
+            wr = SimpleNamespace(addr=Signal(abits), data=Signal(width), en=Signal())
+            port = _BankedReadPort(m, "mem", width, depth, bank, wr, arch)
+            m.submodules.out = out = fifo.SyncFIFOBuffered(width=width, depth=8)
+            take = Signal()
+            flight = [Signal(name=f"flight{i}") for i in range(REGION_READ_LATENCY)]
+            m.d.comb += [
+                self.cmd.ready.eq(out.level + sum(flight) < 6),
+                take.eq(self.cmd.valid & self.cmd.ready),
+                wr.addr.eq(self.cmd.payload.addr), wr.data.eq(self.cmd.payload.data),
+                wr.en.eq(take & self.cmd.payload.write),
+                port.addr.eq(self.cmd.payload.addr),
+                out.w_data.eq(port.data), out.w_en.eq(flight[-1]),
+                self.rdata.payload.eq(out.r_data), self.rdata.valid.eq(out.r_rdy),
+                out.r_en.eq(self.rdata.ready),
+            ]
+            m.d.sync += [flight[0].eq(take & ~self.cmd.payload.write)]
+            m.d.sync += [b.eq(a) for a, b in zip(flight, flight[1:])]
+            return m
+
+    return BankedMemory()
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_banked_region_on_ecp5_cells(simulator, tmp_path):
+    """TRITS and PARAMS on the ECP5: banks of DP16KD blocks with their own output register (through
+    the block's simulation model) read back every word written, in the two clocks of the inferred
+    memory and its register; 20-bit words (two 18-bit blocks a bank), three banks, the last one
+    short."""
+    from mmfree.sim.runner import ecp5_cell_models, missing, run_cocotb
+    from mmfree.sim.vectors import payload_rows
+    if missing(simulator):
+        pytest.skip(missing(simulator))
+    width, depth, bank = 20, 3000, 1024
+    abits = (depth - 1).bit_length()
+    rng = np.random.default_rng(5)
+    mem, cmds, reads = {}, [], []
+    for _ in range(3000):
+        addr = int(rng.integers(depth))
+        if rng.random() < 0.5 or addr not in mem:
+            mem[addr] = int(rng.integers(1 << width))
+            cmds.append(1 | addr << 1 | mem[addr] << (1 + abits))
+        else:
+            cmds.append(addr << 1)
+            reads.append(mem[addr])
+    vectors = {"in__cmd": payload_rows(cmds, 1 + abits + width),
+               "out__rdata": payload_rows(reads, width), "stall": 0.2, "seed": 2}
+    for arch in ("generic", "ecp5"):
+        run_cocotb(_banked_memory(width, depth, bank, arch), simulator=simulator,
+                   test_module="mmfree.sim.tb_streams", name=f"banked_{arch}",
+                   run_dir=tmp_path / arch, sources=[ecp5_cell_models()] if arch == "ecp5" else (),
+                   vectors=vectors)
