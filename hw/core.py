@@ -388,8 +388,10 @@ class Core(wiring.Component):
         L = Signal(range(LMAX + 1))
         V = Signal(range(VMAX + 1))
         raw = [Signal(32, name=f"shape_word{k}") for k in range(4)]
+        V_1, H_1, L_1, I_1 = Signal.like(V), Signal.like(H), Signal.like(L), Signal.like(I)   # less one
+        I2_1 = Signal(range(2 * IMAX))                 # 2 I - 1: rows of gate
         req_token = Signal.like(self.req.payload.token)
-        shape_ok = Signal()                            # the descriptor and the token are in range
+        shape_ok = Signal(5)                           # the descriptor's fields and the token in range
         max_beats = max(HMAX * HMAX, 2 * IMAX * HMAX, VMAX * HMAX) // P
         nb_hh = Signal(range(max_beats + 1))           # beats of an H x H matrix
         nb_ih = Signal(range(max_beats + 1))           # beats of down (H x I); gate has twice as many
@@ -448,7 +450,7 @@ class Core(wiring.Component):
         wb_proj = Signal(range(7))                     # i f g o gate down, 6: lm_head
         wb_layer = Signal(range(LMAX + 1))
         wb_row = Signal(range(max(2 * IMAX, VMAX, HMAX) + 1))
-        wb_rows = Signal.like(wb_row)
+        wb_left = Signal.like(wb_row)                  # rows of this projection after wb_row
         wb_upper = Signal()                            # gate: a row of the second half (I .. 2I)
         wb_j = Signal(range(KMAX))                     # the row's element: wb_row, less I if wb_upper
         wb_store = Signal()
@@ -456,17 +458,17 @@ class Core(wiring.Component):
         wb_ybase = Signal(range(cfg.y_depth + 1))
         with m.Switch(wb_proj):
             with m.Case(0):
-                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(0)]
+                m.d.comb += [wb_store.eq(1), wb_ybase.eq(0)]
             with m.Case(1):
-                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(H)]
+                m.d.comb += [wb_store.eq(1), wb_ybase.eq(H)]
             with m.Case(2):
-                m.d.comb += [wb_rows.eq(H), wb_store.eq(1), wb_ybase.eq(2 * H), wb_vpu.eq(1)]
+                m.d.comb += [wb_store.eq(1), wb_ybase.eq(2 * H), wb_vpu.eq(1)]
             with m.Case(3, 5):
-                m.d.comb += [wb_rows.eq(H), wb_vpu.eq(1)]
+                m.d.comb += [wb_vpu.eq(1)]
             with m.Case(4):
-                m.d.comb += [wb_rows.eq(2 * I), wb_store.eq(1), wb_ybase.eq(0), wb_vpu.eq(wb_upper)]
+                m.d.comb += [wb_store.eq(1), wb_ybase.eq(0), wb_vpu.eq(wb_upper)]
             with m.Case(6):
-                m.d.comb += [wb_rows.eq(V), wb_store.eq(1), wb_ybase.eq(0)]
+                m.d.comb += [wb_store.eq(1), wb_ybase.eq(0)]
 
         # --- vector unit: source, admission, operand reads -------------------------------------------
         # One element per clock. Every operand is read at the element's index j from its own port:
@@ -643,31 +645,37 @@ class Core(wiring.Component):
         ]
         with m.If(start):
             m.d.sync += [wb_active.eq(1), wb_proj.eq(0), wb_layer.eq(0), wb_row.eq(0), wb_done.eq(0),
-                         wb_upper.eq(0), wb_j.eq(0)]
+                         wb_upper.eq(0), wb_j.eq(0), wb_left.eq(H_1)]
         with m.Elif(rs_take):
-            # wb_upper and wb_j are counted along, so that no comparison or subtraction of wb_row
-            # stands between the write-back and the vector unit's reads
-            with m.If(wb_row == wb_rows - 1):
+            # wb_upper, wb_j and the rows left are counted along, so that no comparison or
+            # subtraction of wb_row stands between the write-back and the vector unit's reads, and
+            # the end of a projection is a zero test
+            wb_end = wb_left == 0
+            with m.If(wb_end):
                 m.d.sync += [wb_upper.eq(0), wb_j.eq(0)]
-            with m.Elif((wb_proj == 4) & (wb_row == I - 1)):
+            with m.Elif((wb_proj == 4) & ~wb_upper & (wb_j == I_1)):
                 m.d.sync += [wb_upper.eq(1), wb_j.eq(0)]
             with m.Else():
                 m.d.sync += wb_j.eq(wb_j + 1)
             with m.If(wb_proj == 6):
                 with m.If((wb_row == 0) | (rs.payload.value > best)):
                     m.d.sync += [best.eq(rs.payload.value), best_idx.eq(wb_row)]
-            with m.If(wb_row == wb_rows - 1):
-                m.d.sync += wb_row.eq(0)
+            with m.If(wb_end):
+                m.d.sync += [wb_row.eq(0), wb_left.eq(H_1)]
                 with m.Switch(wb_proj):
+                    with m.Case(3):
+                        m.d.sync += [wb_proj.eq(4), wb_left.eq(I2_1)]
                     with m.Case(5):
                         m.d.sync += [wb_layer.eq(wb_layer + 1),
-                                     wb_proj.eq(Mux(wb_layer == L - 1, 6, 0))]
+                                     wb_proj.eq(Mux(wb_layer == L_1, 6, 0))]
+                        with m.If(wb_layer == L_1):
+                            m.d.sync += wb_left.eq(V_1)
                     with m.Case(6):
                         m.d.sync += [wb_active.eq(0), wb_done.eq(1)]
                     with m.Default():
                         m.d.sync += wb_proj.eq(wb_proj + 1)
             with m.Else():
-                m.d.sync += wb_row.eq(wb_row + 1)
+                m.d.sync += [wb_row.eq(wb_row + 1), wb_left.eq(wb_left - 1)]
 
         # --- weight streamer -------------------------------------------------------------------------
         st_active = Signal()
@@ -701,7 +709,7 @@ class Core(wiring.Component):
             with m.Case(4):
                 m.d.comb += nb_next.eq(nb_ih)                      # down
             with m.Case(5):
-                m.d.comb += nb_next.eq(Mux(st_layer == L - 1, nb_vh, nb_hh))
+                m.d.comb += nb_next.eq(Mux(st_layer == L_1, nb_vh, nb_hh))
         with m.If(start):
             m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh - 1)]
         with m.Elif(issue):
@@ -710,7 +718,7 @@ class Core(wiring.Component):
                 with m.Switch(st_proj):
                     with m.Case(5):
                         m.d.sync += [st_layer.eq(st_layer + 1),
-                                     st_proj.eq(Mux(st_layer == L - 1, 6, 0))]
+                                     st_proj.eq(Mux(st_layer == L_1, 6, 0))]
                     with m.Case(6):
                         m.d.sync += st_active.eq(0)
                     with m.Default():
@@ -758,16 +766,17 @@ class Core(wiring.Component):
                 # the descriptor's checks into a register: a clock of their own
                 m.d.comb += busy.eq(1)
                 rv, rh, rl, ri = raw
-                m.d.sync += shape_ok.eq(
-                    (rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0) & (ri >= 1) & (ri <= IMAX) &
-                    (ri[:LP] == 0) & (rl >= 1) & (rl <= LMAX) & (rv >= 1) & (rv <= VMAX) &
-                    (req_token < rv))
-                m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0)]
+                m.d.sync += shape_ok.eq(Cat(
+                    (rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0), (ri >= 1) & (ri <= IMAX) & (ri[:LP] == 0),
+                    (rl >= 1) & (rl <= LMAX), (rv >= 1) & (rv <= VMAX), req_token < rv))
+                m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0),
+                             V_1.eq(rv - 1), H_1.eq(rh - 1), L_1.eq(rl - 1), I_1.eq(ri - 1),
+                             I2_1.eq((ri << 1) - 1)]
                 m.next = "CHECKED"
 
             with m.State("CHECKED"):
                 m.d.comb += busy.eq(1)
-                with m.If(shape_ok):
+                with m.If(shape_ok.all()):
                     m.d.sync += error.eq(0)
                     m.next = "PRODUCTS"
                 with m.Else():
@@ -869,7 +878,7 @@ class Core(wiring.Component):
                     with m.Case(_Pass.RES_DOWN):
                         m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F),
                                      layer.eq(layer + 1)]
-                with m.If((kind == _Pass.RES_DOWN) & (layer == L - 1)):
+                with m.If((kind == _Pass.RES_DOWN) & (layer == L_1)):
                     m.next = "FINISH"
                 with m.Else():
                     m.next = "SETUP"
