@@ -700,21 +700,26 @@ class Core(wiring.Component):
             linear.w.payload.last.eq(wfifo.r_data[2 * P]),
             wfifo.r_en.eq(linear.w.ready),
         ]
-        nb_next = Signal.like(st_left)
+        # the beat counts less one, in registers: set in PRODUCTS, needed from START (two clocks on)
+        nb_hh_1, nb_gate_1, nb_ih_1, nb_vh_1 = (Signal.like(st_left, name=f"nb_{n}_1")
+                                                for n in ("hh", "gate", "ih", "vh"))
+        m.d.sync += [nb_hh_1.eq(nb_hh - 1), nb_gate_1.eq((nb_ih << 1) - 1), nb_ih_1.eq(nb_ih - 1),
+                     nb_vh_1.eq(nb_vh - 1)]
+        nb_next_1 = Signal.like(st_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):
-                m.d.comb += nb_next.eq(nb_hh)                      # after i, f, g: f, g, o
+                m.d.comb += nb_next_1.eq(nb_hh_1)                  # after i, f, g: f, g, o
             with m.Case(3):
-                m.d.comb += nb_next.eq(nb_ih << 1)                 # gate
+                m.d.comb += nb_next_1.eq(nb_gate_1)                # gate
             with m.Case(4):
-                m.d.comb += nb_next.eq(nb_ih)                      # down
+                m.d.comb += nb_next_1.eq(nb_ih_1)                  # down
             with m.Case(5):
-                m.d.comb += nb_next.eq(Mux(st_layer == L_1, nb_vh, nb_hh))
+                m.d.comb += nb_next_1.eq(Mux(st_layer == L_1, nb_vh_1, nb_hh_1))
         with m.If(start):
-            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh - 1)]
+            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh_1)]
         with m.Elif(issue):
             with m.If(st_left == 0):
-                m.d.sync += st_left.eq(nb_next - 1)
+                m.d.sync += st_left.eq(nb_next_1)
                 with m.Switch(st_proj):
                     with m.Case(5):
                         m.d.sync += [st_layer.eq(st_layer + 1),
