@@ -419,29 +419,33 @@ class Core(wiring.Component):
         count = Signal(32)                             # cycles since the request
         cycles = Signal(32)                            # of the last STEP, set as its answer appears
 
-        # per-pass properties, from the pass kind
+        # per-pass properties, from the pass kind, in registers: a clock behind kind, which changes
+        # in START and NEXT, and SETUP (at least four clocks) reads them no sooner than its third
         mode = Signal(_Mode)
         two = Signal()
         feeds = Signal()
         from_wb = Signal()
         n = Signal(range(KMAX + 1))
+        n_1 = Signal(range(KMAX))                      # n - 1: the pass's last element
         with m.Switch(kind):
             with m.Case(_Pass.EMBED):
-                m.d.comb += mode.eq(_Mode.EMBED)
+                m.d.sync += mode.eq(_Mode.EMBED)
             with m.Case(_Pass.NORM0, _Pass.RES_O, _Pass.RES_DOWN):
-                m.d.comb += mode.eq(_Mode.RES)
+                m.d.sync += mode.eq(_Mode.RES)
             with m.Case(_Pass.FEED_F, _Pass.FEED_G):
-                m.d.comb += mode.eq(_Mode.FEED)
+                m.d.sync += mode.eq(_Mode.FEED)
             with m.Case(_Pass.MLGRU):
-                m.d.comb += mode.eq(_Mode.MLGRU)
+                m.d.sync += mode.eq(_Mode.MLGRU)
             with m.Case(_Pass.GLU):
-                m.d.comb += mode.eq(_Mode.GLU)
-        m.d.comb += [
-            two.eq((mode == _Mode.RES) | (mode == _Mode.MLGRU)),
+                m.d.sync += mode.eq(_Mode.GLU)
+        m.d.sync += [
+            two.eq((kind == _Pass.NORM0) | (kind == _Pass.RES_O) | (kind == _Pass.RES_DOWN) |
+                   (kind == _Pass.MLGRU)),
             feeds.eq(kind != _Pass.EMBED),
             from_wb.eq((kind == _Pass.MLGRU) | (kind == _Pass.RES_O) | (kind == _Pass.GLU) |
                        (kind == _Pass.RES_DOWN)),
             n.eq(Mux(kind == _Pass.GLU, I, H)),
+            n_1.eq(Mux(kind == _Pass.GLU, I_1, H_1)),
         ]
 
         # --- write-back of the rescaled rows ---------------------------------------------------------
@@ -533,6 +537,7 @@ class Core(wiring.Component):
         # arrives here) -> operands
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
+        s1_last, s2_last, op_last = Signal(), Signal(), Signal()     # j is the pass's last element
         s2_pb = Signal(MANT_SHAPE)
         s2_ya, s2_yb, s2_x, s2_v = (Signal(ACT_SHAPE, name=f"s2_{s}") for s in ("ya", "yb", "x", "v"))
         s2_lb, s2_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
@@ -541,8 +546,9 @@ class Core(wiring.Component):
         op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
         op_lb, op_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
         m.d.sync += [
-            s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y),
-            s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y),
+            s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
+            s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
+            op_last.eq(s2_last),
             s2_pb.eq(nwb_rp.data), s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
             s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_lb.eq(gates_rp.data), s2_h.eq(s_rp.data),
             op_valid.eq(s2_valid), op_j.eq(s2_j), op_y.eq(s2_y),
@@ -555,10 +561,11 @@ class Core(wiring.Component):
         # Each pass takes its result from its own stage; the mode changes only when the pipeline is
         # empty, so no stage ever sees an element of another pass's mode.
         p = Pipeline(m, Const(1))
-        valid_chain, j_chain = [op_valid], [op_j]
+        valid_chain, j_chain, last_chain = [op_valid], [op_j], [op_last]
         for k in range(1, _DEPTH + 1):
             valid_chain.append(p.reg(valid_chain[-1], name=f"vu_valid{k}"))
             j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
+            last_chain.append(p.reg(last_chain[-1], name=f"vu_last{k}"))
         vu_empty = Signal()
         m.d.comb += vu_empty.eq(~Cat(s1_valid, s2_valid, *valid_chain).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
@@ -598,6 +605,7 @@ class Core(wiring.Component):
             w_chain.append(p.reg(w_chain[-1], name=f"vu_w{k}"))
         out_valid = Signal()
         out_j = Signal(range(KMAX))
+        out_last = Signal()
         out_v = Signal(ACT_SHAPE)
         out_w = Signal(MANT_SHAPE)
         for name, value in (("EMBED", anw), ("RES", anw), ("FEED", op_v), ("GLU", prod),
@@ -605,8 +613,7 @@ class Core(wiring.Component):
             k = _OUT_AT[name]
             with m.If(mode == _Mode[name]):
                 m.d.comb += [out_valid.eq(valid_chain[k]), out_j.eq(j_chain[k]), out_v.eq(value),
-                             out_w.eq(w_chain[k])]
-        out_last = out_j == n - 1
+                             out_w.eq(w_chain[k]), out_last.eq(last_chain[k])]
         self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
                            inflight=inflight)
         m.d.comb += [
