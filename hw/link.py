@@ -48,7 +48,7 @@ seeded once per GENERATE. INFO reports the flag ``SAMPLING``. Temperature 0 take
 
 import re
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -653,6 +653,7 @@ class Link(wiring.Component):
         region = Signal(range(n_regions))
         mpos = Signal(33)
         mleft = Signal(33)
+        mcnt = Signal(signed(34))                       # WALK: bytes left less one (negative: none)
         writing = Signal()
         m_over = Signal()                               # the range runs past the region's end
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
@@ -681,11 +682,13 @@ class Link(wiring.Component):
         m_step = Signal(range(div_bits + 1))
         waddr = Signal(32)
         wlane = Signal(range(wmax))
+        # region_size is needed the clock after region is set (RANGE), the others no sooner than
+        # two clocks after (RANGE_DIV, WALK): registered
         with m.Switch(region):
             for r, (wb, _, _) in words.items():
                 with m.Case(r):
-                    m.d.comb += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1),
-                                 region_wb.eq(wb)]
+                    m.d.comb += region_size.eq(sizes[r])
+                    m.d.sync += [region_last_lane.eq(wb - 1), region_wb.eq(wb)]
 
         # each region's word is registered as it leaves its memory, before the region multiplexer
         rdata = Signal(8 * wmax)
@@ -980,7 +983,7 @@ class Link(wiring.Component):
                     m.next = "RANGE_CHECK"
 
             with m.State("RANGE_CHECK"):
-                m.d.sync += [waddr.eq(m_quot), wlane.eq(m_rem)]
+                m.d.sync += [waddr.eq(m_quot), wlane.eq(m_rem), mcnt.eq(mleft - 1)]
                 with m.If(m_over):
                     nak(p.Err.BAD_RANGE, mpos[:32])
                     m.next = "IDLE"
@@ -990,13 +993,13 @@ class Link(wiring.Component):
 
             with m.State("WALK"):
                 lane = wlane
-                with m.If(mleft != 0):
+                with m.If(~mcnt[-1]):
                     m.d.sync += [
                         s0_valid.eq(1), s0_lane.eq(lane),
                         s0_first.eq(s0_valid == 0),
-                        s0_last.eq((mleft == 1) | (lane == region_last_lane)),
+                        s0_last.eq((mcnt == 0) | (lane == region_last_lane)),
                         s0_addr.eq(waddr),
-                        mpos.eq(mpos + 1), mleft.eq(mleft - 1), bank_base.eq(bank_base + 1),
+                        mcnt.eq(mcnt - 1), bank_base.eq(bank_base + 1),
                     ]
                     with m.If(lane == region_last_lane):
                         m.d.sync += [wlane.eq(0), waddr.eq(waddr + 1)]
