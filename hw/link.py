@@ -219,8 +219,9 @@ class FrameReceiver(wiring.Component):
     Members
     -------
     i : In(stream.Signature(8))
-        Bytes from the host. ``ready`` is low only while the bank the next frame would go to is still
-        held, or while a closing delimiter waits for the previous event to be taken.
+        Bytes from the host, taken into a one-byte register. ``ready`` is low only while the byte
+        there waits: while the bank the next frame would go to is still held, or while a closing
+        delimiter waits for the previous event to be taken.
     buf : Out(write port: ``addr`` (``bank * 512 + index``), ``data``, ``en``)
         Decoded bytes of the frame in progress.
     event : Out(stream.Signature(EVENT_LAYOUT))
@@ -261,12 +262,23 @@ class FrameReceiver(wiring.Component):
         wbank = Signal()
         held = Signal(2)
 
-        byte = self.i.payload
-        is_delim = byte == p.DELIMITER
+        # the byte from the host waits in a register of its own, with the comparisons the decoder
+        # makes already made; the host side sees one byte of buffering
+        ib_valid, byte = Signal(), Signal(8)
+        is_delim, is_one, is_ff = Signal(), Signal(), Signal()
         ev = self.event.payload
-        m.d.comb += self.i.ready.eq(~closing & Mux(is_delim, empty | ~self.event.valid,
-                                                   ~held.bit_select(wbank, 1)))
-        take = self.i.valid & self.i.ready
+        take = Signal()
+        m.d.comb += [
+            take.eq(ib_valid & ~closing & Mux(is_delim, empty | ~self.event.valid,
+                                              ~held.bit_select(wbank, 1))),
+            self.i.ready.eq(~ib_valid | take),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            pl = self.i.payload
+            m.d.sync += [ib_valid.eq(1), byte.eq(pl), is_delim.eq(pl == p.DELIMITER),
+                         is_one.eq(pl == 1), is_ff.eq(pl == 0xFF)]
+        with m.Elif(take):
+            m.d.sync += ib_valid.eq(0)
 
         with m.If(self.event.ready):
             m.d.sync += self.event.valid.eq(0)
@@ -331,8 +343,7 @@ class FrameReceiver(wiring.Component):
             with m.If(full):
                 m.d.sync += overflow.eq(1)
             with m.Elif(left_zero):                     # a code byte
-                m.d.sync += [left.eq(byte - 1), left_zero.eq(byte == 1),
-                             zero_pending.eq(byte != 0xFF)]
+                m.d.sync += [left.eq(byte - 1), left_zero.eq(is_one), zero_pending.eq(~is_ff)]
                 with m.If(zero_pending):
                     m.d.sync += [emit.eq(1), emit_byte.eq(0)]
             with m.Else():
