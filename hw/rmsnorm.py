@@ -359,6 +359,7 @@ class RMSNormQuantizer(wiring.Component):
         m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
         p = Pipeline(m, en)
         k = Signal(range(kmax + 1))
+        k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
         rptr = Signal(range(kmax + 1))
         emitting = Signal()
         shift = Signal(range(_ZMAG_WIDTH - QUANT_BITS + 1))
@@ -369,7 +370,7 @@ class RMSNormQuantizer(wiring.Component):
         with m.If(en & issue):
             m.d.sync += rptr.eq(rptr + 1)
         valid = [issue]
-        last = [rptr == k - 1]
+        last = [rptr == k_1]
 
         def stage():
             valid.append(p.reg(valid[-1], name="valid"))
@@ -447,7 +448,8 @@ class RMSNormQuantizer(wiring.Component):
                 # the previous vector's codes must be out of the pipeline (it uses A, s) and its
                 # scale delivered before this vector's are started
                 with m.If(~busy2 & su.i.ready):
-                    m.d.sync += [shift.eq(bits_over), k.eq(count), k_recip.eq(recip)]
+                    m.d.sync += [shift.eq(bits_over), k.eq(count), k_1.eq(count - 1),
+                                 k_recip.eq(recip)]
                     with m.If(~match):
                         m.d.sync += self.length_error.eq(1)
                     m.next = "PREP"
@@ -461,7 +463,7 @@ class RMSNormQuantizer(wiring.Component):
                 ]
                 m.next = "EMIT"
             with m.State("EMIT"):
-                with m.If(en & (rptr == k - 1)):
+                with m.If(en & (rptr == k_1)):
                     m.next = "LOAD"
         m.d.comb += [
             loading.eq(fsm.ongoing("LOAD")),
