@@ -14,7 +14,7 @@ usable alone. :class:`~mmfree.hw.activations.ApplyNormWeight` (re-exported here)
 ``mlp_norm``, ``g_norm``).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -96,6 +96,17 @@ class OutputScale(wiring.Component):
         w_m, w_e = Signal(16), Signal(signed(_EXP_WIDTH))
         r_m, r_e = Signal(16), Signal(signed(_EXP_WIDTH))
         x = Signal(_NORM_WIDTH)                     # value being normalised
+        xf = Signal(6)                              # NORM's tests of x, made as x is loaded
+
+        def x_tests(v):
+            """What NORM asks of ``v``: bits 24 and up set; 20 and up; 17 and up; bit 16; bit 15;
+            bits 8..15 clear."""
+            v = Value.cast(v)
+            v = v[:_NORM_WIDTH] if len(v) >= _NORM_WIDTH else Cat(v, C(0, _NORM_WIDTH - len(v)))
+            return Cat(v[24:] != 0, v[20:] != 0, v[17:] != 0, v[16], v[15], v[8:16] == 0)
+
+        def load_x(v):
+            m.d.sync += [x.eq(v), xf.eq(x_tests(v))]
         e = Signal(signed(_EXP_WIDTH))              # its exponent
         phase = Signal(range(7))                    # which step the current normalisation ends
         res_m, res_e = Signal(16), Signal(signed(_EXP_WIDTH))
@@ -140,8 +151,9 @@ class OutputScale(wiring.Component):
                         zmax.eq(p.zmax), z_exp.eq(p.z_exp),
                         rk_m.eq(p.k_recip.mant), rk_e.eq(p.k_recip.exp),
                         w_m.eq(p.m.mant), w_e.eq(p.m.exp),
-                        x.eq(p.ss), e.eq(-2 * ACT.frac), phase.eq(0),
+                        e.eq(-2 * ACT.frac), phase.eq(0),
                     ]
+                    load_x(p.ss)
                     with m.If((p.ss == 0) | (p.zmax == 0) | (p.k_recip.mant == 0) | (p.m.mant == 0)):
                         m.d.sync += [res_m.eq(0), res_e.eq(0)]
                         m.next = "DONE"
@@ -149,18 +161,24 @@ class OutputScale(wiring.Component):
                         m.next = "NORM"
 
             with m.State("NORM"):
-                with m.If(x[24:] != 0):
-                    m.d.sync += [x.eq(x >> 8), e.eq(e + 8)]
-                with m.Elif(x[20:] != 0):
-                    m.d.sync += [x.eq(x >> 4), e.eq(e + 4)]
-                with m.Elif(x[17:] != 0):
-                    m.d.sync += [x.eq(x >> 1), e.eq(e + 1)]
-                with m.Elif(x[16]):
-                    m.d.sync += [x.eq((x[:17] + 1) >> 1), e.eq(e + 1)]  # the rounding step
-                with m.Elif(~x[15] & (x[8:16] == 0)):
-                    m.d.sync += [x.eq(x << 8), e.eq(e - 8)]
-                with m.Elif(~x[15]):
-                    m.d.sync += [x.eq(x << 1), e.eq(e - 1)]
+                with m.If(xf[0]):                   # x[24:] != 0
+                    load_x(x >> 8)
+                    m.d.sync += e.eq(e + 8)
+                with m.Elif(xf[1]):                 # x[20:] != 0
+                    load_x(x >> 4)
+                    m.d.sync += e.eq(e + 4)
+                with m.Elif(xf[2]):                 # x[17:] != 0
+                    load_x(x >> 1)
+                    m.d.sync += e.eq(e + 1)
+                with m.Elif(xf[3]):                 # x[16]: the rounding step
+                    load_x((x[:17] + 1) >> 1)
+                    m.d.sync += e.eq(e + 1)
+                with m.Elif(~xf[4] & xf[5]):        # ~x[15] & (x[8:16] == 0)
+                    load_x(x << 8)
+                    m.d.sync += e.eq(e - 8)
+                with m.Elif(~xf[4]):                # ~x[15]
+                    load_x(x << 1)
+                    m.d.sync += e.eq(e - 1)
                 with m.Else():
                     # x is a normalised mantissa: finish this step, start the next one
                     with m.Switch(phase):
@@ -181,8 +199,9 @@ class OutputScale(wiring.Component):
                         with m.Case(2):
                             m.d.sync += [
                                 r_m.eq(x[:16]), r_e.eq(e),
-                                x.eq(zmax), e.eq(-z_exp), phase.eq(3),
+                                e.eq(-z_exp), phase.eq(3),
                             ]
+                            load_x(zmax)
                         with m.Case(6):
                             m.d.sync += [res_m.eq(x[:16]), res_e.eq(e)]
                             m.next = "DONE"
@@ -192,7 +211,8 @@ class OutputScale(wiring.Component):
                 m.next = "PRODUCT"
 
             with m.State("PRODUCT"):
-                m.d.sync += [x.eq(product), e.eq(mul_e)]
+                load_x(product)
+                m.d.sync += e.eq(mul_e)
                 m.next = "NORM"
 
             with m.State("DIV"):
@@ -216,7 +236,8 @@ class OutputScale(wiring.Component):
                     m.next = "ROOT"
 
             with m.State("ROOT"):
-                m.d.sync += [x.eq(root), e.eq(-31 - (e_even >> 1)), phase.eq(2)]
+                load_x(root)
+                m.d.sync += [e.eq(-31 - (e_even >> 1)), phase.eq(2)]
                 m.next = "NORM"
 
             with m.State("DONE"):
