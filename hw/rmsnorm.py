@@ -91,7 +91,7 @@ class OutputScale(wiring.Component):
         inv = numerics.INV_127
 
         zmax = Signal(_ZMAG_WIDTH)
-        z_exp = Signal(_Z_EXP_SHAPE)
+        nz_exp = Signal(signed(_EXP_WIDTH))         # -z_exp, the exponent zmax starts with
         rk_m, rk_e = Signal(16), Signal(signed(_EXP_WIDTH))
         w_m, w_e = Signal(16), Signal(signed(_EXP_WIDTH))
         r_m, r_e = Signal(16), Signal(signed(_EXP_WIDTH))
@@ -113,6 +113,8 @@ class OutputScale(wiring.Component):
         # reciprocal square root
         div_m = Signal(17)
         e_even = Signal(signed(_EXP_WIDTH))
+        e_root = Signal(signed(_EXP_WIDTH))         # the root's exponent, from e_even (set in DIV)
+        m.d.sync += e_root.eq(-31 - (e_even >> 1))
         rem = Signal(18)
         quo = Signal(48)
         cnt = Signal(range(48))
@@ -148,7 +150,7 @@ class OutputScale(wiring.Component):
                 with m.If(self.i.valid):
                     p = self.i.payload
                     m.d.sync += [
-                        zmax.eq(p.zmax), z_exp.eq(p.z_exp),
+                        zmax.eq(p.zmax), nz_exp.eq(-p.z_exp),
                         rk_m.eq(p.k_recip.mant), rk_e.eq(p.k_recip.exp),
                         w_m.eq(p.m.mant), w_e.eq(p.m.exp),
                         e.eq(-2 * ACT.frac), phase.eq(0),
@@ -199,7 +201,7 @@ class OutputScale(wiring.Component):
                         with m.Case(2):
                             m.d.sync += [
                                 r_m.eq(x[:16]), r_e.eq(e),
-                                e.eq(-z_exp), phase.eq(3),
+                                e.eq(nz_exp), phase.eq(3),
                             ]
                             load_x(zmax)
                         with m.Case(6):
@@ -237,7 +239,7 @@ class OutputScale(wiring.Component):
 
             with m.State("ROOT"):
                 load_x(root)
-                m.d.sync += [e.eq(-31 - (e_even >> 1)), phase.eq(2)]
+                m.d.sync += [e.eq(e_root), phase.eq(2)]
                 m.next = "NORM"
 
             with m.State("DONE"):
@@ -454,8 +456,10 @@ class RMSNormQuantizer(wiring.Component):
         while len(terms) > 1:
             terms = [terms[j] | terms[j + 1] if j + 1 < len(terms) else terms[j]
                      for j in range(0, len(terms), 2)]
-        recip = terms[0]
-        match = Cat(*(hit for hit, _ in hits)).any()
+        # registered: count and zmax are final from the clock FLUSH sees loaded, a clock before WAIT
+        recip, match, shift_next = Signal.like(k_recip), Signal(), Signal.like(shift)
+        m.d.sync += [recip.eq(terms[0]), match.eq(Cat(*(hit for hit, _ in hits)).any()),
+                     shift_next.eq(bits_over)]
 
         with m.FSM() as fsm:
             with m.State("LOAD"):
@@ -469,7 +473,7 @@ class RMSNormQuantizer(wiring.Component):
                 # the previous vector's codes must be out of the pipeline (it uses A, s) and its
                 # scale delivered before this vector's are started
                 with m.If(~busy2 & su.i.ready):
-                    m.d.sync += [shift.eq(bits_over), k.eq(count), k_1.eq(count - 1),
+                    m.d.sync += [shift.eq(shift_next), k.eq(count), k_1.eq(count - 1),
                                  k_recip.eq(recip)]
                     with m.If(~match):
                         m.d.sync += self.length_error.eq(1)
