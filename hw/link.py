@@ -243,8 +243,9 @@ class FrameReceiver(wiring.Component):
         m = Module()
         m.submodules.crc = crc_unit = _CRC32.create()
         # The input side (COBS) decodes each byte as it is taken; the decoded byte is written, counted
-        # and fed to the CRC a clock later, from registers; a closing delimiter is judged a clock
-        # after it is taken (``closing``), when the frame's last byte has been counted.
+        # and fed to the CRC a clock later, from registers; a closing delimiter's frame is checked a
+        # clock after it is taken (``closing``), when the frame's last byte has been counted, and
+        # judged a clock after that (``judging``), from the checks' registers.
         n_enc = Signal(range(p.MAX_ENCODED + 2))        # encoded bytes since the last delimiter
         empty = Signal(init=1)                          # n_enc == 0
         full = Signal()                                 # n_enc >= MAX_ENCODED
@@ -255,6 +256,7 @@ class FrameReceiver(wiring.Component):
         emit = Signal()                                 # a decoded byte, a clock after its code
         emit_byte = Signal(8)
         closing = Signal()                              # a delimiter ended a non-empty frame
+        judging = Signal()                              # a clock later: its event is made
         c_overflow, c_open = Signal(), Signal()         # its COBS state: too long, block not closed
         dlen = Signal(range(p.MAX_ENCODED + 1))         # decoded bytes written
         seq, code = Signal(8), Signal(8)
@@ -269,7 +271,7 @@ class FrameReceiver(wiring.Component):
         ev = self.event.payload
         take = Signal()
         m.d.comb += [
-            take.eq(ib_valid & ~closing & Mux(is_delim, empty | ~self.event.valid,
+            take.eq(ib_valid & ~closing & ~judging & Mux(is_delim, empty | ~self.event.valid,
                                               ~held.bit_select(wbank, 1))),
             self.i.ready.eq(~ib_valid | take),
         ]
@@ -299,22 +301,29 @@ class FrameReceiver(wiring.Component):
             with m.If(dlen == 1):
                 m.d.sync += code.eq(emit_byte)
 
-        m.d.sync += closing.eq(0)
+        # closing: the frame's checks into registers (its CRC is final now); judging, a clock
+        # later: the event
+        j_short, j_long, j_crc, j_seq, j_code = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [closing.eq(0), judging.eq(closing)]
         with m.If(closing):
+            m.d.sync += [j_short.eq(dlen < p.MIN_FRAME), j_long.eq(dlen > p.MAX_FRAME),
+                         j_crc.eq(crc_unit.crc != p.CRC_RESIDUE), j_seq.eq(dlen > 0),
+                         j_code.eq(dlen > 1)]
+        with m.If(judging):
             m.d.comb += crc_unit.start.eq(1)
             m.d.sync += dlen.eq(0)
-            seq_v = Mux(dlen > 0, seq, 0)
-            code_v = Mux(dlen > 1, code, 0xFF)
+            seq_v = Mux(j_seq, seq, 0)
+            code_v = Mux(j_code, code, 0xFF)
             error = Signal(8)
             with m.If(c_overflow):
                 m.d.comb += error.eq(p.Err.TOO_LONG)
             with m.Elif(c_open):
                 m.d.comb += error.eq(p.Err.BAD_FRAME)
-            with m.Elif(dlen < p.MIN_FRAME):
+            with m.Elif(j_short):
                 m.d.comb += error.eq(p.Err.BAD_FRAME)
-            with m.Elif(dlen > p.MAX_FRAME):
+            with m.Elif(j_long):
                 m.d.comb += error.eq(p.Err.TOO_LONG)
-            with m.Elif(crc_unit.crc != p.CRC_RESIDUE):
+            with m.Elif(j_crc):
                 m.d.comb += error.eq(p.Err.BAD_CRC)
             cobs_ok = ~c_overflow & ~c_open
             m.d.sync += [
@@ -326,7 +335,7 @@ class FrameReceiver(wiring.Component):
                 ev.bank.eq(wbank),
                 ev.crc.eq(tail),
             ]
-            with m.If(error == 0):
+            with m.If(~c_overflow & ~c_open & ~j_short & ~j_long & ~j_crc):
                 m.d.sync += [held.eq((held & ~self.free) | (1 << wbank)), wbank.eq(~wbank)]
 
         with m.If(take & is_delim):
