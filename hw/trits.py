@@ -160,20 +160,22 @@ class TritStream(wiring.Component):
         take = Signal()
         left = Signal(range(cap + 1))
         issue = Signal()
+        # the trits in buf and in flight (count + T (dpend + pend + fetched)), counted in a register of
+        # its own: + T per word fetched, - P per beat taken
         ahead = Signal(range(cap + (self.latency + 2) * T + 1))
+        ptr_end = Signal()                              # ptr == depth: every word fetched
         m.d.comb += [
             self.o.valid.eq(self.active & (count >= P)),
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
             left.eq(count + Mux(dpend, T, 0) - Mux(take, P, 0)),
             # left + the words in flight < A P, from registers and a final choice by take
-            ahead.eq(count + sum(Mux(f, T, 0) for f in (dpend, pend, *fetched))),
-            issue.eq(self.active & Mux(take, ahead < (A + 1) * P, ahead < A * P)
-                     & (ptr != self.depth)),
+            issue.eq(self.active & Mux(take, ahead < (A + 1) * P, ahead < A * P) & ~ptr_end),
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), count.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0)]
+            m.d.sync += [buf.eq(0), count.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0), ahead.eq(0),
+                         ptr_end.eq(0)]
         with m.Else():
             m.d.sync += [
                 buf.eq(Mux(take, merged >> (2 * P), merged)),
@@ -181,5 +183,7 @@ class TritStream(wiring.Component):
                 fetched.eq(Cat(issue, fetched[:-1])),
                 pend.eq(fetched[-1]),
                 ptr.eq(ptr + issue),
+                ptr_end.eq(Mux(issue, ptr == self.depth - 1, ptr == self.depth)),
+                ahead.eq(ahead + Mux(issue, T, 0) - Mux(take, P, 0)),
             ]
         return m
