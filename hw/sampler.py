@@ -132,13 +132,16 @@ class Sampler(wiring.Component):
         scanning = Signal()
         rd_valid, r0_valid = Signal(), Signal()
         rd_idx, r0_idx = Signal(VB), Signal(VB)
+        rd_last, r0_last = Signal(), Signal()          # the index is V - 1
+        scan_last = Signal()
         logit = Signal(ACT_SHAPE)
-        m.d.comb += self.rd.addr.eq(scan_i)
-        m.d.sync += [r0_valid.eq(scanning), r0_idx.eq(scan_i),
-                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), logit.eq(self.rd.data)]
+        m.d.comb += [self.rd.addr.eq(scan_i), scan_last.eq(scan_i == V_last)]
+        m.d.sync += [r0_valid.eq(scanning), r0_idx.eq(scan_i), r0_last.eq(scan_last),
+                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), rd_last.eq(r0_last),
+                     logit.eq(self.rd.data)]
         with m.If(scanning):
             m.d.sync += scan_i.eq(scan_i + 1)
-            with m.If(scan_i == V_last):
+            with m.If(scan_last):
                 m.d.sync += scanning.eq(0)
         key = Signal(act_w)                  # order-preserving unsigned form of the logit
         m.d.comb += key.eq(logit.as_unsigned() ^ (1 << (act_w - 1)))
@@ -162,10 +165,12 @@ class Sampler(wiring.Component):
         weighing = Signal()                  # the scan feeds the pipeline (SUM and SELECT passes)
         valid = [Signal(name=f"p{j}_valid") for j in range(_PIPE - 1)]
         idx = [Signal(VB, name=f"p{j}_idx") for j in range(_PIPE - 1)]
+        last = [Signal(name=f"p{j}_last") for j in range(_PIPE - 1)]
         cand = [Signal(name=f"p{j}_cand") for j in range(4)]
-        m.d.sync += [valid[0].eq(rd_valid & weighing), idx[0].eq(rd_idx), cand[0].eq(key >= tkey)]
+        m.d.sync += [valid[0].eq(rd_valid & weighing), idx[0].eq(rd_idx), last[0].eq(rd_last),
+                     cand[0].eq(key >= tkey)]
         for j in range(1, _PIPE - 1):
-            m.d.sync += [valid[j].eq(valid[j - 1]), idx[j].eq(idx[j - 1])]
+            m.d.sync += [valid[j].eq(valid[j - 1]), idx[j].eq(idx[j - 1]), last[j].eq(last[j - 1])]
         for j in range(1, 4):
             m.d.sync += cand[j].eq(cand[j - 1])
         d = Signal(act_w)                    # stage 0: lmax - l[i], 0 .. 2**24 - 1
@@ -192,7 +197,7 @@ class Sampler(wiring.Component):
         ]
         w = Signal(_W_BITS)                  # stage 5
         m.d.sync += w.eq(Mux(zero, 0, entry >> shift))
-        w_valid, w_idx = valid[-1], idx[-1]
+        w_valid, w_idx, w_last = valid[-1], idx[-1], last[-1]
 
         total = Signal(SW)
         running = Signal(SW)
@@ -230,7 +235,7 @@ class Sampler(wiring.Component):
             with m.State("MAX"):
                 with m.If(rd_valid & (lmax_first | (logit > lmax))):
                     m.d.sync += [lmax.eq(logit), lmax_first.eq(0)]
-                with m.If(rd_valid & (rd_idx == V_last)):
+                with m.If(rd_valid & rd_last):
                     with m.If(use_topk):
                         restart_scan()
                         m.next = "TOPK"
@@ -239,7 +244,7 @@ class Sampler(wiring.Component):
             with m.State("TOPK"):
                 with m.If(rd_valid & (key >= trial_key)):
                     m.d.sync += count.eq(count + 1)
-                with m.If(rd_valid & (rd_idx == V_last)):
+                with m.If(rd_valid & rd_last):
                     m.next = "TOPK_BIT"
             with m.State("TOPK_BIT"):
                 # the pass's count (its last logit included) is final here
@@ -259,7 +264,7 @@ class Sampler(wiring.Component):
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += weighing.eq(1)
-                with m.If(w_valid & (w_idx == V_last)):
+                with m.If(w_valid & w_last):
                     m.next = "SCALE_WAIT"
             with m.State("SCALE_WAIT"):
                 m.d.sync += [total.eq(running), u.eq(0), mul_steps.eq(32), mul_r.eq(lfsr)]
