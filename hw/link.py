@@ -409,11 +409,13 @@ class FrameSender(wiring.Component):
         total = Signal(range(total_max + 1))
         m.d.comb += total.eq(n + p.CRC_SIZE)
 
-        # Reads take two clocks: the index is a register (`rd`, valid while `rd_v`), the byte read
-        # another (`byte_q` at `q_pos`, valid while `q_v`), so that the caller's wide body multiplexer
-        # has a clock cycle of its own. CRC and SCAN issue a read every clock and consume the bytes
-        # as they come; DATA reads one byte at a time (three clocks a byte, far below a UART's rate).
+        # Reads take three clocks: the index is a register (`rd`, valid while `rd_v`), the caller's
+        # byte another (`byte_p` at `p_pos`), so that the caller's wide body multiplexer has a clock
+        # cycle of its own, and the byte or the CRC's a third (`byte_q` at `q_pos`, valid while
+        # `q_v`). CRC and SCAN issue a read every clock and consume the bytes as they come; DATA
+        # reads one byte at a time (four clocks a byte, far below a UART's rate).
         rd, rd_v = Signal(pos_shape), Signal()
+        byte_p, p_pos, p_v, p_body = Signal(8), Signal(pos_shape), Signal(), Signal()
         byte_q, q_pos, q_v = Signal(8), Signal(pos_shape), Signal()
         nxt = Signal(pos_shape)                         # next index to read (CRC, SCAN)
         k = Signal(pos_shape)                           # DATA: the byte being sent
@@ -421,9 +423,10 @@ class FrameSender(wiring.Component):
         at = Signal(pos_shape)                          # SCAN: the byte examined next; then the block's end
 
         m.d.comb += self.index.eq(rd)
-        m.d.sync += [rd_v.eq(0), q_v.eq(rd_v), q_pos.eq(rd)]
-        with m.If(rd_v):
-            m.d.sync += byte_q.eq(Mux(rd < n, self.byte, crc_unit.crc.word_select((rd - n)[:2], 8)))
+        m.d.sync += [rd_v.eq(0), p_v.eq(rd_v), p_pos.eq(rd), p_body.eq(rd < n), byte_p.eq(self.byte),
+                     q_v.eq(p_v), q_pos.eq(p_pos)]
+        with m.If(p_v):
+            m.d.sync += byte_q.eq(Mux(p_body, byte_p, crc_unit.crc.word_select((p_pos - n)[:2], 8)))
         m.d.comb += crc_unit.data.eq(byte_q)
 
         def issue(index):
