@@ -682,9 +682,10 @@ class Link(wiring.Component):
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_lane = Signal(range(wmax))
         s0_addr = Signal(32)
-        sr_valid, sr_first, sr_last = Signal(), Signal(), Signal()      # the memories read
-        sr_lane = Signal(range(wmax))
-        sr_addr = Signal(32)
+        # the stages that wait for the memories' words (REGION_READ_LATENCY, see below)
+        waits = [{"valid": Signal(name=f"sw{k}_valid"), "first": Signal(name=f"sw{k}_first"),
+                  "last": Signal(name=f"sw{k}_last"), "lane": Signal(range(wmax), name=f"sw{k}_lane"),
+                  "addr": Signal(32, name=f"sw{k}_addr")} for k in range(REGION_READ_LATENCY)]
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_lane = Signal(range(wmax))
         s1_addr = Signal(32)
@@ -713,7 +714,8 @@ class Link(wiring.Component):
                     m.d.comb += region_size.eq(sizes[r])
                     m.d.sync += [region_last_lane.eq(wb - 1), region_wb.eq(wb)]
 
-        # each region's word is registered as it leaves its memory, before the region multiplexer
+        # each region's word is registered as it leaves its memory, and again after the region
+        # multiplexer
         rdata = Signal(8 * wmax)
         for r, (wb, depth, bits) in words.items():
             name = REGION_PORTS[r]
@@ -722,18 +724,23 @@ class Link(wiring.Component):
             rword = Signal(bits, name=f"rword_{name}")
             m.d.sync += rword.eq(rd.data)
             with m.If(region == r):
-                m.d.comb += rdata.eq(rword)             # zero-extended (GATES: 17 of 32 bits)
-        bank_byte = Signal(8)                           # the payload byte of stage 1
-        bank_q = Signal(8)
-        m.d.sync += [bank_q.eq(bank_r.data), bank_byte.eq(bank_q)]
+                m.d.sync += rdata.eq(rword)             # zero-extended (GATES: 17 of 32 bits)
+        # the payload byte of stage 1: the bank answers in one clock, then as many registers as
+        # the words pass
+        bank_byte = bank_r.data
+        for k in range(REGION_READ_LATENCY + 1):
+            q = Signal(8, name=f"bank_q{k}")
+            m.d.sync += q.eq(bank_byte)
+            bank_byte = q
         m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
         wiring.connect(m, sampler.rd, wiring.flipped(core.rd_logits))
 
         # stage 0 of the walk addresses the word and the payload byte; the core's region ports answer
-        # REGION_READ_LATENCY (2) clocks later, and both are registered as they arrive (block RAM
-        # outputs are slow): stage r waits for them. Stage 1 merges the byte into the word (WRITE)
-        # or picks the byte (VERIFY); stage 2 writes the merged word or feeds the CRC.
-        assert REGION_READ_LATENCY == 2
+        # REGION_READ_LATENCY clocks later, and the word is registered as it arrives (block RAM
+        # outputs are slow) and after the region multiplexer: the wait stages, one per clock of
+        # REGION_READ_LATENCY, cover the memory's latency and those two registers less stage 0's
+        # clock. Stage 1 merges the byte into the word (WRITE) or picks the byte (VERIFY); stage 2
+        # writes the merged word or feeds the CRC.
         s2_valid, s2_last = Signal(), Signal()
         s2_addr = Signal(32)
         v_byte = Signal(8)
@@ -741,14 +748,12 @@ class Link(wiring.Component):
         merged = Signal(8 * wmax)
         m.d.comb += merged.eq(Cat(*(Mux(s1_lane == j, bank_byte, base.word_select(j, 8))
                                    for j in range(wmax))))
-        m.d.sync += [
-            s0_valid.eq(0),
-            sr_valid.eq(s0_valid), sr_first.eq(s0_first), sr_last.eq(s0_last), sr_lane.eq(s0_lane),
-            sr_addr.eq(s0_addr),
-            s1_valid.eq(sr_valid), s1_first.eq(sr_first), s1_last.eq(sr_last), s1_lane.eq(sr_lane),
-            s1_addr.eq(sr_addr),
-            s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr),
-        ]
+        chain = [{"valid": s0_valid, "first": s0_first, "last": s0_last, "lane": s0_lane,
+                  "addr": s0_addr}, *waits,
+                 {"valid": s1_valid, "first": s1_first, "last": s1_last, "lane": s1_lane,
+                  "addr": s1_addr}]
+        m.d.sync += [s0_valid.eq(0), s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_addr.eq(s1_addr)]
+        m.d.sync += [b[f].eq(a[f]) for a, b in zip(chain, chain[1:]) for f in a]
         with m.If(s1_valid):
             m.d.sync += [word.eq(merged), v_byte.eq(rdata.word_select(s1_lane, 8))]
         with m.If(s2_valid & writing & s2_last):
@@ -1036,7 +1041,8 @@ class Link(wiring.Component):
 
             with m.State("WALK_END"):
                 # wait for the last byte to leave stage 2; the CRC register holds it then
-                with m.If(~s0_valid & ~sr_valid & ~s1_valid & ~s2_valid):
+                with m.If(~s0_valid & ~Cat(*(w["valid"] for w in waits)).any() & ~s1_valid &
+                          ~s2_valid):
                     with m.If(writing):
                         with m.If(desc_changed):
                             m.d.sync += [context.eq(0), position.eq(0)]
