@@ -628,6 +628,8 @@ class Link(wiring.Component):
         feed_active = Signal()
         feed_n = Signal(range(p.MAX_FEED + 1))
         feed_idx = Signal(range(p.MAX_FEED + 1))
+        feed_last = Signal()                            # feed_idx + 1 == feed_n, a clock behind: the
+        m.d.sync += feed_last.eq(feed_idx + 1 == feed_n)   # token in the core is the FEED's last
         feed_seq = Signal(8)
         feed_crc = Signal(32)
         m.submodules.feed_mem = feed_mem = memory.Memory(shape=tok_shape, depth=p.MAX_FEED, init=[])
@@ -1112,7 +1114,7 @@ class Link(wiring.Component):
                         m.d.sync += gen_stop.eq(1)
                 with m.If(feed_active):
                     m.d.sync += feed_idx.eq(feed_idx + 1)
-                    with m.If(feed_idx + 1 == feed_n):
+                    with m.If(feed_last):
                         m.d.sync += feed_active.eq(0)
                         m.next = "FEED_DONE"
                     with m.Else():
