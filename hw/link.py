@@ -380,8 +380,9 @@ class FrameSender(wiring.Component):
     busy : Out(1)
         High from ``start`` until the closing delimiter has been taken by ``o``.
     index : Out(range(max_body))
-        The body byte wanted (a register); ``byte`` must be it in the same clock (it is registered
-        here). The body must not change while ``busy`` is high.
+        The body byte wanted (a register); ``byte`` must be it one clock later (the caller registers
+        its choice once; it is registered again here). The body must not change while ``busy`` is
+        high.
     byte : In(8)
     o : Out(stream.Signature(8))
         The frame on the wire.
@@ -409,12 +410,13 @@ class FrameSender(wiring.Component):
         total = Signal(range(total_max + 1))
         m.d.comb += total.eq(n + p.CRC_SIZE)
 
-        # Reads take three clocks: the index is a register (`rd`, valid while `rd_v`), the caller's
-        # byte another (`byte_p` at `p_pos`), so that the caller's wide body multiplexer has a clock
-        # cycle of its own, and the byte or the CRC's a third (`byte_q` at `q_pos`, valid while
-        # `q_v`). CRC and SCAN issue a read every clock and consume the bytes as they come; DATA
-        # reads one byte at a time (four clocks a byte, far below a UART's rate).
+        # Reads take four clocks: the index is a register (`rd`, valid while `rd_v`), the caller's
+        # byte comes a clock later (`d_pos`, `d_v`: the caller's wide body multiplexer registers
+        # once on the way), is registered (`byte_p` at `p_pos`), then it or the CRC's byte (`byte_q`
+        # at `q_pos`, valid while `q_v`). CRC and SCAN issue a read every clock and consume the bytes
+        # as they come; DATA reads one byte at a time (five clocks a byte, far below a UART's rate).
         rd, rd_v = Signal(pos_shape), Signal()
+        d_pos, d_v = Signal(pos_shape), Signal()
         byte_p, p_pos, p_v, p_body = Signal(8), Signal(pos_shape), Signal(), Signal()
         byte_q, q_pos, q_v = Signal(8), Signal(pos_shape), Signal()
         nxt = Signal(pos_shape)                         # next index to read (CRC, SCAN)
@@ -423,7 +425,8 @@ class FrameSender(wiring.Component):
         at = Signal(pos_shape)                          # SCAN: the byte examined next; then the block's end
 
         m.d.comb += self.index.eq(rd)
-        m.d.sync += [rd_v.eq(0), p_v.eq(rd_v), p_pos.eq(rd), p_body.eq(rd < n), byte_p.eq(self.byte),
+        m.d.sync += [rd_v.eq(0), d_v.eq(rd_v), d_pos.eq(rd),
+                     p_v.eq(d_v), p_pos.eq(d_pos), p_body.eq(d_pos < n), byte_p.eq(self.byte),
                      q_v.eq(p_v), q_pos.eq(p_pos)]
         with m.If(p_v):
             m.d.sync += byte_q.eq(Mux(p_body, byte_p, crc_unit.crc.word_select((p_pos - n)[:2], 8)))
@@ -597,11 +600,22 @@ class Link(wiring.Component):
         s_payload = Signal(8 * _SCRATCH_BYTES)
         send_scratch = Signal()
         info_const = Const(int.from_bytes(self.info_bytes, "little"), 8 * len(self.info_bytes))
+        # the body byte at the sender's index, a clock later: the group of eight bytes is chosen
+        # and registered, then the byte in it
         idx = snd.index
-        reply_body = Mux(r_info, Cat(last_seq, r_code, info_const).word_select(idx, 8),
-                         Cat(last_seq, r_code, r_payload).word_select(idx, 8))
-        scratch_body = Cat(s_seq, s_code, s_payload).word_select(idx, 8)
-        m.d.comb += snd.byte.eq(Mux(send_scratch, scratch_body, reply_body))
+        group = Signal(64)
+        lane = Signal(3)
+
+        def groups(body):
+            return body.word_select(idx[3:], 64)
+
+        m.d.sync += [
+            group.eq(Mux(send_scratch, groups(Cat(s_seq, s_code, s_payload)),
+                         Mux(r_info, groups(Cat(last_seq, r_code, info_const)),
+                             groups(Cat(last_seq, r_code, r_payload))))),
+            lane.eq(idx[:3]),
+        ]
+        m.d.comb += snd.byte.eq(group.word_select(lane, 8))
 
         # --- state ---------------------------------------------------------------------------------
         frames_ok = Signal(32)
