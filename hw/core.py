@@ -650,6 +650,13 @@ class Core(wiring.Component):
             y_wp.data.eq(rs.payload.value),
             y_wp.en.eq(rs_take & wb_store),
         ]
+        # the argmax over the logits, a clock behind the write-back (the candidate in registers);
+        # FINISH sees wb_done a clock after the last logit, RESULT reads best a clock after that
+        bc_valid, bc_first = Signal(), Signal()
+        bc_value, bc_row = Signal.like(best), Signal.like(best_idx)
+        m.d.sync += bc_valid.eq(0)
+        with m.If(bc_valid & (bc_first | (bc_value > best))):
+            m.d.sync += [best.eq(bc_value), best_idx.eq(bc_row)]
         with m.If(start):
             m.d.sync += [wb_active.eq(1), wb_proj.eq(0), wb_layer.eq(0), wb_row.eq(0), wb_done.eq(0),
                          wb_upper.eq(0), wb_j.eq(0), wb_left.eq(H_1)]
@@ -665,8 +672,8 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.sync += wb_j.eq(wb_j + 1)
             with m.If(wb_proj == 6):
-                with m.If((wb_row == 0) | (rs.payload.value > best)):
-                    m.d.sync += [best.eq(rs.payload.value), best_idx.eq(wb_row)]
+                m.d.sync += [bc_valid.eq(1), bc_first.eq(wb_row == 0), bc_value.eq(rs.payload.value),
+                             bc_row.eq(wb_row)]
             with m.If(wb_end):
                 m.d.sync += [wb_row.eq(0), wb_left.eq(H_1)]
                 with m.Switch(wb_proj):
