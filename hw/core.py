@@ -483,6 +483,7 @@ class Core(wiring.Component):
         src_j = Signal(range(KMAX))
         src_y = Signal(ACT_SHAPE)
         cj = Signal(range(KMAX + 1))
+        cj_more = Signal()                             # cj != n, kept as cj is counted
         inflight = Signal(range(_QDEPTH + 1))
         open_ = Signal()
         accept = Signal()
@@ -498,10 +499,10 @@ class Core(wiring.Component):
                 src_y.eq(rs.payload.value),
             ]
         with m.Else():
-            m.d.comb += [src_valid.eq(v_run & (cj != n)), src_j.eq(cj), src_y.eq(0)]
+            m.d.comb += [src_valid.eq(v_run & cj_more), src_j.eq(cj), src_y.eq(0)]
         m.d.comb += accept.eq(src_valid & open_)
         with m.If(accept & ~from_wb):
-            m.d.sync += cj.eq(cj + 1)
+            m.d.sync += [cj.eq(cj + 1), cj_more.eq(cj != n_1)]
 
         nwb_wp, nwb_rp = buffer("norm_b", MANT_SHAPE, HMAX)
         y2_rp = self._buffers["y_buf"].read_port()
@@ -847,7 +848,7 @@ class Core(wiring.Component):
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
                     with m.Case(3):
-                        m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), pf_k.eq(0)]
+                        m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1), pf_k.eq(0)]
                         with m.If(two):
                             m.next = "PREFETCH"
                         with m.Else():
