@@ -90,7 +90,7 @@ matrix-vector unit. The state persists across tokens; a per-layer flag set by ``
 reset) makes the next token read a layer's state as zero.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -256,6 +256,7 @@ _FRONT = 3                                                   # accept, read, reg
 _QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
+_RDEPTH = 4                                                  # rescaled rows waiting for the write-back
 
 
 class Core(wiring.Component):
@@ -449,7 +450,16 @@ class Core(wiring.Component):
         ]
 
         # --- write-back of the rescaled rows ---------------------------------------------------------
-        rs = rescale.o
+        # through a small FIFO, so that the write-back's ready does not run into the rescale
+        # pipeline's enable and the accumulator and scale FIFOs behind it
+        m.submodules.rs_fifo = rs_fifo = fifo.SyncFIFOBuffered(
+            width=Shape.cast(rescale.value_layout).width, depth=_RDEPTH)
+        rs = stream.Signature(rescale.value_layout).create(path=("rs",))
+        m.d.comb += [
+            rs_fifo.w_data.eq(rescale.o.payload), rs_fifo.w_en.eq(rescale.o.valid),
+            rescale.o.ready.eq(rs_fifo.w_rdy),
+            rs.valid.eq(rs_fifo.r_rdy), rs.payload.eq(rs_fifo.r_data), rs_fifo.r_en.eq(rs.ready),
+        ]
         wb_active = Signal()
         wb_proj = Signal(range(7))                     # i f g o gate down, 6: lm_head
         wb_layer = Signal(range(LMAX + 1))
