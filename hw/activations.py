@@ -75,7 +75,7 @@ def _mul_chunks(shape):
 def mul_latency(shape_a, shape_b):
     """Register stages of :meth:`Pipeline.mul` for operands of these shapes."""
     n = len(_mul_chunks(shape_a)) * len(_mul_chunks(shape_b))
-    return 1 + (n - 1).bit_length()
+    return 2 + (n - 1).bit_length()
 
 
 class Pipeline:
@@ -112,11 +112,13 @@ class Pipeline:
         return self.reg(port.data, name=name) if registered else port.data
 
     def mul(self, a, b, *, name="mul"):
-        """``a * b``, :func:`mul_latency` stages later: one registered DSP product per pair of operand
-        pieces (at most 18 bits each), then one registered adder level per halving."""
+        """``a * b``, :func:`mul_latency` stages later: the operand pieces (at most 18 bits each)
+        registered, so that nothing but routing stands before a DSP block; one registered DSP
+        product per pair of pieces; then one registered adder level per halving."""
         a, b = Value.cast(a), Value.cast(b)
         shape = signed(len(a) + len(b)) if a.shape().signed or b.shape().signed \
             else unsigned(len(a) + len(b))
+        a, b = self.reg(a, name=f"{name}_a"), self.reg(b, name=f"{name}_b")
         terms = []
         for oa, wa, sa in _mul_chunks(a.shape()):
             pa = a[oa:oa + wa].as_signed() if sa else a[oa:oa + wa]

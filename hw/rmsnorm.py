@@ -285,7 +285,7 @@ class RMSNormQuantizer(wiring.Component):
     to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Pass 2 then
     reads the buffer back: ``s = max(0, bitlen(max|z|) - 24)``, ``A = max|z| >> s``, and per element
     ``(254 (|z| >> s) + A) // (2 A)`` through a 7-stage pipelined restoring divider (13 stages in all).
-    The first code is valid :attr:`CODE_LATENCY` (22) cycles after the ``last`` transfer, if the
+    The first code is valid :attr:`CODE_LATENCY` (23) cycles after the ``last`` transfer, if the
     previous vector's codes have left the pipeline and its scale has been taken; one code follows per
     cycle while ``codes.ready`` is high (a stalled ``codes`` stalls pass 2). In parallel
     :class:`OutputScale` computes the scale, valid about 125 to 140 cycles after ``last``.
@@ -297,7 +297,7 @@ class RMSNormQuantizer(wiring.Component):
     memory; no divider beyond the 7 compare-subtract stages and the sequential ones of the scale.
     """
 
-    CODE_LATENCY = 22
+    CODE_LATENCY = 19 + max(mul_latency(ACT_SHAPE, MANT_SHAPE), mul_latency(ACT_SHAPE, ACT_SHAPE))
     """Cycles from the ``last`` transfer to the first ``codes.valid`` (checked by the tests)."""
 
     def __init__(self, lengths):

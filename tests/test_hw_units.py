@@ -256,7 +256,7 @@ def _run_mlgru(hidden, layers, steps, seed, stall_in=0.3, stall_out=0.3):
 @pytest.mark.sim
 def test_mlgru():
     rng = random.Random(31)
-    _run_mlgru(8, 3, mlgru_steps(rng, 8, 3, 6), 32)
+    _run_mlgru(16, 3, mlgru_steps(rng, 16, 3, 6), 32)
 
 
 @pytest.mark.sim
