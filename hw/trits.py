@@ -91,12 +91,13 @@ class TritStream(wiring.Component):
     Throughput and timing
     ---------------------
     A word read from the memory is registered first (block RAM outputs are slow), then decoded into a
-    second register, then shifted into the buffer above the trits it holds: ``latency + 2`` clocks
-    from ``rd.addr`` to the buffer. (Elaborated for a device the decoder is logic,
+    second register, shifted by the trits beyond the buffer's last whole beat into a third, and
+    placed whole beats up into the buffer above the trits it holds: ``latency + 3`` clocks from
+    ``rd.addr`` to the buffer. (Elaborated for a device the decoder is logic,
     :func:`decode_logic`: a table followed by a register would become block RAM ROMs; for simulation,
     no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A
     word is fetched whenever fewer than :attr:`ahead` ``P`` trits would be left, counting the words in
-    flight, so a beat is offered on every clock (from the ``latency + 4``-th after ``start``) for as
+    flight, so a beat is offered on every clock (from the ``latency + 5``-th after ``start``) for as
     long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``ahead P + T - 1``
     trits. ``o.valid`` depends on registers and ``active`` only; the shift that inserts a word depends
     on registers only, and so does the fetch decision up to a final choice between two comparisons,
@@ -125,7 +126,7 @@ class TritStream(wiring.Component):
     @property
     def ahead(self):
         """Beats kept buffered or in flight: one per clock from the address to the buffer, plus one."""
-        return self.latency + 3
+        return self.latency + 4
 
     @property
     def capacity(self):
@@ -138,7 +139,10 @@ class TritStream(wiring.Component):
         table = decode_table()
 
         buf = Signal(2 * cap)
-        count = Signal(range(cap + 1))                  # trits in buf, from bit 0; bits above are 0
+        # the trits in buf, from bit 0 (bits above are 0), as whole beats and the rest: count =
+        # hi P + lo; a beat taken lowers hi, a word inserted adds T to the pair
+        hi = Signal(range(cap // P + 1))
+        lo = Signal(range(P))
         fetched = Signal(self.latency)                  # bit k: a word was addressed k + 1 clocks ago
         word = Signal(8 * self.word_bytes)              # that word, one clock later
         pend = Signal()                                 # word holds a word to insert
@@ -152,34 +156,42 @@ class TritStream(wiring.Component):
         m.d.sync += [decoded.eq(Cat(*(decode(word.word_select(j, 8), table)
                                       for j in range(self.word_bytes)))),
                      dpend.eq(pend & ~self.start)]
-        # a word is fetched only while fewer than A P trits would be left: it goes in below A P + T
-        at = count[:(A * P - 1).bit_length()]
+        # a clock later the word, shifted by the rest lo it will find (taking a beat leaves lo as
+        # it is, only the word ahead of it changes it), and in the clock after that inserted whole
+        # beats up: no shifter longer than P trits or A beats in any clock. A word is fetched only
+        # while fewer than A P trits would be left: it goes in below A P + T.
+        fine = Signal(2 * (T + P - 1))
+        fpend = Signal()                                # fine holds a word to insert
+        lo_t, hi_t = T % P, T // P
+        lo_sum = lo + lo_t                              # lo after fine's word, before the wrap
+        lo_next = Mux(fpend, Mux(lo_sum >= P, lo_sum - P, lo_sum), lo)
+        m.d.sync += [fine.eq(decoded << Cat(Const(0, 1), lo_next)), fpend.eq(dpend & ~self.start)]
         merged = Signal(2 * cap)
-        m.d.comb += merged.eq(buf | (Mux(dpend, decoded, 0) << Cat(Const(0, 1), at)))
+        placed = Array(Cat(Const(0, 2 * P * k), fine) for k in range(A))[hi]
+        m.d.comb += merged.eq(buf | Mux(fpend, placed, 0))
 
         take = Signal()
-        left = Signal(range(cap + 1))
         issue = Signal()
-        # the trits in buf and in flight (count + T (dpend + pend + fetched)), counted in a register of
-        # its own: + T per word fetched, - P per beat taken
-        ahead = Signal(range(cap + (self.latency + 2) * T + 1))
+        # the trits in buf and in flight (hi P + lo + T (fpend + dpend + pend + fetched)), counted
+        # in a register of its own: + T per word fetched, - P per beat taken
+        ahead = Signal(range(cap + (self.latency + 3) * T + 1))
         ptr_end = Signal()                              # ptr == depth: every word fetched
         m.d.comb += [
-            self.o.valid.eq(self.active & (count >= P)),
+            self.o.valid.eq(self.active & (hi != 0)),
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
-            left.eq(count + Mux(dpend, T, 0) - Mux(take, P, 0)),
-            # left + the words in flight < A P, from registers and a final choice by take
+            # buf + the words in flight < A P, from registers and a final choice by take
             issue.eq(self.active & Mux(take, ahead < (A + 1) * P, ahead < A * P) & ~ptr_end),
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), count.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0), ahead.eq(0),
-                         ptr_end.eq(0)]
+            m.d.sync += [buf.eq(0), hi.eq(0), lo.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0),
+                         ahead.eq(0), ptr_end.eq(0)]
         with m.Else():
             m.d.sync += [
                 buf.eq(Mux(take, merged >> (2 * P), merged)),
-                count.eq(left),
+                lo.eq(lo_next),
+                hi.eq(hi + Mux(fpend, hi_t + (lo_sum >= P), 0) - take),
                 fetched.eq(Cat(issue, fetched[:-1])),
                 pend.eq(fetched[-1]),
                 ptr.eq(ptr + issue),

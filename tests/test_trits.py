@@ -102,8 +102,8 @@ def test_trit_stream_beats(lanes, latency, stall):
     sim.add_testbench(bench)
     sim.run()
     assert got == want
-    if not stall:                       # one beat every clock from the (latency + 4)-th
-        assert clocks == list(range(latency + 3, latency + 3 + beats))
+    if not stall:                       # one beat every clock from the (latency + 5)-th
+        assert clocks == list(range(latency + 4, latency + 4 + beats))
 
 
 @pytest.mark.synth
