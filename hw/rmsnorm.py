@@ -285,7 +285,7 @@ class RMSNormQuantizer(wiring.Component):
     to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Pass 2 then
     reads the buffer back: ``s = max(0, bitlen(max|z|) - 24)``, ``A = max|z| >> s``, and per element
     ``(254 (|z| >> s) + A) // (2 A)`` through a 7-stage pipelined restoring divider (13 stages in all).
-    The first code is valid :attr:`CODE_LATENCY` (23) cycles after the ``last`` transfer, if the
+    The first code is valid :attr:`CODE_LATENCY` (24) cycles after the ``last`` transfer, if the
     previous vector's codes have left the pipeline and its scale has been taken; one code follows per
     cycle while ``codes.ready`` is high (a stalled ``codes`` stalls pass 2). In parallel
     :class:`OutputScale` computes the scale, valid about 125 to 140 cycles after ``last``.
@@ -297,7 +297,7 @@ class RMSNormQuantizer(wiring.Component):
     memory; no divider beyond the 7 compare-subtract stages and the sequential ones of the scale.
     """
 
-    CODE_LATENCY = 19 + max(mul_latency(ACT_SHAPE, MANT_SHAPE), mul_latency(ACT_SHAPE, ACT_SHAPE))
+    CODE_LATENCY = 20 + max(mul_latency(ACT_SHAPE, MANT_SHAPE), mul_latency(ACT_SHAPE, ACT_SHAPE))
     """Cycles from the ``last`` transfer to the first ``codes.valid`` (checked by the tests)."""
 
     def __init__(self, lengths):
@@ -450,16 +450,17 @@ class RMSNormQuantizer(wiring.Component):
             bits_over = Mux(bit, b + 1, bits_over)
         # pf_recip(K) of the configured lengths, zero (and an error) for any other length: the hits
         # exclude each other, so a balanced OR of masked constants selects (no priority chain)
-        hits = [(count == length, numerics.pf_recip(length)) for length in self.lengths]
+        # Registered twice, the comparisons then the choice: count and zmax are final from the clock
+        # FLUSH sees loaded, two clocks before WAIT (through SETTLE)
+        hits = Signal(len(self.lengths))
+        m.d.sync += hits.eq(Cat(*(count == length for length in self.lengths)))
         terms = [Mux(hit, PFLOAT_LAYOUT.const({"mant": r.mant, "exp": r.exp}).as_value(), 0)
-                 for hit, r in hits]
+                 for hit, r in zip(hits, (numerics.pf_recip(length) for length in self.lengths))]
         while len(terms) > 1:
             terms = [terms[j] | terms[j + 1] if j + 1 < len(terms) else terms[j]
                      for j in range(0, len(terms), 2)]
-        # registered: count and zmax are final from the clock FLUSH sees loaded, a clock before WAIT
         recip, match, shift_next = Signal.like(k_recip), Signal(), Signal.like(shift)
-        m.d.sync += [recip.eq(terms[0]), match.eq(Cat(*(hit for hit, _ in hits)).any()),
-                     shift_next.eq(bits_over)]
+        m.d.sync += [recip.eq(terms[0]), match.eq(hits.any()), shift_next.eq(bits_over)]
 
         with m.FSM() as fsm:
             with m.State("LOAD"):
@@ -468,7 +469,9 @@ class RMSNormQuantizer(wiring.Component):
             with m.State("FLUSH"):
                 with m.If(loaded):
                     m.d.sync += loaded.eq(0)
-                    m.next = "WAIT"
+                    m.next = "SETTLE"
+            with m.State("SETTLE"):
+                m.next = "WAIT"
             with m.State("WAIT"):
                 # the previous vector's codes must be out of the pipeline (it uses A, s) and its
                 # scale delivered before this vector's are started
