@@ -758,6 +758,9 @@ class Core(wiring.Component):
 
         # --- sequencer -------------------------------------------------------------------------------
         step = Signal(range(8))
+        sc_expa, sc_expb, sc_scale = (Signal(range(cfg.scalar_words), name=f"sc_{n}")
+                                      for n in ("expa", "expb", "scale"))
+        m.d.sync += [sc_expa.eq(4 + ei), sc_expb.eq(5 + ei), sc_scale.eq(sb + si)]
         sc_data = scalars_rp.data
         m.d.comb += scalars_rp.addr.eq(self.rd_scalars.addr)
         with m.If(busy):
@@ -844,20 +847,21 @@ class Core(wiring.Component):
                 m.next = "SETUP"
 
             with m.State("SETUP"):
-                # exponent A (or the quantiser's), exponent B, weight scale
+                # exponent A (or the quantiser's), exponent B, weight scale; their addresses from
+                # registers a clock behind ei, si and sb (set in START or NEXT): step 0 waits for them
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
                 with m.Switch(step):
-                    with m.Case(0):
-                        m.d.comb += scalars_rp.addr.eq(4 + ei)
                     with m.Case(1):
-                        m.d.comb += scalars_rp.addr.eq(5 + ei)
-                        m.d.sync += [expA.eq(sc_data[:len(expA)]), w_exp.eq(sc_data[:len(w_exp)])]
+                        m.d.comb += scalars_rp.addr.eq(sc_expa)
                     with m.Case(2):
-                        m.d.comb += scalars_rp.addr.eq(sb + si)
+                        m.d.comb += scalars_rp.addr.eq(sc_expb)
+                        m.d.sync += [expA.eq(sc_data[:len(expA)]), w_exp.eq(sc_data[:len(w_exp)])]
+                    with m.Case(3):
+                        m.d.comb += scalars_rp.addr.eq(sc_scale)
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
-                    with m.Case(3):
+                    with m.Case(4):
                         m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1), pf_k.eq(0)]
                         with m.If(two):
                             m.next = "PREFETCH"
