@@ -221,13 +221,14 @@ def silu_state_datapath(m, p, h, *, name="silu_state"):
     return silu_datapath(m, p, ha, name=name)
 
 
-MUL_ACT_LATENCY = mul_latency(ACT_SHAPE, ACT_SHAPE) + 1
+MUL_ACT_LATENCY = mul_latency(ACT_SHAPE, ACT_SHAPE) + 2
 
 
 def mul_act_datapath(m, p, a, b, *, name="mul_act"):
     """ACT ``numerics.mul_act(a, b)`` of ACT ``a``, ``b``, :data:`MUL_ACT_LATENCY` stages later."""
     prod = p.mul(a, b, name=name + "_mul")
-    return p.reg(saturate(round_shift(prod, ACT.frac), ACT), ACT_SHAPE, name=name)
+    rounded = p.reg(round_shift(prod, ACT.frac), name=name + "_round")
+    return p.reg(saturate(rounded, ACT), ACT_SHAPE, name=name)
 
 
 _ONE_GATE = 1 << GATE.frac
@@ -268,7 +269,7 @@ def state_update_datapath(m, p, h, f, c, *, name="state_update"):
 
 
 _NW_PROD = signed(ACT.width + BFP_MANT.width)
-APPLY_NORM_WEIGHT_LATENCY = mul_latency(ACT_SHAPE, MANT_SHAPE) + 3
+APPLY_NORM_WEIGHT_LATENCY = mul_latency(ACT_SHAPE, MANT_SHAPE) + 4
 
 
 def apply_norm_weight_datapath(m, p, x, w_mant, w_exp, *, name="norm_weight"):
@@ -287,7 +288,10 @@ def apply_norm_weight_datapath(m, p, x, w_mant, w_exp, *, name="norm_weight"):
     amt = p.reg(Mux(e < lo, 0, Mux(e > hi, hi - lo, e - lo))[:(hi - lo).bit_length()],
                 name=name + "_amt")
     wide = prod << (ACT.width + 1)
-    u = p.reg(wide >> amt, signed(len(wide)), name=name + "_shifted")
+    # the shift in two stages: whole bytes, then the bits left
+    coarse = p.reg(wide >> (amt[3:] << 3), signed(len(wide)), name=name + "_coarse")
+    u = p.reg(coarse >> p.reg(amt[:3], name=name + "_amt_lo"), signed(len(wide)),
+              name=name + "_shifted")
     rounded = p.reg((u + 1) >> 1, name=name + "_round")
     return p.reg(saturate(rounded, ACT), ACT_SHAPE, name=name)
 
