@@ -829,11 +829,19 @@ class Link(wiring.Component):
                          send_scratch.eq(1)]
             send(p.HEADER_SIZE + length)
 
+        # a NAK is decided into registers and sent from them a clock later, so that the scratch
+        # body and the NAK counters take one source, not every command's conditions; IDLE waits
+        nk_go = Signal()
+        nk_seq, nk_err, nk_cmd, nk_arg = Signal(8), Signal(8), Signal(8), Signal(32)
+
         def nak(error, arg=0, seq=None, command=None):
-            scratch(ev.seq if seq is None else seq, p.Reply.NAK,
-                    _pack(p.Nak.STRUCT, error, ev.code if command is None else command, arg),
-                    p.Nak.STRUCT.size)
-            m.d.sync += [naks_sent.eq(naks_sent + 1), last_error.eq(error), err_flag.eq(1)]
+            m.d.sync += [nk_go.eq(1), nk_seq.eq(ev.seq if seq is None else seq), nk_err.eq(error),
+                         nk_cmd.eq(ev.code if command is None else command), nk_arg.eq(arg)]
+
+        m.d.sync += nk_go.eq(0)
+        with m.If(nk_go):
+            scratch(nk_seq, p.Reply.NAK, _pack(p.Nak.STRUCT, nk_err, nk_cmd, nk_arg), p.Nak.STRUCT.size)
+            m.d.sync += [naks_sent.eq(naks_sent + 1), last_error.eq(nk_err), err_flag.eq(1)]
 
         busy_now = feed_active | gen_active
 
@@ -848,7 +856,7 @@ class Link(wiring.Component):
                 with m.If(held):
                     m.d.comb += rxf.free.eq(1 << ev.bank)
                     m.d.sync += held.eq(0)
-                with m.If(snd.busy | snd_go):
+                with m.If(snd.busy | snd_go | nk_go):
                     pass                                # every path below may send a frame
                 with m.Elif(core.res.valid):
                     m.next = "STEP_DONE"
