@@ -629,11 +629,15 @@ class Link(wiring.Component):
         fault = Signal()                                # the core answered with its error flag
         desc = [Signal(32, name=f"desc{k}") for k in range(4)]     # V, H, L, I as written
         V, H, L, I = desc
-        loaded = Signal()                               # registered: desc changes only by WRITE
-        m.d.sync += loaded.eq(
-            (V >= 1) & (V <= cfg.max_vocab) & (H >= 1) & (H <= cfg.max_hidden) &
-            (H[:cfg.lanes_log2] == 0) & (L >= 1) & (L <= cfg.max_layers) & (I >= 1) &
-            (I <= cfg.max_intermediate) & (I[:cfg.lanes_log2] == 0))
+        loaded = Signal()                               # registered twice: desc changes only by WRITE
+        fields_ok = Signal(4)
+        m.d.sync += [
+            fields_ok.eq(Cat((V >= 1) & (V <= cfg.max_vocab),
+                             (H >= 1) & (H <= cfg.max_hidden) & (H[:cfg.lanes_log2] == 0),
+                             (L >= 1) & (L <= cfg.max_layers),
+                             (I >= 1) & (I <= cfg.max_intermediate) & (I[:cfg.lanes_log2] == 0))),
+            loaded.eq(fields_ok.all()),
+        ]
 
         tok_shape = self.core.res.payload.token.shape()
         next_tok = Signal(tok_shape)                    # argmax of the last step
