@@ -339,8 +339,9 @@ class Core(wiring.Component):
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
         # accumulators queue up too, so that the weights keep streaming while a projection's scale is
         # still being computed (it can take longer than the codes and the first rows).
-        m.submodules.scale_fifo = scale_fifo = fifo.SyncFIFO(width=32, depth=4)
-        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFO(width=linear.acc_width + 1, depth=_ADEPTH)
+        m.submodules.scale_fifo = scale_fifo = fifo.SyncFIFOBuffered(width=32, depth=4)
+        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFOBuffered(width=linear.acc_width + 1,
+                                                                 depth=_ADEPTH)
         m.d.comb += [
             scale_fifo.w_data.eq(quant.scale.payload.as_value()),
             scale_fifo.w_en.eq(quant.scale.valid),
@@ -634,7 +635,7 @@ class Core(wiring.Component):
         ]
 
         # quantiser feed
-        m.submodules.qfifo = qfifo = fifo.SyncFIFO(width=ACT.width + 16 + 1, depth=_QDEPTH)
+        m.submodules.qfifo = qfifo = fifo.SyncFIFOBuffered(width=ACT.width + 16 + 1, depth=_QDEPTH)
         m.d.comb += [
             qfifo.w_data.eq(Cat(out_v, out_w, out_last)),
             qfifo.w_en.eq(out_valid & feeds),
@@ -709,7 +710,7 @@ class Core(wiring.Component):
         st_left = Signal(range(max_beats + 1))
         m.submodules.trit_stream = ts = TritStream(P, cfg.trit_word_bytes, cfg.trit_words,
                                                    latency=REGION_READ_LATENCY)
-        m.submodules.wfifo = wfifo = fifo.SyncFIFO(width=2 * P + 1, depth=_WDEPTH)
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=2 * P + 1, depth=_WDEPTH)
         issue = Signal()
         m.d.comb += [
             trits_rp.addr.eq(Mux(busy, ts.rd.addr, self.rd_trits.addr)),
