@@ -105,7 +105,7 @@ from .activations import (
     silu_datapath, silu_state_datapath, state_update_datapath,
 )
 from .config import HwConfig
-from .ecp5 import DP16KD_LATENCY, DP16KD_MODES, dp16kd_ram
+from .ecp5 import DP16KD_LATENCY, DP16KD_MODES, dp16kd_ram, register_copy
 from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
 from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
@@ -172,11 +172,17 @@ def read_signature(depth, shape):
     return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": In(shape)})
 
 
-REGION_READ_LATENCY = 2
+REGION_READ_LATENCY = 3
 """Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`. Every block RAM
 output of a region is registered before anything else sees it: in TRITS and PARAMS before the
 multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BANK`), in the other regions
-before the port."""
+before the port. TRITS and PARAMS spread over most of the device's block RAM, so their read address
+is registered first, in a copy per group of :data:`BANKS_PER_ADDRESS` banks; the other regions
+register their word once more to answer in as many clocks."""
+
+BANKS_PER_ADDRESS = 4
+"""Banks of TRITS or PARAMS that one registered copy of the read address drives: one net to every
+bank of TRITS (126 block RAMs over the ECP5-85F) was the longest path of a 90 MHz demo build."""
 
 PARAMS_BANK = 1024
 """Words per bank of the PARAMS memory (16-bit words: one 1024 x 18 block RAM on the ECP5), each
@@ -203,21 +209,25 @@ class _BankedReadPort:
         self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
         self.data = Signal(width, name=f"{name}_rdata")
         modes = [w for w, d in DP16KD_MODES.items() if bank <= d]
+        # the address, registered in a copy per group of banks; then the banks' two clocks
+        assert REGION_READ_LATENCY == 1 + DP16KD_LATENCY
+        copies = [register_copy(m, self.addr[:lb], f"{name}_raddr{g}", arch)
+                  for g in range(-(-nb // BANKS_PER_ADDRESS))]
         outs = []
         for b in range(nb):
             we = Signal(name=f"{name}_we{b}")
             m.d.comb += we.eq(wr.en & (wr.addr[lb:] == b))
+            raddr = copies[b // BANKS_PER_ADDRESS]
             if arch == "ecp5" and modes:
-                assert REGION_READ_LATENCY == DP16KD_LATENCY
                 mode = min(modes, key=lambda w: (-(-width // w), w))
-                outs.append(dp16kd_ram(m, f"{name}_{b}", wr.addr[:lb], wr.data, we, self.addr[:lb],
+                outs.append(dp16kd_ram(m, f"{name}_{b}", wr.addr[:lb], wr.data, we, raddr,
                                        data_width=mode))
                 continue
             mem = memory.Memory(shape=unsigned(width), depth=min(bank, depth - b * bank), init=[])
             m.submodules[f"{name}_{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(we),
-                         rp.addr.eq(self.addr[:lb])]
+                         rp.addr.eq(raddr)]
             q = Signal(width, name=f"{name}_q{b}")
             m.d.sync += q.eq(rp.data)
             outs.append(q)
@@ -252,7 +262,7 @@ _OUT_AT = {                                                  # where each pass's
     "MLGRU": _MUL_IN + MUL_ACT_LATENCY,
 }
 _DEPTH = max(_OUT_AT.values())
-_FRONT = 3                                                   # accept, read, register -> operands
+_FRONT = 1 + REGION_READ_LATENCY                             # accept, PARAMS read -> operands
 _QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
@@ -306,7 +316,12 @@ class Core(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en)]
             rp = mem.read_port()
-            m.d.sync += rd.data.eq(rp.data)             # REGION_READ_LATENCY
+            data = rp.data
+            for k in range(REGION_READ_LATENCY - 1):    # REGION_READ_LATENCY in all
+                q = Signal.like(data, name=f"{name}_rdata{k}")
+                m.d.sync += q.eq(data)
+                data = q
+            m.d.comb += rd.data.eq(data)
             return rp
 
         arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
@@ -540,13 +555,16 @@ class Core(wiring.Component):
             nwb_rp.addr.eq(src_j), y2_rp.addr.eq(H + src_j),
             nwb_wp.addr.eq(pf_addr), nwb_wp.data.eq(params_rp.data), nwb_wp.en.eq(pf_wr),
         ]
-        pf_wr0 = Signal()                              # PARAMS answers in two clocks
-        pf_addr0 = Signal.like(pf_addr)
-        m.d.sync += [pf_wr0.eq(prefetching & (pf_k != H)), pf_addr0.eq(pf_k),
-                     pf_wr.eq(pf_wr0), pf_addr.eq(pf_addr0)]
+        # PARAMS answers in REGION_READ_LATENCY clocks: the write and its address wait as long
+        pf_wrs = [Signal(name=f"pf_wr_d{k}") for k in range(REGION_READ_LATENCY - 1)] + [pf_wr]
+        pf_addrs = [Signal.like(pf_addr, name=f"pf_addr_d{k}")
+                    for k in range(REGION_READ_LATENCY - 1)] + [pf_addr]
+        m.d.sync += [pf_wrs[0].eq(prefetching & (pf_k != H)), pf_addrs[0].eq(pf_k)]
+        for chain in (pf_wrs, pf_addrs):
+            m.d.sync += [b.eq(a) for a, b in zip(chain, chain[1:])]
 
-        # the front: accept (addresses) -> s1 (block RAM outputs) -> s2 (registered; PARAMS, banked,
-        # arrives here) -> operands
+        # the front: accept (addresses) -> s1 (block RAM outputs) -> s2 (registered) -> as many
+        # stages more as PARAMS (banked) takes beyond two clocks, it arrives in the last -> operands
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s1_last, s2_last, op_last = Signal(), Signal(), Signal()     # j is the pass's last element
@@ -560,13 +578,21 @@ class Core(wiring.Component):
         m.d.sync += [
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
             s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
-            op_last.eq(s2_last),
             s2_pb.eq(nwb_rp.data), s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
             s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_lb.eq(gates_rp.data), s2_h.eq(s_rp.data),
-            op_valid.eq(s2_valid), op_j.eq(s2_j), op_y.eq(s2_y),
-            op_pa.eq(params_rp.data), op_pb.eq(s2_pb), op_ya.eq(s2_ya), op_yb.eq(s2_yb),
-            op_x.eq(s2_x), op_v.eq(s2_v), op_lb.eq(s2_lb),
-            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, s2_h)),
+        ]
+        front = [(s2_valid, s2_j, s2_y, s2_last, s2_pb, s2_ya, s2_yb, s2_x, s2_v, s2_lb, s2_h)]
+        for k in range(REGION_READ_LATENCY - 2):
+            stage = tuple(Signal.like(v, name=f"s{k + 3}_{n}") for v, n in zip(
+                front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "lb", "h")))
+            m.d.sync += [b.eq(a) for a, b in zip(front[-1], stage)]
+            front.append(stage)
+        f_valid, f_j, f_y, f_last, f_pb, f_ya, f_yb, f_x, f_v, f_lb, f_h = front[-1]
+        m.d.sync += [
+            op_valid.eq(f_valid), op_j.eq(f_j), op_y.eq(f_y), op_last.eq(f_last),
+            op_pa.eq(params_rp.data), op_pb.eq(f_pb), op_ya.eq(f_ya), op_yb.eq(f_yb),
+            op_x.eq(f_x), op_v.eq(f_v), op_lb.eq(f_lb),
+            op_h.eq(Mux(fresh.bit_select(layer, 1), 0, f_h)),
         ]
 
         # --- vector unit: datapath (never stalls; admission is credit-based) ------------------------
@@ -579,7 +605,7 @@ class Core(wiring.Component):
             j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
             last_chain.append(p.reg(last_chain[-1], name=f"vu_last{k}"))
         vu_empty = Signal()
-        m.d.comb += vu_empty.eq(~Cat(s1_valid, s2_valid, *valid_chain).any())
+        m.d.comb += vu_empty.eq(~Cat(s1_valid, *(f[0] for f in front), *valid_chain).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
         res_sum = saturate(op_x + op_y, ACT)
         xin = p.reg(Mux(mode == _Mode.EMBED, 1 << ACT.frac, Mux(mode == _Mode.MLGRU, op_y, res_sum)),
@@ -875,7 +901,7 @@ class Core(wiring.Component):
                 m.d.comb += [busy.eq(1), prefetching.eq(1)]
                 with m.If(pf_k != H):
                     m.d.sync += pf_k.eq(pf_k + 1)
-                with m.Elif(~pf_wr0 & ~pf_wr):
+                with m.Elif(~Cat(*pf_wrs).any()):
                     m.d.sync += v_run.eq(1)
                     m.next = "RUN"
 

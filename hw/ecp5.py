@@ -12,13 +12,17 @@ modes:
 * ``data_width=18``: true dual port used as simple dual port, 1,024 words of 18 bits (port A writes,
   port B reads).
 
+:func:`register_copy` registers a value in flip-flops of its own, which Yosys keeps apart from other
+copies of the same value: several copies, each near the blocks it drives, keep a widely used address
+off one long net.
+
 ``sim/ecp5_dp16kd.v`` models exactly these two configurations for simulation (Yosys ships
 ``DP16KD`` as a black box).
 """
 
-from amaranth.hdl import C, Cat, ClockSignal, Instance, Signal
+from amaranth.hdl import C, Cat, ClockSignal, Instance, ResetSignal, Signal
 
-__all__ = ["DP16KD_MODES", "DP16KD_LATENCY", "dp16kd_ram"]
+__all__ = ["DP16KD_MODES", "DP16KD_LATENCY", "dp16kd_ram", "register_copy"]
 
 DP16KD_MODES = {36: 512, 18: 1024}
 """Data bits per block -> words per block, for the modes :func:`dp16kd_ram` instantiates."""
@@ -81,3 +85,19 @@ def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36):
             i_OCEA=C(1, 1), i_OCEB=C(1, 1), i_WEA=we_a, i_WEB=C(0, 1),
             i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
     return rdata
+
+
+def register_copy(m, value, name, arch):
+    """``value`` registered, a copy of its own: on ECP5 (``arch == "ecp5"``) ``TRELLIS_FF`` cells
+    (synchronous reset to 0) marked ``keep``, which Yosys does not merge with other copies of the same
+    value; elsewhere a plain register."""
+    q = Signal(len(value), name=name)
+    if arch != "ecp5":
+        m.d.sync += q.eq(value)
+        return q
+    for i in range(len(value)):
+        m.submodules[f"{name}_ff{i}"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_SRMODE="LSR_OVER_CE", p_REGSET="RESET", a_keep=1,
+            i_CLK=ClockSignal(), i_LSR=ResetSignal(), i_CE=C(1, 1), i_DI=value[i], o_Q=q[i])
+    return q

@@ -40,7 +40,7 @@ from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
 from .. import numerics as nx
-from .ecp5 import dp16kd_ram
+from .ecp5 import dp16kd_ram, register_copy
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
@@ -484,18 +484,8 @@ class TernaryMatVec(wiring.Component):
 
     @staticmethod
     def _copy(m, value, name, arch):
-        """``value`` registered, a copy of its own: on ECP5 ``TRELLIS_FF`` cells (synchronous reset
-        to 0) that Yosys does not merge with the other copies of the same value."""
-        q = Signal(len(value), name=name)
-        if arch != "ecp5":
-            m.d.sync += q.eq(value)
-            return q
-        for i in range(len(value)):
-            m.submodules[f"{name}_ff{i}"] = Instance(
-                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_SRMODE="LSR_OVER_CE", p_REGSET="RESET", a_keep=1,
-                i_CLK=ClockSignal(), i_LSR=ResetSignal(), i_CE=C(1, 1), i_DI=value[i], o_Q=q[i])
-        return q
+        """``value`` registered, a copy of its own (:func:`~mmfree.hw.ecp5.register_copy`)."""
+        return register_copy(m, value, name, arch)
 
     @staticmethod
     def _add_cin(a, b, cin):
