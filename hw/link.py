@@ -271,8 +271,8 @@ class FrameReceiver(wiring.Component):
         ev = self.event.payload
         take = Signal()
         m.d.comb += [
-            take.eq(ib_valid & ~closing & ~judging & Mux(is_delim, empty | ~self.event.valid,
-                                              ~held.bit_select(wbank, 1))),
+            take.eq(ib_valid & ~closing & ~judging &
+                    Mux(is_delim, empty | ~self.event.valid, ~held.bit_select(wbank, 1))),
             self.i.ready.eq(~ib_valid | take),
         ]
         with m.If(self.i.valid & self.i.ready):
