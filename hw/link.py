@@ -407,8 +407,11 @@ class FrameSender(wiring.Component):
         total_max = self.max_body + p.CRC_SIZE
         pos_shape = range(total_max + 4)
         n = Signal(range(self.max_body + 1))
-        total = Signal(range(total_max + 1))
-        m.d.comb += total.eq(n + p.CRC_SIZE)
+        # n's sums, a clock behind n (set in IDLE; CRC, SCAN and NEXT use them later)
+        n_1 = Signal(range(self.max_body + 1))          # n - 1: the last body byte
+        total = Signal(range(total_max + 1))            # body and CRC bytes
+        total_1 = Signal(range(total_max + 1))
+        m.d.sync += [n_1.eq(n - 1), total.eq(n + p.CRC_SIZE), total_1.eq(n + p.CRC_SIZE - 1)]
 
         # Reads take four clocks: the index is a register (`rd`, valid while `rd_v`), the caller's
         # byte comes a clock later (`d_pos`, `d_v`: the caller's wide body multiplexer registers
@@ -423,13 +426,20 @@ class FrameSender(wiring.Component):
         k = Signal(pos_shape)                           # DATA: the byte being sent
         start_at = Signal(pos_shape)                    # first byte of the COBS block
         at = Signal(pos_shape)                          # SCAN: the byte examined next; then the block's end
+        at_1 = Signal(pos_shape)                        # at - 1 (once at has moved)
+        at_total = Signal()                             # at == total
+        q_zero = Signal()                               # byte_q == 0
 
         m.d.comb += self.index.eq(rd)
         m.d.sync += [rd_v.eq(0), d_v.eq(rd_v), d_pos.eq(rd),
                      p_v.eq(d_v), p_pos.eq(d_pos), p_body.eq(d_pos < n), byte_p.eq(self.byte),
                      q_v.eq(p_v), q_pos.eq(p_pos)]
         with m.If(p_v):
-            m.d.sync += byte_q.eq(Mux(p_body, byte_p, crc_unit.crc.word_select((p_pos - n)[:2], 8)))
+            q_byte = Mux(p_body, byte_p, crc_unit.crc.word_select((p_pos - n)[:2], 8))
+            m.d.sync += [byte_q.eq(q_byte), q_zero.eq(q_byte == 0)]
+
+        def advance_at():
+            m.d.sync += [at.eq(at + 1), at_1.eq(at), at_total.eq(at == total_1)]
         m.d.comb += crc_unit.data.eq(byte_q)
 
         def issue(index):
@@ -450,13 +460,13 @@ class FrameSender(wiring.Component):
                     m.d.sync += nxt.eq(nxt + 1)
                 with m.If(q_v):
                     m.d.comb += crc_unit.valid.eq(1)
-                    with m.If(q_pos == n - 1):
+                    with m.If(q_pos == n_1):
                         m.next = "OPEN"
             with m.State("OPEN"):
                 # the CRC register is final from here; SCAN reads it no sooner than two clocks on
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(p.DELIMITER)]
                 with m.If(o.ready):
-                    m.d.sync += [start_at.eq(0), at.eq(0), nxt.eq(1)]
+                    m.d.sync += [start_at.eq(0), at.eq(0), at_total.eq(0), nxt.eq(1)]
                     issue(0)
                     m.next = "SCAN"
             with m.State("SCAN"):
@@ -464,10 +474,10 @@ class FrameSender(wiring.Component):
                 issue(nxt)
                 m.d.sync += nxt.eq(nxt + 1)
                 with m.If(q_v & (q_pos == at)):
-                    with m.If((at == total) | (byte_q == 0)):
+                    with m.If(at_total | q_zero):
                         m.next = "CODE"
                     with m.Else():
-                        m.d.sync += at.eq(at + 1)
+                        advance_at()
             with m.State("CODE"):
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(at - start_at + 1)]
                 with m.If(o.ready):
@@ -485,18 +495,19 @@ class FrameSender(wiring.Component):
                 m.d.comb += [self.busy.eq(1), o.valid.eq(1), o.payload.eq(byte_q)]
                 with m.If(o.ready):
                     m.d.sync += k.eq(k + 1)
-                    with m.If(k + 1 == at):
+                    with m.If(k == at_1):
                         m.next = "NEXT"
                     with m.Else():
                         issue(k + 1)
                         m.next = "FETCH"
             with m.State("NEXT"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(at == total):
+                with m.If(at_total):
                     m.next = "CLOSE"
                 with m.Else():                          # a zero at `at` ended the block
-                    m.d.sync += [start_at.eq(at + 1), at.eq(at + 1), nxt.eq(at + 2)]
-                    with m.If(at + 1 == total):
+                    m.d.sync += [start_at.eq(at + 1), nxt.eq(at + 2)]
+                    advance_at()
+                    with m.If(at == total_1):
                         m.next = "LAST"                 # the frame ends with a zero: empty block
                     with m.Else():
                         issue(at + 1)
@@ -667,6 +678,8 @@ class Link(wiring.Component):
         m.d.sync += [gen_all.eq(produced == gen_n), gen_short.eq(produced < gen_n)]
         gen_reason = Signal(8)
         gen_temperature = Signal(16)                    # 0: argmax
+        gen_sampling = Signal()                         # gen_temperature != 0, a clock behind
+        m.d.sync += gen_sampling.eq(gen_temperature != 0)
         gen_top_k = Signal(16)
         sampled = Signal()                              # next_tok is the sampler's pick for this index
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
@@ -1164,7 +1177,7 @@ class Link(wiring.Component):
                             p.Done.STRUCT.size)
                     m.d.sync += [gen_active.eq(0), gen_reason.eq(reason)]
                     m.next = "IDLE"
-                with m.Elif((gen_temperature != 0) & ~sampled):
+                with m.Elif(gen_sampling & ~sampled):
                     # the core is idle and its Y buffer holds the logits this token is picked from
                     m.d.comb += sampler.start.eq(1)
                     m.next = "GEN_SAMPLE"
