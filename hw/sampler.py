@@ -4,7 +4,7 @@
 Everything here follows the steps of :mod:`mmfree.sampler`; its table (``EXP2_TABLE``), LFSR mask,
 ``log2(e)`` constant and shifts are imported from there, so the two cannot drift apart.
 
-Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock)::
+Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock), a clock after it::
 
     MAX      V + 3 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
                              division, one quotient bit a clock) and the LFSR's 32 steps of this draw
@@ -24,8 +24,9 @@ Greedy decoding (temperature 0) does not use this unit: the core's argmax is the
 
 Interface
 ---------
-``start`` : In(1), a one-clock request (ignored while ``busy``); ``temperature`` (8.8 code, >= 1),
-    ``top_k`` and ``vocab`` (``V >= 1``) are sampled with it.
+``start`` : In(1), a one-clock request (ignored while ``busy``), taken into a register;
+    ``temperature`` (8.8 code, >= 1), ``top_k`` and ``vocab`` (``V >= 1``) are sampled a clock
+    after it, so the caller holds them.
 ``load`` : In(1), sets the LFSR state from ``seed`` (0 stands for :data:`~mmfree.sampler.SEED_ZERO`);
     a GENERATE loads its seed once, each ``start`` then draws the next 32-bit word.
 ``rd`` : read port into the logits (``addr`` out, ``data`` the ACT logit at the previous clock's
@@ -220,9 +221,10 @@ class Sampler(wiring.Component):
             m.d.sync += [scan_i.eq(0), scanning.eq(1)]
 
         # --- control ------------------------------------------------------------------------------
+        start = Signal()                     # the request, registered: it loads most of the unit
         with m.FSM(name="sampler") as fsm:
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(start):
                     m.d.sync += [
                         V_last.eq(self.vocab - 1), code.eq(self.temperature), k.eq(self.top_k),
                         use_topk.eq((self.top_k != 0) & (self.top_k < self.vocab)),
@@ -287,7 +289,8 @@ class Sampler(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | start)
+        m.d.sync += start.eq(self.start & ~self.busy)
         return m
 
 
@@ -295,4 +298,4 @@ def cycle_bound(vocab, top_k):
     """The most clocks one pick takes, from ``start`` to ``done`` (the schedule in the module
     documentation): what a caller may wait before it calls the unit stuck."""
     passes = 3 + (TOPK_PASSES if 0 < top_k < vocab else 0)
-    return passes * (vocab + _PIPE + 3) + 2 * 33 + _NUM_BITS
+    return 1 + passes * (vocab + _PIPE + 3) + 2 * 33 + _NUM_BITS
