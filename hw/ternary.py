@@ -551,7 +551,8 @@ class Rescale(wiring.Component):
     ``acc[17:] * mant``, each one 18x18 DSP multiplier, then their sum; one product when the
     accumulator has at most 18 bits). Then, with ``sh = -(exp + 12)`` clamped to
     ``[-8, acc_width + 16]`` (beyond it the result no longer changes) and ``t = sh + 8``:
-    ``u = (p << 9) >> t`` (arithmetic barrel shift) and ``value = saturate((u + 1) >> 1)``, which is
+    ``u = (p << 9) >> t`` (arithmetic barrel shift, by whole bytes then by the bits left, a stage
+    each) and ``value = saturate((u + 1) >> 1)`` (rounded, then saturated, a stage each), which is
     the round-half-up of ``p * 2**-sh``. ``sh < -8`` saturates any non-zero product: with a normalised
     mantissa ``|p| >= 2**15``, so ``|p| * 2**9`` is already beyond ACT's range.
     """
@@ -569,7 +570,7 @@ class Rescale(wiring.Component):
 
     acc_width = property(lambda self: self._acc_width)
     exp_width = property(lambda self: self._exp_width)
-    latency = 5
+    latency = 7
     """Cycles from an accumulator's transfer on ``i`` to its value being valid on ``o``."""
 
     @property
@@ -613,9 +614,15 @@ class Rescale(wiring.Component):
         c_valid, c_last, c_big = Signal(), Signal(), Signal()
         c_p = Signal(signed(A + PF_MANT_BITS + 1))
         c_t = Signal(range(sh_max + 9))
-        # stage d: shifted
+        # stages s, d: shifted by whole bytes, then by the bits left
+        s_valid, s_last, s_big, s_neg = Signal(), Signal(), Signal(), Signal()
+        s_u = Signal(signed(A + PF_MANT_BITS + 1 + 9))
+        s_t = Signal(3)
         d_valid, d_last, d_big, d_neg = Signal(), Signal(), Signal(), Signal()
         d_u = Signal(signed(A + PF_MANT_BITS + 1 + 9))
+        # stage e: rounded
+        e_valid, e_last, e_big, e_neg = Signal(), Signal(), Signal(), Signal()
+        e_r = Signal(signed(len(d_u)))
 
         with m.If(adv):
             m.d.sync += [
@@ -635,20 +642,26 @@ class Rescale(wiring.Component):
                 c_big.eq(b_sh < -8),
                 c_t.eq(Mux(b_sh < -8, 0, Mux(b_sh > sh_max, sh_max, b_sh)) + 8),
 
-                d_valid.eq(c_valid), d_last.eq(c_last),
-                d_u.eq((c_p << 9) >> c_t),
-                d_big.eq(c_big & (c_p != 0)),
-                d_neg.eq(c_p < 0),
+                s_valid.eq(c_valid), s_last.eq(c_last),
+                s_u.eq((c_p << 9) >> (c_t[3:] << 3)),
+                s_t.eq(c_t[:3]),
+                s_big.eq(c_big & (c_p != 0)),
+                s_neg.eq(c_p < 0),
+
+                d_valid.eq(s_valid), d_last.eq(s_last), d_big.eq(s_big), d_neg.eq(s_neg),
+                d_u.eq(s_u >> s_t),
+
+                e_valid.eq(d_valid), e_last.eq(d_last), e_big.eq(d_big), e_neg.eq(d_neg),
+                e_r.eq((d_u + 1) >> 1),
             ]
-        # stage d -> output register
+        # stage e -> output register
         o_value = Signal(signed(nx.ACT.width))
         o_last = Signal()
-        r = Signal(signed(len(d_u)))
-        m.d.comb += r.eq((d_u + 1) >> 1)
+        r = e_r
         with m.If(adv):
-            m.d.sync += [o_valid.eq(d_valid), o_last.eq(d_last)]
-            with m.If(d_big):
-                m.d.sync += o_value.eq(Mux(d_neg, nx.ACT.min, nx.ACT.max))
+            m.d.sync += [o_valid.eq(e_valid), o_last.eq(e_last)]
+            with m.If(e_big):
+                m.d.sync += o_value.eq(Mux(e_neg, nx.ACT.min, nx.ACT.max))
             with m.Elif(r > nx.ACT.max):
                 m.d.sync += o_value.eq(nx.ACT.max)
             with m.Elif(r < nx.ACT.min):
