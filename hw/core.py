@@ -199,9 +199,10 @@ longest path of the demo build at 100 MHz."""
 class _BankedReadPort:
     """A memory of ``depth`` words of ``width`` bits in banks of ``bank`` words, with one write port
     (``wr``: ``addr``, ``data``, ``en``) and one read port (``addr``, and ``data``
-    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers). On the ECP5
-    (``arch="ecp5"``) each bank is ``DP16KD`` blocks whose own output register is that register
-    (:func:`~mmfree.hw.ecp5.dp16kd_ram`); elsewhere an inferred memory and a register."""
+    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers; a write lands a
+    clock after its request). On the ECP5 (``arch="ecp5"``) each bank is ``DP16KD`` blocks whose own
+    output register is that register (:func:`~mmfree.hw.ecp5.dp16kd_ram`); elsewhere an inferred
+    memory and a register."""
 
     def __init__(self, m, name, width, depth, bank, wr, arch="generic"):
         nb = -(-depth // bank)
@@ -211,23 +212,25 @@ class _BankedReadPort:
         modes = [w for w, d in DP16KD_MODES.items() if bank <= d]
         # the address, registered in a copy per group of banks; then the banks' two clocks
         assert REGION_READ_LATENCY == 1 + DP16KD_LATENCY
-        copies = [register_copy(m, self.addr[:lb], f"{name}_raddr{g}", arch)
-                  for g in range(-(-nb // BANKS_PER_ADDRESS))]
+        groups = range(-(-nb // BANKS_PER_ADDRESS))
+        copies = [register_copy(m, self.addr[:lb], f"{name}_raddr{g}", arch) for g in groups]
+        # the write port too: its address and data in a copy per group, each bank's enable in a
+        # register of its own (a write lands a clock later; nothing reads a word that soon)
+        wcopies = [register_copy(m, Cat(wr.addr[:lb], wr.data), f"{name}_wcopy{g}", arch)
+                   for g in groups]
         outs = []
         for b in range(nb):
-            we = Signal(name=f"{name}_we{b}")
-            m.d.comb += we.eq(wr.en & (wr.addr[lb:] == b))
+            we = register_copy(m, wr.en & (wr.addr[lb:] == b), f"{name}_we{b}", arch)
             raddr = copies[b // BANKS_PER_ADDRESS]
+            waddr, wdata = wcopies[b // BANKS_PER_ADDRESS][:lb], wcopies[b // BANKS_PER_ADDRESS][lb:]
             if arch == "ecp5" and modes:
                 mode = min(modes, key=lambda w: (-(-width // w), w))
-                outs.append(dp16kd_ram(m, f"{name}_{b}", wr.addr[:lb], wr.data, we, raddr,
-                                       data_width=mode))
+                outs.append(dp16kd_ram(m, f"{name}_{b}", waddr, wdata, we, raddr, data_width=mode))
                 continue
             mem = memory.Memory(shape=unsigned(width), depth=min(bank, depth - b * bank), init=[])
             m.submodules[f"{name}_{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(wr.addr[:lb]), wp.data.eq(wr.data), wp.en.eq(we),
-                         rp.addr.eq(raddr)]
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(we), rp.addr.eq(raddr)]
             q = Signal(width, name=f"{name}_q{b}")
             m.d.sync += q.eq(rp.data)
             outs.append(q)
