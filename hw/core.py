@@ -222,7 +222,8 @@ class _BankedReadPort:
         for b in range(nb):
             we = register_copy(m, wr.en & (wr.addr[lb:] == b), f"{name}_we{b}", arch)
             raddr = copies[b // BANKS_PER_ADDRESS]
-            waddr, wdata = wcopies[b // BANKS_PER_ADDRESS][:lb], wcopies[b // BANKS_PER_ADDRESS][lb:]
+            wcopy = wcopies[b // BANKS_PER_ADDRESS]
+            waddr, wdata = wcopy[:len(wr.addr[:lb])], wcopy[len(wr.addr[:lb]):]
             if arch == "ecp5" and modes:
                 mode = min(modes, key=lambda w: (-(-width // w), w))
                 outs.append(dp16kd_ram(m, f"{name}_{b}", waddr, wdata, we, raddr, data_width=mode))

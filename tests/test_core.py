@@ -338,16 +338,17 @@ def _banked_memory(width, depth, bank, arch):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-def test_banked_region_on_ecp5_cells(simulator, tmp_path):
+@pytest.mark.parametrize("depth", [3000, 300])
+def test_banked_region_on_ecp5_cells(simulator, depth, tmp_path):
     """TRITS and PARAMS on the ECP5: banks of DP16KD blocks with their own output register (through
-    the block's simulation model) read back every word written, in the two clocks of the inferred
-    memory and its register; 20-bit words (two 18-bit blocks a bank), three banks, the last one
-    short."""
+    the block's simulation model) read back every word written, in the clocks of the inferred memory
+    and its registers; 20-bit words (two 18-bit blocks a bank), three banks, the last one short, or
+    one bank shorter than a bank's 1,024 words (its address narrower than a bank's)."""
     from mmfree.sim.runner import ecp5_cell_models, missing, run_cocotb
     from mmfree.sim.vectors import payload_rows
     if missing(simulator):
         pytest.skip(missing(simulator))
-    width, depth, bank = 20, 3000, 1024
+    width, bank = 20, 1024
     abits = (depth - 1).bit_length()
     rng = np.random.default_rng(5)
     mem, cmds, reads = {}, [], []
