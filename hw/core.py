@@ -59,8 +59,8 @@ The matrices stream back to back except at the five places per layer where a pro
 depends on the previous projection's last row (``g -> o``, ``o -> gate``, ``gate -> down``,
 ``down -> i``; ``f`` and ``g`` only wait when the quantiser is slower than a ``H x H`` matrix): there
 the vector unit's latency, the quantiser's second pass (one code per clock, ``K`` clocks) and the first
-row of the next matrix are exposed. Measured on Verilator: ``tiny`` (H=64, I=256, 32 lanes) 6,336
-cycles per token, 72.7% lane utilisation; ``demo`` (H=160, I=512, 32 lanes) 50,388 cycles, 88.9%.
+row of the next matrix are exposed. Measured on Verilator: ``tiny`` (H=64, I=256, 32 lanes) 6,468
+cycles per token, 71.2% lane utilisation; ``demo`` (H=160, I=512, 32 lanes) 50,614 cycles, 88.5%.
 
 Interface
 ---------
@@ -187,7 +187,7 @@ bank of TRITS (126 block RAMs over the ECP5-85F) was the longest path of a 90 MH
 PARAMS_BANK = 1024
 """Words per bank of the PARAMS memory (16-bit words: one 1024 x 18 block RAM on the ECP5), each
 read into a register of its own as :data:`TRITS_BANK` says: with TRITS banked, the multiplexer over
-the PARAMS block RAMs was the longest path of the 70 MHz demo build."""
+the PARAMS block RAMs was the longest path of a 70 MHz demo build."""
 
 TRITS_BANK = 1024
 """Words per bank of the TRITS memory (72-bit words: four 1024 x 18 block RAMs on the ECP5). Each

@@ -458,7 +458,7 @@ _ICEBREAKER_TINY_FITS = pytest.mark.skipif(
 def test_accelerator_bitstream_meets_its_clock(board, model, preset, module_cache):
     """The bar for the accelerator on each board, built from scratch: it fits, and closes timing at its
     design clock: the board's, or the ``clk_freq`` of a hardware preset (``ulx3s-85f``: the demo at
-    70 MHz)."""
+    80 MHz)."""
     pytest.importorskip("mmfree.hw.accelerator")
     from mmfree.hw.config import HwConfig
     out = module_cache / f"acc-{board}"
