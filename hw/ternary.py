@@ -306,8 +306,8 @@ class TernaryMatVec(wiring.Component):
         for n, (wport, lo, hi) in enumerate(wports):
             w_addr, w_en = Cat(w_col[:col_bits], w_bank), act_take
             if self._spread:
-                w_addr = self._copy(m, w_addr, f"wa_copy{n}", arch)
-                w_en = self._copy(m, wr_go, f"we_copy{n}", arch)
+                w_addr = register_copy(m, w_addr, f"wa_copy{n}", arch)
+                w_en = register_copy(m, wr_go, f"we_copy{n}", arch)
             m.d.comb += [
                 wport.addr.eq(w_addr),
                 wport.data.eq(self.act.payload.codes.as_value()[CODE_BITS * lo:CODE_BITS * hi]),
@@ -336,7 +336,8 @@ class TernaryMatVec(wiring.Component):
         for n, rport in enumerate(rports):
             r_addr = Cat(r_col[:col_bits], r_bank)
             # with spread_control each memory reads a clock later, from its own copy of the address
-            m.d.comb += rport.addr.eq(self._copy(m, r_addr, f"ra_copy{n}", arch) if self._spread else r_addr)
+            m.d.comb += rport.addr.eq(register_copy(m, r_addr, f"ra_copy{n}", arch)
+                                      if self._spread else r_addr)
         with m.If(take):
             with m.If(eor):
                 m.d.sync += r_col.eq(0)
@@ -481,11 +482,6 @@ class TernaryMatVec(wiring.Component):
         come out two clocks later. Returns that data."""
         return dp16kd_ram(m, name, port.write.addr, port.write.data, port.write.en, port.read.addr,
                           data_width=DP16KD_WIDTH)
-
-    @staticmethod
-    def _copy(m, value, name, arch):
-        """``value`` registered, a copy of its own (:func:`~mmfree.hw.ecp5.register_copy`)."""
-        return register_copy(m, value, name, arch)
 
     @staticmethod
     def _add_cin(a, b, cin):
