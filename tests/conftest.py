@@ -1,4 +1,9 @@
+import os
 import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -33,3 +38,75 @@ def small_model(seed=0, hidden=32, layers=2, intermediate=64, vocab=64):
         model.model.lower_bounds.normal_(0, 0.5)
         model.model.embeddings.weight.mul_(20)     # trained-model scale
     return model.eval()
+
+
+# --- long builds beside the suite ----------------------------------------------------------------
+#
+# A test marked ``background`` runs a long `mmfree` command (a place and route takes half an hour).
+# The command starts as soon as the tests are collected, in a process of its own on the machine's
+# other core, and the test itself runs last and checks what the command left. Its module says which
+# command with ``background_argv(out, **params)`` (``params``: the test's parameters, ``out``: a
+# fresh folder). Under pytest-xdist, or when the test is not in the run, nothing starts early and the
+# test runs the command itself (``background_result`` falls back to running it in the foreground).
+
+_BACKGROUND = pytest.StashKey()
+
+
+def _will_skip(item):
+    for mark in item.iter_markers("skipif"):
+        if (mark.args and mark.args[0] is True) or mark.kwargs.get("condition") is True:
+            return True
+    return bool(list(item.iter_markers("skip")))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    background = [item for item in items if item.get_closest_marker("background")]
+    if not background:
+        return
+    items[:] = [item for item in items if item not in background] + background
+    if hasattr(config, "workerinput"):           # pytest-xdist: each worker runs only some tests
+        return
+    root = tempfile.mkdtemp(prefix="mmfree-background-")
+    started = {}
+    for item in background:
+        if _will_skip(item):
+            continue
+        out = os.path.join(root, str(len(started)))
+        os.makedirs(out)
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        argv = item.module.background_argv(out, **params)
+        env = dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache"))
+        log = open(os.path.join(out, "mmfree.log"), "w")
+        proc = subprocess.Popen([sys.executable, "-m", "mmfree.cli", *argv], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        started[item.nodeid] = (proc, out)
+    config.stash[_BACKGROUND] = (root, started)
+
+
+def pytest_sessionfinish(session):
+    root, started = session.config.stash.get(_BACKGROUND, (None, {}))
+    for proc, _ in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def background_result(request, tmp_path):
+    """``(exit status, output, folder)`` of the test's background command, waiting for it to end."""
+    _, started = request.config.stash.get(_BACKGROUND, (None, {}))
+    if request.node.nodeid in started:
+        proc, out = started[request.node.nodeid]
+        code = proc.wait()
+        with open(os.path.join(out, "mmfree.log")) as f:
+            return code, f.read(), out
+    out = str(tmp_path)
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    argv = request.module.background_argv(out, **params)
+    proc = subprocess.run([sys.executable, "-m", "mmfree.cli", *argv], capture_output=True, text=True,
+                          env=dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache")))
+    return proc.returncode, proc.stdout + proc.stderr, out
