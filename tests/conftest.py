@@ -59,6 +59,19 @@ def _will_skip(item):
     return bool(list(item.iter_markers("skip")))
 
 
+def _own_yowasp_cache(folder):
+    """A YoWASP cache for a background command, seeded with links to the user's: YoWASP writes a
+    compiled tool to its cache in place, so two processes compiling the same tool at once (on a fresh
+    machine) could read each other's half-written file."""
+    import platformdirs
+    user = os.environ.get("YOWASP_CACHE_DIR") or platformdirs.user_cache_dir("YoWASP", appauthor=False)
+    try:
+        shutil.copytree(user, folder, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
     background = [item for item in items if item.get_closest_marker("background")]
@@ -76,7 +89,8 @@ def pytest_collection_modifyitems(session, config, items):
         os.makedirs(out)
         params = item.callspec.params if hasattr(item, "callspec") else {}
         argv = item.module.background_argv(out, **params)
-        env = dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache"))
+        env = dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache"),
+                   YOWASP_CACHE_DIR=_own_yowasp_cache(os.path.join(out, "yowasp")))
         log = open(os.path.join(out, "mmfree.log"), "w")
         proc = subprocess.Popen([sys.executable, "-m", "mmfree.cli", *argv], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
