@@ -111,7 +111,8 @@ from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
-           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK"]
+           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK",
+           "GATES_BANK", "SCALARS_BANK"]
 
 REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
                 memory_map.REGION_GATES: "gates", memory_map.REGION_SCALARS: "scalars"}
@@ -173,12 +174,13 @@ def read_signature(depth, shape):
 
 
 REGION_READ_LATENCY = 3
-"""Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`. Every block RAM
-output of a region is registered before anything else sees it: in TRITS and PARAMS before the
-multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BANK`), in the other regions
-before the port. TRITS and PARAMS spread over most of the device's block RAM, so their read address
-is registered first, in a copy per group of :data:`BANKS_PER_ADDRESS` banks; the other regions
-register their word once more to answer in as many clocks."""
+"""Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`, and for the core's
+own reads of every region. Every block RAM output of a region is registered before anything else
+sees it (on the ECP5 in the block's own output register), and, where a region has several banks,
+before the multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BANK`,
+:data:`GATES_BANK`, :data:`SCALARS_BANK`). TRITS and PARAMS spread over most of the device's block
+RAM, so every region's read address is registered first, in a copy per group of
+:data:`BANKS_PER_ADDRESS` banks."""
 
 BANKS_PER_ADDRESS = 4
 """Banks of TRITS or PARAMS that one registered copy of the read address drives: one net to every
@@ -188,6 +190,14 @@ PARAMS_BANK = 1024
 """Words per bank of the PARAMS memory (16-bit words: one 1024 x 18 block RAM on the ECP5), each
 read into a register of its own as :data:`TRITS_BANK` says: with TRITS banked, the multiplexer over
 the PARAMS block RAMs was the longest path of a 70 MHz demo build."""
+
+GATES_BANK = 1024
+"""Words per bank of the GATES memory (17-bit GATE codes: one 1024 x 18 block RAM on the ECP5)."""
+
+SCALARS_BANK = 512
+"""Words per bank of the SCALARS memory (32-bit words: one 512 x 36 block RAM on the ECP5). The
+sequencer reads SCALARS at every pass; without the block's output register its read was the longest
+path of the 80 MHz demo build."""
 
 TRITS_BANK = 1024
 """Words per bank of the TRITS memory (72-bit words: four 1024 x 18 block RAMs on the ECP5). Each
@@ -314,29 +324,18 @@ class Core(wiring.Component):
         m.d.comb += self.busy.eq(busy)
 
         # --- memories ------------------------------------------------------------------------------
-        def region(name, shape, depth, wr, rd):
-            mem = memory.Memory(shape=shape, depth=depth, init=[])
-            m.submodules[name] = mem
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en)]
-            rp = mem.read_port()
-            data = rp.data
-            for k in range(REGION_READ_LATENCY - 1):    # REGION_READ_LATENCY in all
-                q = Signal.like(data, name=f"{name}_rdata{k}")
-                m.d.sync += q.eq(data)
-                data = q
-            m.d.comb += rd.data.eq(data)
+        arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
+
+        def region(name, width, depth, bank):
+            wr, rd = getattr(self, f"wr_{name}"), getattr(self, f"rd_{name}")
+            rp = _BankedReadPort(m, name, width, depth, bank, wr, arch)
+            m.d.comb += rd.data.eq(rp.data)
             return rp
 
-        arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
-        trits_rp = _BankedReadPort(m, "trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK,
-                                   self.wr_trits, arch)
-        m.d.comb += self.rd_trits.data.eq(trits_rp.data)
-        params_rp = _BankedReadPort(m, "params", 16, cfg.param_words, PARAMS_BANK, self.wr_params,
-                                    arch)
-        m.d.comb += self.rd_params.data.eq(params_rp.data)
-        gates_rp = region("gates", GATE_SHAPE, cfg.gate_words, self.wr_gates, self.rd_gates)
-        scalars_rp = region("scalars", unsigned(32), cfg.scalar_words, self.wr_scalars, self.rd_scalars)
+        trits_rp = region("trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK)
+        params_rp = region("params", 16, cfg.param_words, PARAMS_BANK)
+        gates_rp = region("gates", GATE.width, cfg.gate_words, GATES_BANK)
+        scalars_rp = region("scalars", 32, cfg.scalar_words, SCALARS_BANK)
 
         def buffer(name, shape, depth):
             mem = memory.Memory(shape=shape, depth=depth, init=[])
@@ -574,7 +573,7 @@ class Core(wiring.Component):
         s1_last, s2_last, op_last = Signal(), Signal(), Signal()     # j is the pass's last element
         s2_pb = Signal(MANT_SHAPE)
         s2_ya, s2_yb, s2_x, s2_v = (Signal(ACT_SHAPE, name=f"s2_{s}") for s in ("ya", "yb", "x", "v"))
-        s2_lb, s2_h = Signal(GATE_SHAPE), Signal(STATE_SHAPE)
+        s2_h = Signal(STATE_SHAPE)
         op_valid, op_j, op_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         op_pa, op_pb = Signal(MANT_SHAPE), Signal(MANT_SHAPE)
         op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
@@ -583,19 +582,19 @@ class Core(wiring.Component):
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
             s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
             s2_pb.eq(nwb_rp.data), s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
-            s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_lb.eq(gates_rp.data), s2_h.eq(s_rp.data),
+            s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_h.eq(s_rp.data),
         ]
-        front = [(s2_valid, s2_j, s2_y, s2_last, s2_pb, s2_ya, s2_yb, s2_x, s2_v, s2_lb, s2_h)]
+        front = [(s2_valid, s2_j, s2_y, s2_last, s2_pb, s2_ya, s2_yb, s2_x, s2_v, s2_h)]
         for k in range(REGION_READ_LATENCY - 2):
             stage = tuple(Signal.like(v, name=f"s{k + 3}_{n}") for v, n in zip(
-                front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "lb", "h")))
+                front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "h")))
             m.d.sync += [b.eq(a) for a, b in zip(front[-1], stage)]
             front.append(stage)
-        f_valid, f_j, f_y, f_last, f_pb, f_ya, f_yb, f_x, f_v, f_lb, f_h = front[-1]
+        f_valid, f_j, f_y, f_last, f_pb, f_ya, f_yb, f_x, f_v, f_h = front[-1]
         m.d.sync += [
             op_valid.eq(f_valid), op_j.eq(f_j), op_y.eq(f_y), op_last.eq(f_last),
             op_pa.eq(params_rp.data), op_pb.eq(f_pb), op_ya.eq(f_ya), op_yb.eq(f_yb),
-            op_x.eq(f_x), op_v.eq(f_v), op_lb.eq(f_lb),
+            op_x.eq(f_x), op_v.eq(f_v), op_lb.eq(gates_rp.data),
             op_h.eq(Mux(fresh.bit_select(layer, 1), 0, f_h)),
         ]
 
@@ -788,7 +787,7 @@ class Core(wiring.Component):
                 m.d.sync += st_left.eq(st_left - 1)
 
         # --- sequencer -------------------------------------------------------------------------------
-        step = Signal(range(8))
+        step = Signal(range(max(8, 4 + REGION_READ_LATENCY)))
         sc_expa, sc_expb, sc_scale = (Signal(range(cfg.scalar_words), name=f"sc_{n}")
                                       for n in ("expa", "expb", "scale"))
         m.d.sync += [sc_expa.eq(4 + ei), sc_expb.eq(5 + ei), sc_scale.eq(sb + si)]
@@ -818,12 +817,13 @@ class Core(wiring.Component):
                         m.next = "SHAPE"
 
             with m.State("SHAPE"):
+                # the descriptor's four words, each REGION_READ_LATENCY clocks after its address
                 m.d.comb += [busy.eq(1), scalars_rp.addr.eq(step)]
                 m.d.sync += step.eq(step + 1)
                 for k in range(4):
-                    with m.If(step == k + 1):
+                    with m.If(step == k + REGION_READ_LATENCY):
                         m.d.sync += raw[k].eq(sc_data)
-                with m.If(step == 4):
+                with m.If(step == 3 + REGION_READ_LATENCY):
                     m.next = "CHECK"
 
             with m.State("CHECK"):
@@ -879,7 +879,8 @@ class Core(wiring.Component):
 
             with m.State("SETUP"):
                 # exponent A (or the quantiser's), exponent B, weight scale; their addresses from
-                # registers a clock behind ei, si and sb (set in START or NEXT): step 0 waits for them
+                # registers a clock behind ei, si and sb (set in START or NEXT): step 0 waits for them;
+                # each word arrives REGION_READ_LATENCY clocks after its address
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
                 with m.Switch(step):
@@ -887,12 +888,15 @@ class Core(wiring.Component):
                         m.d.comb += scalars_rp.addr.eq(sc_expa)
                     with m.Case(2):
                         m.d.comb += scalars_rp.addr.eq(sc_expb)
-                        m.d.sync += [expA.eq(sc_data[:len(expA)]), w_exp.eq(sc_data[:len(w_exp)])]
                     with m.Case(3):
                         m.d.comb += scalars_rp.addr.eq(sc_scale)
+                with m.Switch(step):
+                    with m.Case(1 + REGION_READ_LATENCY):
+                        m.d.sync += [expA.eq(sc_data[:len(expA)]), w_exp.eq(sc_data[:len(w_exp)])]
+                    with m.Case(2 + REGION_READ_LATENCY):
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
-                    with m.Case(4):
+                    with m.Case(3 + REGION_READ_LATENCY):
                         m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1), pf_k.eq(0)]
                         with m.If(two):
                             m.next = "PREFETCH"
