@@ -59,8 +59,8 @@ The matrices stream back to back except at the five places per layer where a pro
 depends on the previous projection's last row (``g -> o``, ``o -> gate``, ``gate -> down``,
 ``down -> i``; ``f`` and ``g`` only wait when the quantiser is slower than a ``H x H`` matrix): there
 the vector unit's latency, the quantiser's second pass (one code per clock, ``K`` clocks) and the first
-row of the next matrix are exposed. Measured on Verilator: ``tiny`` (H=64, I=256, 32 lanes) 6,468
-cycles per token, 71.2% lane utilisation; ``demo`` (H=160, I=512, 32 lanes) 50,614 cycles, 88.5%.
+row of the next matrix are exposed. Measured on Verilator: ``tiny`` (H=64, I=256, 32 lanes) 6,474
+cycles per token, 71.2% lane utilisation; ``demo`` (H=160, I=512, 32 lanes) 50,620 cycles, 88.5%.
 
 Interface
 ---------
