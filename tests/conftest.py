@@ -78,8 +78,8 @@ def pytest_collection_modifyitems(session, config, items):
     if not background:
         return
     items[:] = [item for item in items if item not in background] + background
-    if hasattr(config, "workerinput"):           # pytest-xdist: each worker runs only some tests
-        return
+    if hasattr(config, "workerinput") or config.option.collectonly:   # pytest-xdist: each worker
+        return                                                            # runs only some tests
     root = tempfile.mkdtemp(prefix="mmfree-background-")
     started = {}
     for item in background:
