@@ -78,7 +78,7 @@ Interface
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
-    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (2) clocks before (``rd_logits``: of the
+    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (3) clocks before (``rd_logits``: of the
     previous clock), valid while ``busy`` is low (the core shares the memories' only read port).
     ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
     place a sampler takes them from.
@@ -566,8 +566,9 @@ class Core(wiring.Component):
         for chain in (pf_wrs, pf_addrs):
             m.d.sync += [b.eq(a) for a, b in zip(chain, chain[1:])]
 
-        # the front: accept (addresses) -> s1 (block RAM outputs) -> s2 (registered) -> as many
-        # stages more as PARAMS (banked) takes beyond two clocks, it arrives in the last -> operands
+        # the front: accept (addresses) -> s1 (the buffers' block RAM outputs) -> s2 (registered) ->
+        # as many stages more as the regions take beyond two clocks; PARAMS and GATES arrive in the
+        # last -> operands
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s1_last, s2_last, op_last = Signal(), Signal(), Signal()     # j is the pass's last element
