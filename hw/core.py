@@ -326,16 +326,17 @@ class Core(wiring.Component):
         # --- memories ------------------------------------------------------------------------------
         arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
 
-        def region(name, width, depth, bank):
+        def region(name, depth, bank):
+            """The region's memory, as wide as its write port's words."""
             wr, rd = getattr(self, f"wr_{name}"), getattr(self, f"rd_{name}")
-            rp = _BankedReadPort(m, name, width, depth, bank, wr, arch)
+            rp = _BankedReadPort(m, name, len(wr.data), depth, bank, wr, arch)
             m.d.comb += rd.data.eq(rp.data)
             return rp
 
-        trits_rp = region("trits", cfg.trit_word_bits, cfg.trit_words, TRITS_BANK)
-        params_rp = region("params", 16, cfg.param_words, PARAMS_BANK)
-        gates_rp = region("gates", GATE.width, cfg.gate_words, GATES_BANK)
-        scalars_rp = region("scalars", 32, cfg.scalar_words, SCALARS_BANK)
+        trits_rp = region("trits", cfg.trit_words, TRITS_BANK)
+        params_rp = region("params", cfg.param_words, PARAMS_BANK)
+        gates_rp = region("gates", cfg.gate_words, GATES_BANK)
+        scalars_rp = region("scalars", cfg.scalar_words, SCALARS_BANK)
 
         def buffer(name, shape, depth):
             mem = memory.Memory(shape=shape, depth=depth, init=[])
