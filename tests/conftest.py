@@ -72,6 +72,13 @@ def _own_yowasp_cache(folder):
     return folder
 
 
+def _command(item, out):
+    """The test's background command: ``python -m mmfree.cli ARGV`` with a build cache in ``out``."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    argv = [sys.executable, "-m", "mmfree.cli", *item.module.background_argv(out, **params)]
+    return argv, dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache"))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
     background = [item for item in items if item.get_closest_marker("background")]
@@ -87,13 +94,11 @@ def pytest_collection_modifyitems(session, config, items):
             continue
         out = os.path.join(root, str(len(started)))
         os.makedirs(out)
-        params = item.callspec.params if hasattr(item, "callspec") else {}
-        argv = item.module.background_argv(out, **params)
-        env = dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache"),
-                   YOWASP_CACHE_DIR=_own_yowasp_cache(os.path.join(out, "yowasp")))
+        argv, env = _command(item, out)
+        env["YOWASP_CACHE_DIR"] = _own_yowasp_cache(os.path.join(out, "yowasp"))
         log = open(os.path.join(out, "mmfree.log"), "w")
-        proc = subprocess.Popen([sys.executable, "-m", "mmfree.cli", *argv], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
         log.close()
         started[item.nodeid] = (proc, out)
     config.stash[_BACKGROUND] = (root, started)
@@ -119,8 +124,6 @@ def background_result(request, tmp_path):
         with open(os.path.join(out, "mmfree.log")) as f:
             return code, f.read(), out
     out = str(tmp_path)
-    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
-    argv = request.module.background_argv(out, **params)
-    proc = subprocess.run([sys.executable, "-m", "mmfree.cli", *argv], capture_output=True, text=True,
-                          env=dict(os.environ, MMFREE_CACHE=os.path.join(out, "cache")))
+    argv, env = _command(request.node, out)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr, out
