@@ -46,8 +46,9 @@ def small_model(seed=0, hidden=32, layers=2, intermediate=64, vocab=64):
 # The command starts as soon as the tests are collected, in a process of its own on the machine's
 # other core, and the test itself runs last and checks what the command left. Its module says which
 # command with ``background_argv(out, **params)`` (``params``: the test's parameters, ``out``: a
-# fresh folder). Under pytest-xdist, or when the test is not in the run, nothing starts early and the
-# test runs the command itself (``background_result`` falls back to running it in the foreground).
+# fresh folder). Under pytest-xdist (each worker runs only some tests) nothing starts early and the
+# test runs the command itself (``background_result`` runs it in the foreground); --collect-only
+# starts nothing.
 
 _BACKGROUND = pytest.StashKey()
 
@@ -85,8 +86,8 @@ def pytest_collection_modifyitems(session, config, items):
     if not background:
         return
     items[:] = [item for item in items if item not in background] + background
-    if hasattr(config, "workerinput") or config.option.collectonly:   # pytest-xdist: each worker
-        return                                                            # runs only some tests
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
     root = tempfile.mkdtemp(prefix="mmfree-background-")
     started = {}
     for item in background:
