@@ -30,6 +30,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics
+from mmfree.hw.ecp5 import MULT18X18D_LATENCY, MULT18X18D_WIDTH, mult18x18d, platform_arch
 from mmfree.numerics import ACT, GATE, STATE, BFP_MANT
 
 __all__ = [
@@ -56,7 +57,7 @@ BFP_EXP_SHAPE = signed(max(numerics.BFP_EXP_MIN.bit_length(), numerics.BFP_EXP_M
 
 # --- building blocks -----------------------------------------------------------------------------
 
-_DSP_SIGNED_BITS = 18           # operand width of the ECP5 MULT18X18D (and most FPGA DSP blocks)
+_DSP_SIGNED_BITS = MULT18X18D_WIDTH  # operand width of the ECP5 MULT18X18D (and most FPGA DSP blocks)
 
 
 def _mul_chunks(shape):
@@ -75,19 +76,22 @@ def _mul_chunks(shape):
 def mul_latency(shape_a, shape_b):
     """Register stages of :meth:`Pipeline.mul` for operands of these shapes."""
     n = len(_mul_chunks(shape_a)) * len(_mul_chunks(shape_b))
-    return 2 + (n - 1).bit_length()
+    return MULT18X18D_LATENCY + (n - 1).bit_length()
 
 
 class Pipeline:
     """Registers of a pipeline that advances as a whole: every register loads only when ``en`` is high.
 
     ``en`` is typically ``~o.valid | o.ready`` of the stream the pipeline feeds, which makes a stalled
-    output freeze every stage (and memory read ports wired with :meth:`read`) in place.
+    output freeze every stage (and memory read ports wired with :meth:`read`) in place. ``arch``
+    (:func:`mmfree.hw.ecp5.platform_arch`): on ``"ecp5"`` the products of :meth:`mul` are
+    ``MULT18X18D`` blocks with their own registers (same clocks).
     """
 
-    def __init__(self, m, en):
+    def __init__(self, m, en, arch="generic"):
         self.m = m
         self.en = en
+        self.arch = arch
 
     def reg(self, value, shape=None, *, name=None):
         """One register stage holding ``value`` (truncated or extended to ``shape``)."""
@@ -114,17 +118,23 @@ class Pipeline:
     def mul(self, a, b, *, name="mul"):
         """``a * b``, :func:`mul_latency` stages later: the operand pieces (at most 18 bits each)
         registered, so that nothing but routing stands before a DSP block; one registered DSP
-        product per pair of pieces; then one registered adder level per halving."""
+        product per pair of pieces; then one registered adder level per halving. On the ECP5 the
+        operand and product registers are the DSP block's own (:func:`mmfree.hw.ecp5.mult18x18d`)."""
         a, b = Value.cast(a), Value.cast(b)
         shape = signed(len(a) + len(b)) if a.shape().signed or b.shape().signed \
             else unsigned(len(a) + len(b))
-        a, b = self.reg(a, name=f"{name}_a"), self.reg(b, name=f"{name}_b")
+        if self.arch != "ecp5":
+            a, b = self.reg(a, name=f"{name}_a"), self.reg(b, name=f"{name}_b")
         terms = []
         for oa, wa, sa in _mul_chunks(a.shape()):
             pa = a[oa:oa + wa].as_signed() if sa else a[oa:oa + wa]
             for ob, wb, sb in _mul_chunks(b.shape()):
                 pb = b[ob:ob + wb].as_signed() if sb else b[ob:ob + wb]
-                terms.append((self.reg(pa * pb, name=f"{name}_pp"), oa + ob))
+                if self.arch == "ecp5":
+                    pp = mult18x18d(self.m, f"{name}_dsp{len(terms)}", pa, pb, self.en)
+                else:
+                    pp = self.reg(pa * pb, name=f"{name}_pp")
+                terms.append((pp, oa + ob))
         while len(terms) > 1:
             terms.sort(key=lambda t: t[1])
             nxt = []
@@ -314,7 +324,7 @@ class _Element(wiring.Component):
         m = Module()
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        p = Pipeline(m, en)
+        p = Pipeline(m, en, platform_arch(platform))
         out = self._datapath(m, p, self.i.payload)
         m.d.comb += [
             self.i.ready.eq(en),

@@ -105,7 +105,7 @@ from .activations import (
     silu_datapath, silu_state_datapath, state_update_datapath,
 )
 from .config import HwConfig
-from .ecp5 import DP16KD_LATENCY, DP16KD_MODES, dp16kd_ram, register_copy
+from .ecp5 import DP16KD_LATENCY, DP16KD_MODES, dp16kd_ram, platform_arch, register_copy
 from .rmsnorm import PFLOAT_LAYOUT, RMSNormQuantizer
 from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
@@ -324,7 +324,7 @@ class Core(wiring.Component):
         m.d.comb += self.busy.eq(busy)
 
         # --- memories ------------------------------------------------------------------------------
-        arch = "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
+        arch = platform_arch(platform)
 
         def region(name, depth, bank):
             """The region's memory, as wide as its write port's words."""
@@ -603,7 +603,7 @@ class Core(wiring.Component):
         # --- vector unit: datapath (never stalls; admission is credit-based) ------------------------
         # Each pass takes its result from its own stage; the mode changes only when the pipeline is
         # empty, so no stage ever sees an element of another pass's mode.
-        p = Pipeline(m, Const(1))
+        p = Pipeline(m, Const(1), arch)
         valid_chain, j_chain, last_chain = [op_valid], [op_j], [op_last]
         for k in range(1, _DEPTH + 1):
             valid_chain.append(p.reg(valid_chain[-1], name=f"vu_valid{k}"))

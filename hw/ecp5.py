@@ -1,4 +1,4 @@
-"""ECP5 block RAM instantiated by hand: ``DP16KD`` with its own output register.
+"""ECP5 block RAM and multipliers instantiated by hand, with their own registers.
 
 Yosys maps an inferred memory onto ``DP16KD`` blocks but never enables their output register, so the
 block's slow data output (5.8 ns on the speed grade 6 ECP5) is the start of whatever path follows it.
@@ -16,13 +16,20 @@ modes:
 copies of the same value: several copies, each near the blocks it drives, keep a widely used address
 off one long net.
 
-``sim/ecp5_dp16kd.v`` models exactly these two configurations for simulation (Yosys ships
-``DP16KD`` as a black box).
+Yosys maps a product onto ``MULT18X18D`` with none of its registers on either, so the block's
+multiplier (3.9 ns) sits between two fabric registers, with a long route into the DSP row and one out
+of it. :func:`mult18x18d` instantiates the block with its input registers (``REG_INPUTA/B``) and
+output register (``REG_OUTPUT``) on: the same two clocks from operands to product as a fabric register
+before the block and one after it, but the multiplier is then inside one clock of the block alone.
+
+``sim/ecp5_dp16kd.v`` and ``sim/ecp5_mult18x18d.v`` model exactly these configurations for simulation
+(Yosys ships ``DP16KD`` and ``MULT18X18D`` as black boxes).
 """
 
-from amaranth.hdl import C, Cat, ClockSignal, Instance, ResetSignal, Signal
+from amaranth.hdl import C, Cat, ClockSignal, Instance, ResetSignal, Signal, Value, signed, unsigned
 
-__all__ = ["DP16KD_MODES", "DP16KD_LATENCY", "dp16kd_ram", "register_copy"]
+__all__ = ["DP16KD_MODES", "DP16KD_LATENCY", "dp16kd_ram", "MULT18X18D_WIDTH", "MULT18X18D_LATENCY",
+           "mult18x18d", "register_copy", "platform_arch"]
 
 DP16KD_MODES = {36: 512, 18: 1024}
 """Data bits per block -> words per block, for the modes :func:`dp16kd_ram` instantiates."""
@@ -85,6 +92,59 @@ def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36):
             i_OCEA=C(1, 1), i_OCEB=C(1, 1), i_WEA=we_a, i_WEB=C(0, 1),
             i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
     return rdata
+
+
+MULT18X18D_WIDTH = 18
+"""Operand width of ``MULT18X18D``: each operand signed or unsigned as its ``SIGNEDA``/``SIGNEDB`` pin
+says."""
+
+MULT18X18D_LATENCY = 2
+"""Clocks from the operands of :func:`mult18x18d` to their product: input and output register."""
+
+
+def mult18x18d(m, name, a, b, en):
+    """``a * b`` of operands that fit :data:`MULT18X18D_WIDTH` bits (both signed when either is, as
+    in Amaranth's product: an unsigned one then has at most 17 bits), :data:`MULT18X18D_LATENCY`
+    clocks later, from one ``MULT18X18D`` block with its input and
+    output registers on, all three loading when ``en`` (``CE0``) and cleared by the domain's reset
+    (``RST0``, synchronous), as a fabric register of the same operands and one of their product would.
+    Pins are wired as Yosys' own mapping of a product wires them (a synthesis test compares the two).
+    The block is added to ``m`` as ``name``; the product is signed when either operand is."""
+    a, b = Value.cast(a), Value.cast(b)
+    signed_ = a.shape().signed or b.shape().signed     # Amaranth's (and Yosys') rule for a product
+    for v in (a, b):
+        if len(v) > MULT18X18D_WIDTH - (signed_ and not v.shape().signed):
+            raise ValueError(f"{name}: operands {a.shape()} and {b.shape()} do not fit one MULT18X18D")
+    width = len(a) + len(b)
+    shape = signed(MULT18X18D_WIDTH) if signed_ else unsigned(MULT18X18D_WIDTH)
+    a18, b18 = Signal(shape, name=f"{name}_a"), Signal(shape, name=f"{name}_b")
+    m.d.comb += [a18.eq(a), b18.eq(b)]
+    p = Signal(2 * MULT18X18D_WIDTH, name=f"{name}_p")
+    pins = {}
+    for k in range(MULT18X18D_WIDTH):
+        pins[f"i_A{k}"], pins[f"i_B{k}"], pins[f"i_C{k}"] = a18[k], b18[k], C(0, 1)
+    for k in range(2 * MULT18X18D_WIDTH):
+        pins[f"o_P{k}"] = p[k]
+    for k in range(1, 4):
+        pins[f"i_CLK{k}"] = pins[f"i_CE{k}"] = pins[f"i_RST{k}"] = C(0, 1)
+    regs = {}
+    for reg in ("INPUTA", "INPUTB", "OUTPUT"):
+        regs[f"p_REG_{reg}_CLK"], regs[f"p_REG_{reg}_CE"], regs[f"p_REG_{reg}_RST"] = "CLK0", "CE0", "RST0"
+    for reg in ("INPUTC", "PIPELINE"):
+        regs[f"p_REG_{reg}_CLK"], regs[f"p_REG_{reg}_CE"], regs[f"p_REG_{reg}_RST"] = "NONE", "CE0", "RST0"
+    m.submodules[name] = Instance(
+        "MULT18X18D", **regs,
+        p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED", p_CLK2_DIV="ENABLED", p_CLK3_DIV="ENABLED",
+        p_HIGHSPEED_CLK="NONE", p_GSR="DISABLED", p_CAS_MATCH_REG="FALSE", p_SOURCEB_MODE="B_SHIFT",
+        p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
+        i_SIGNEDA=C(int(signed_), 1), i_SIGNEDB=C(int(signed_), 1), i_SOURCEA=C(0, 1), i_SOURCEB=C(0, 1),
+        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=ResetSignal(), **pins)
+    return p[:width].as_signed() if signed_ else p[:width]
+
+
+def platform_arch(platform):
+    """``"ecp5"`` when elaborating for an ECP5 platform (``platform.family``), else ``"generic"``."""
+    return "ecp5" if getattr(platform, "family", None) == "ecp5" else "generic"
 
 
 def register_copy(m, value, name, arch):

@@ -8,6 +8,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import platform_arch
 from .activations import ACT_SHAPE, MUL_ACT_LATENCY, SILU_LATENCY, Pipeline, mul_act_datapath, \
     silu_datapath
 
@@ -52,7 +53,7 @@ class GLU(wiring.Component):
         n = self.intermediate
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        p = Pipeline(m, en)
+        p = Pipeline(m, en, platform_arch(platform))
         m.d.comb += self.u.ready.eq(en)
         take = self.u.valid & en
 

@@ -15,6 +15,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import platform_arch
 from .activations import (
     ACT_SHAPE, BFP_EXP_SHAPE, GATE_SHAPE, MANT_SHAPE, STATE_SHAPE, Pipeline,
     APPLY_NORM_WEIGHT_LATENCY, LOWER_BOUND_BLEND_LATENCY, MUL_ACT_LATENCY, SIGMOID_LATENCY,
@@ -93,7 +94,7 @@ class MLGRU(wiring.Component):
         H = self.hidden
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        p = Pipeline(m, en)
+        p = Pipeline(m, en, platform_arch(platform))
 
         inputs = (self.f, self.i, self.g, self.w)
         all_valid = Signal()

