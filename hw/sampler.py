@@ -42,6 +42,7 @@ from mmfree import numerics as nx
 from mmfree import sampler as spec
 
 from .activations import ACT_SHAPE
+from .ecp5 import mult18x18d, platform_arch
 from .core import read_signature
 
 __all__ = ["Sampler", "TOPK_PASSES", "cycle_bound"]
@@ -68,13 +69,16 @@ class Sampler(wiring.Component):
         Depth of the logits memory behind ``rd`` (its address width).
     """
 
-    def __init__(self, max_vocab, depth):
+    def __init__(self, max_vocab, depth, *, arch=None):
         if not isinstance(max_vocab, int) or not 1 <= max_vocab <= 1 << 16:
             raise ValueError(f"max_vocab must be an integer from 1 to 65536, not {max_vocab!r}")
         if not isinstance(depth, int) or depth < max_vocab:
             raise ValueError(f"depth must be an integer of at least max_vocab ({max_vocab}), not {depth!r}")
+        if arch not in (None, "generic", "ecp5"):
+            raise ValueError(f"arch must be None, 'generic' or 'ecp5', not {arch!r}")
         self._max_vocab = max_vocab
         self._depth = depth
+        self._arch = arch
         super().__init__({
             "start": In(1),
             "temperature": In(_T_BITS),
@@ -160,7 +164,8 @@ class Sampler(wiring.Component):
 
         # --- weight pipeline (SUM, SELECT) --------------------------------------------------------
         # d = lmax - l[i]; d * beta as four registered 12 x 12-bit partial products (one MULT18X18D
-        # each, nothing after it in the clock) summed in two more stages; the table entry and the
+        # each, nothing after it in the clock; on the ECP5 d and the products are the block's own
+        # registers) summed in two more stages; the table entry and the
         # shift amount; the shifted weight. valid and index travel alongside.
         exp2 = Array(Const(v, _W_BITS) for v in spec.EXP2_TABLE)
         weighing = Signal()                  # the scan feeds the pipeline (SUM and SELECT passes)
@@ -175,12 +180,22 @@ class Sampler(wiring.Component):
         for j in range(1, 4):
             m.d.sync += cand[j].eq(cand[j - 1])
         d = Signal(act_w)                    # stage 0: lmax - l[i], 0 .. 2**24 - 1
-        m.d.sync += d.eq(lmax - logit)
         half = _MUL_SPLIT
         partial = [[Signal(2 * half, name=f"pp{a}{b}") for b in range(2)] for a in range(2)]
-        for a in range(2):                   # stage 1
-            for b in range(2):
-                m.d.sync += partial[a][b].eq(d[a * half:(a + 1) * half] * beta[b * half:(b + 1) * half])
+        if (self._arch or platform_arch(platform)) == "ecp5":
+            # stages 0 and 1 are the DSP blocks' own input and output registers (their beta
+            # register is a clock behind beta: immaterial, as SUM_WAIT holds the first pass that
+            # uses the product until beta is final)
+            m.d.comb += d.eq(lmax - logit)
+            for a in range(2):
+                for b in range(2):
+                    m.d.comb += partial[a][b].eq(mult18x18d(
+                        m, f"mul{a}{b}", d[a * half:(a + 1) * half], beta[b * half:(b + 1) * half], 1))
+        else:
+            m.d.sync += d.eq(lmax - logit)
+            for a in range(2):               # stage 1
+                for b in range(2):
+                    m.d.sync += partial[a][b].eq(d[a * half:(a + 1) * half] * beta[b * half:(b + 1) * half])
         rows = [Signal(3 * half + 1, name=f"ppsum{a}") for a in range(2)]
         for a in range(2):                   # stage 2
             m.d.sync += rows[a].eq(partial[a][0] + (partial[a][1] << half))

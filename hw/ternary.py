@@ -40,7 +40,7 @@ from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
 from .. import numerics as nx
-from .ecp5 import dp16kd_ram, platform_arch, register_copy
+from .ecp5 import dp16kd_ram, mult18x18d, platform_arch, register_copy
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
@@ -522,6 +522,10 @@ class Rescale(wiring.Component):
         Width of the signed accumulators (2 to 32; :attr:`TernaryMatVec.acc_width` to connect to one).
     exp_width : int
         Width of the signed PFloat exponent (2 to 16). The default, 8, covers ``2**-128 .. 2**127``.
+    arch : ``None``, ``"generic"`` or ``"ecp5"``
+        ``"ecp5"``: the partial products are ``MULT18X18D`` blocks whose own registers hold the
+        operands and the products (:func:`~mmfree.hw.ecp5.mult18x18d`); ``None`` picks ``"ecp5"``
+        when elaborated for an ECP5 platform. Same clocks either way.
 
     Interfaces
     ----------
@@ -553,11 +557,14 @@ class Rescale(wiring.Component):
     mantissa ``|p| >= 2**15``, so ``|p| * 2**9`` is already beyond ACT's range.
     """
 
-    def __init__(self, acc_width=nx.ACC.width, exp_width=8):
+    def __init__(self, acc_width=nx.ACC.width, exp_width=8, *, arch=None):
         _check_int("acc_width", acc_width, 2, nx.ACC.width)
         _check_int("exp_width", exp_width, 2, 16)
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
         self._acc_width = acc_width
         self._exp_width = exp_width
+        self._arch = arch
         super().__init__({
             "i": In(stream.Signature(self.acc_layout)),
             "scale": In(stream.Signature(self.scale_layout)),
@@ -606,6 +613,20 @@ class Rescale(wiring.Component):
         b_lo = Signal(lo_bits + PF_MANT_BITS)
         b_hi = Signal(signed(A - lo_bits + PF_MANT_BITS + 1))
         b_sh = Signal(signed(self._exp_width + 2))
+        if (self._arch or platform_arch(platform)) == "ecp5":
+            # the operand and product registers are the DSP blocks' own (stages a and b)
+            acc, mant = self.i.payload.acc, self.scale.payload.mant
+            if lo_bits:
+                m.d.comb += b_lo.eq(mult18x18d(m, "mul_lo", acc[:lo_bits], mant, adv))
+            m.d.comb += b_hi.eq(mult18x18d(m, "mul_hi", acc[lo_bits:].as_signed(), mant, adv))
+        else:
+            with m.If(adv):
+                m.d.sync += [
+                    a_acc.eq(self.i.payload.acc),
+                    a_mant.eq(self.scale.payload.mant),
+                    b_lo.eq(a_acc[:lo_bits] * a_mant),
+                    b_hi.eq(a_acc[lo_bits:].as_signed() * a_mant),
+                ]
         # stage c: product and shift amount
         c_valid, c_last, c_big = Signal(), Signal(), Signal()
         c_p = Signal(signed(A + PF_MANT_BITS + 1))
@@ -624,13 +645,9 @@ class Rescale(wiring.Component):
             m.d.sync += [
                 a_valid.eq(self.i.valid & self.i.ready),
                 a_last.eq(self.i.payload.last),
-                a_acc.eq(self.i.payload.acc),
-                a_mant.eq(self.scale.payload.mant),
                 a_sh.eq(-(self.scale.payload.exp + nx.ACT.frac)),
 
                 b_valid.eq(a_valid), b_last.eq(a_last),
-                b_lo.eq(a_acc[:lo_bits] * a_mant),
-                b_hi.eq(a_acc[lo_bits:].as_signed() * a_mant),
                 b_sh.eq(a_sh),
 
                 c_valid.eq(b_valid), c_last.eq(b_last),
@@ -684,7 +701,7 @@ class TernaryLinear(wiring.Component):
                  spread_control=False):
         self._matvec = TernaryMatVec(lanes, max_k, arch=arch, act_memory=act_memory,
                                      act_lut_lanes=act_lut_lanes, spread_control=spread_control)
-        self._rescale = Rescale(self._matvec.acc_width, exp_width)
+        self._rescale = Rescale(self._matvec.acc_width, exp_width, arch=arch)
         super().__init__({
             "act": In(stream.Signature(self._matvec.act_layout)),
             "w": In(stream.Signature(self._matvec.weight_layout)),

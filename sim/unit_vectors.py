@@ -409,11 +409,11 @@ def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40, stal
 class SamplerBench(wiring.Component):
     """:class:`~mmfree.hw.sampler.Sampler` with a logits memory of ``max_vocab`` ACT words that the
     testbench fills through ``wr_addr``, ``wr_data``, ``wr_en`` (the core's ``Y`` buffer in the
-    accelerator)."""
+    accelerator). ``arch`` is the sampler's."""
 
-    def __init__(self, max_vocab):
+    def __init__(self, max_vocab, arch=None):
         self.max_vocab = max_vocab
-        self.unit = Sampler(max_vocab, max_vocab)
+        self.unit = Sampler(max_vocab, max_vocab, arch=arch)
         members = {name: member for name, member in self.unit.signature.members.items() if name != "rd"}
         members.update({"wr_addr": wiring.In(range(max(max_vocab, 2))), "wr_data": wiring.In(ACT.width),
                         "wr_en": wiring.In(1)})

@@ -83,15 +83,19 @@ def test_sampler_arguments():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("simulator,generations", [("verilator", 600), ("icarus", 80)])
-def test_sampler_cocotb(simulator, generations):
-    """Thousands of picks on the generated Verilog (V up to 256), every token compared."""
+@pytest.mark.parametrize("simulator,generations,arch", [("verilator", 600, "generic"), ("icarus", 80, "generic"),
+                                                        ("verilator", 200, "ecp5"), ("icarus", 40, "ecp5")])
+def test_sampler_cocotb(simulator, generations, arch):
+    """Thousands of picks on the generated Verilog (V up to 256), every token compared; on the ECP5
+    the product ``d * beta`` is four DSP blocks with their own registers (through the block's
+    simulation model)."""
     from mmfree.sim import runner
 
     reason = runner.missing(simulator)
     if reason is not None:
         pytest.skip(reason)
     vec = sampler_vectors(sampler_cases(random.Random(2024), generations, 256), 256)
-    num, _ = runner.run_cocotb(SamplerBench(256), simulator=simulator, test_module="mmfree.sim.tb_sampler",
-                               name="sampler", vectors=vec)
+    num, _ = runner.run_cocotb(SamplerBench(256, arch), simulator=simulator, test_module="mmfree.sim.tb_sampler",
+                               name="sampler", vectors=vec,
+                               sources=[runner.ecp5_cell_models()] if arch == "ecp5" else ())
     assert num == 1

@@ -16,7 +16,7 @@ from mmfree import numerics as nx
 from mmfree.hw.ternary import TernaryMatVec, Rescale, TernaryLinear, MAX_K, acc_width_for
 from mmfree.sim import vectors as V
 from mmfree.sim.pysim import run_streams
-from mmfree.sim.runner import missing, run_cocotb
+from mmfree.sim.runner import ecp5_cell_models, missing, run_cocotb
 
 TB = "mmfree.sim.tb_streams"
 
@@ -381,12 +381,17 @@ def test_matvec_cocotb_throughput(simulator, tmp_path):
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_rescale_cocotb(simulator, tmp_path):
+@pytest.mark.parametrize("acc_width, arch", [(21, "generic"), (21, "ecp5"), (18, "ecp5")])
+def test_rescale_cocotb(simulator, acc_width, arch, tmp_path):
+    """Exact on 10,000 random and edge accumulators; on the ECP5 the partial products are DSP blocks
+    with their own registers (through the block's simulation model): two of them, or one for an
+    accumulator of 18 bits."""
     need(simulator)
-    dut = Rescale(acc_width=21)
-    accs, lasts, scales = rescale_cases(8, 10_000, 21)
+    dut = Rescale(acc_width=acc_width, arch=arch)
+    accs, lasts, scales = rescale_cases(8, 10_000, acc_width)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="rescale", run_dir=tmp_path,
-               vectors=V.rescale_vectors(accs, lasts, scales, 21, 8, stall=0.25, seed=9))
+               sources=[ecp5_cell_models()] if arch == "ecp5" else (),
+               vectors=V.rescale_vectors(accs, lasts, scales, acc_width, 8, stall=0.25, seed=9))
 
 
 @pytest.mark.sim
@@ -396,7 +401,6 @@ def test_matvec_ecp5_cocotb(simulator, tmp_path):
     """The ECP5 lane pairs (CCU2C carry chains, Yosys' cell models) give the same bits; three of the
     lanes read their codes from a LUT RAM beside the block RAM (``act_lut_lanes``)."""
     need(simulator)
-    from mmfree.sim.runner import ecp5_cell_models
     lanes, max_k = 8, 32
     dut = TernaryMatVec(lanes, max_k, arch="ecp5", act_lut_lanes=3)
     jobs = random_jobs(77, lanes, max_k, 3000) + edge_jobs(lanes, max_k)
@@ -413,7 +417,6 @@ def test_matvec_spread_control_cocotb(simulator, tmp_path):
     with their output register; 16 + 4 lanes of LUT RAM), each written and read through its own
     ``TRELLIS_FF`` copies of the control; the same bits."""
     need(simulator)
-    from mmfree.sim.runner import ecp5_cell_models
     lanes, max_k = 96, 384
     dut = TernaryMatVec(lanes, max_k, arch="ecp5", act_lut_lanes=20, spread_control=True)
     jobs = random_jobs(78, lanes, max_k, 600) + edge_jobs(lanes, max_k)
