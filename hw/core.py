@@ -98,7 +98,7 @@ from mmfree import memory_map
 from mmfree.numerics import ACT, GATE
 
 from .activations import (
-    ACT_SHAPE, BFP_EXP_SHAPE, GATE_SHAPE, MANT_SHAPE, STATE_SHAPE, Pipeline, saturate,
+    ACT_SHAPE, BFP_EXP_SHAPE, GATE_SHAPE, MANT_SHAPE, STATE_SHAPE, Pipeline, mul_latency, saturate,
     APPLY_NORM_WEIGHT_LATENCY, LOWER_BOUND_BLEND_LATENCY, MUL_ACT_LATENCY, SIGMOID_LATENCY,
     SILU_LATENCY, SILU_STATE_LATENCY, STATE_UPDATE_LATENCY,
     apply_norm_weight_datapath, lower_bound_blend_datapath, mul_act_datapath, sigmoid_datapath,
@@ -281,6 +281,7 @@ _QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FI
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
+_PRODUCTS = 5                                                # products of a shape, in PRODUCTS
 
 
 class Core(wiring.Component):
@@ -789,7 +790,15 @@ class Core(wiring.Component):
                 m.d.sync += st_left.eq(st_left - 1)
 
         # --- sequencer -------------------------------------------------------------------------------
-        step = Signal(range(max(8, 4 + REGION_READ_LATENCY)))
+        # PRODUCTS' multiplier: the operands chosen in one clock (checked descriptor values, so
+        # within the configured maxima), their product stored two clocks after (operand and product
+        # registered: on the ECP5 the DSP block's own)
+        mul_a_s = Signal(range(max(VMAX, HMAX, IMAX) + 1))
+        mul_b_s = Signal(range(HMAX + 1))
+        mul_p = Pipeline(m, Const(1), arch).mul(mul_a_s, mul_b_s, name="seq_mul")
+        mul_lat = mul_latency(mul_a_s.shape(), mul_b_s.shape())
+
+        step = Signal(range(max(8, 4 + REGION_READ_LATENCY, _PRODUCTS + mul_lat)))
         sc_expa, sc_expb, sc_scale = (Signal(range(cfg.scalar_words), name=f"sc_{n}")
                                       for n in ("expa", "expb", "scale"))
         m.d.sync += [sc_expa.eq(4 + ei), sc_expb.eq(5 + ei), sc_scale.eq(sb + si)]
@@ -798,14 +807,6 @@ class Core(wiring.Component):
         with m.If(busy):
             m.d.sync += count.eq(count + 1)
 
-        # PRODUCTS' multiplier: the operands chosen in one clock (checked descriptor values, so
-        # within the configured maxima), registered, and their product stored the clock after
-        mul_a_s = Signal(range(max(VMAX, HMAX, IMAX) + 1))
-        mul_b_s = Signal(range(HMAX + 1))
-        mul_a, mul_b = Signal.like(mul_a_s), Signal.like(mul_b_s)
-        m.d.sync += [mul_a.eq(mul_a_s), mul_b.eq(mul_b_s)]
-        mul_p = Signal(len(mul_a) + len(mul_b))
-        m.d.comb += mul_p.eq(mul_a * mul_b)
         hp = H >> LP
 
         with m.FSM(name="seq"):
@@ -852,24 +853,18 @@ class Core(wiring.Component):
             with m.State("PRODUCTS"):
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
+                # step k chooses the operands of the product stored at step k + mul_lat
+                products = [(V, H, emb_end), (tok, H, tok_row), (H, hp, nb_hh), (I, hp, nb_ih), (V, hp, nb_vh)]
+                assert len(products) == _PRODUCTS
                 with m.Switch(step):
-                    with m.Case(0):
-                        m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(H)]
-                    with m.Case(1):
-                        m.d.comb += [mul_a_s.eq(tok), mul_b_s.eq(H)]
-                        m.d.sync += emb_end.eq(mul_p)
-                    with m.Case(2):
-                        m.d.comb += [mul_a_s.eq(H), mul_b_s.eq(hp)]
-                        m.d.sync += tok_row.eq(mul_p)
-                    with m.Case(3):
-                        m.d.comb += [mul_a_s.eq(I), mul_b_s.eq(hp)]
-                        m.d.sync += nb_hh.eq(mul_p)
-                    with m.Case(4):
-                        m.d.comb += [mul_a_s.eq(V), mul_b_s.eq(hp)]
-                        m.d.sync += nb_ih.eq(mul_p)
-                    with m.Case(5):
-                        m.d.sync += nb_vh.eq(mul_p)
-                        m.next = "START"
+                    for k in range(len(products) + mul_lat):
+                        with m.Case(k):
+                            if k < len(products):
+                                m.d.comb += [mul_a_s.eq(products[k][0]), mul_b_s.eq(products[k][1])]
+                            if k >= mul_lat:
+                                m.d.sync += products[k - mul_lat][2].eq(mul_p)
+                            if k == len(products) + mul_lat - 1:
+                                m.next = "START"
 
             with m.State("START"):
                 m.d.comb += [busy.eq(1), start.eq(1)]
