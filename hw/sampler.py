@@ -159,8 +159,7 @@ class Sampler(wiring.Component):
         tkey = Signal(act_w)                 # candidates: key >= tkey (0 keeps every logit)
         tbit = Signal(range(act_w))
         count = Signal(17)
-        trial_key = Signal(act_w)
-        m.d.comb += trial_key.eq(tkey | (Const(1, act_w) << tbit))
+        trial_key = Signal(act_w)            # tkey | 1 << tbit, in a register of its own
 
         # --- weight pipeline (SUM, SELECT) --------------------------------------------------------
         # d = lmax - l[i]; d * beta as four registered 12 x 12-bit partial products (one MULT18X18D
@@ -244,6 +243,7 @@ class Sampler(wiring.Component):
                         V_last.eq(self.vocab - 1), code.eq(self.temperature), k.eq(self.top_k),
                         use_topk.eq((self.top_k != 0) & (self.top_k < self.vocab)),
                         lmax_first.eq(1), tkey.eq(0), tbit.eq(act_w - 1), count.eq(0),
+                        trial_key.eq(1 << (act_w - 1)),
                         num.eq(spec.LOG2E_Q22 + (self.temperature >> 1)), rem.eq(0), beta.eq(0),
                         div_steps.eq(_NUM_BITS), lfsr_steps.eq(32),
                     ]
@@ -265,9 +265,9 @@ class Sampler(wiring.Component):
                     m.next = "TOPK_BIT"
             with m.State("TOPK_BIT"):
                 # the pass's count (its last logit included) is final here
-                with m.If(count >= k):
-                    m.d.sync += tkey.eq(trial_key)
-                m.d.sync += [count.eq(0), tbit.eq(tbit - 1)]
+                kept = Mux(count >= k, trial_key, tkey)
+                m.d.sync += [tkey.eq(kept), trial_key.eq(kept | (Const(1, act_w) << (tbit - 1)[:len(tbit)])),
+                             count.eq(0), tbit.eq(tbit - 1)]
                 with m.If(tbit == 0):
                     m.next = "SUM_WAIT"
                 with m.Else():
