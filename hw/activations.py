@@ -25,17 +25,18 @@ Formats follow :mod:`mmfree.numerics`: ACT ``signed(24)`` with 12 fraction bits,
 with 20, GATE ``unsigned(17)`` with 16, BFP16 mantissas ``signed(16)`` with a ``signed(7)`` exponent.
 """
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics
-from mmfree.hw.ecp5 import MULT18X18D_LATENCY, MULT18X18D_WIDTH, mult18x18d, platform_arch
+from mmfree.hw.ecp5 import (DP16KD_MODES, MULT18X18D_LATENCY, MULT18X18D_WIDTH, dp16kd_ram, mult18x18d,
+                            platform_arch)
 from mmfree.numerics import ACT, GATE, STATE, BFP_MANT
 
 __all__ = [
     "fixed_shape", "ACT_SHAPE", "STATE_SHAPE", "GATE_SHAPE", "MANT_SHAPE", "BFP_EXP_SHAPE",
-    "Pipeline", "mul_latency", "saturate", "round_shift",
+    "Pipeline", "Buffer", "mul_latency", "saturate", "round_shift",
     "sigmoid_datapath", "silu_datapath", "silu_state_datapath", "mul_act_datapath",
     "lower_bound_blend_datapath", "state_update_datapath", "apply_norm_weight_datapath",
     "Sigmoid", "SiLU", "SiLUState", "MulAct", "LowerBoundBlend", "StateUpdate", "ApplyNormWeight",
@@ -115,6 +116,15 @@ class Pipeline:
         self.m.d.comb += [port.addr.eq(addr), port.en.eq(self.en)]
         return self.reg(port.data, name=name) if registered else port.data
 
+    def buffer(self, shape, depth, *, name):
+        """A memory of ``depth`` words of ``shape`` that this pipeline reads, once, through
+        :meth:`Buffer.read` (the word 2 stages after its address, frozen with the pipeline), and that
+        is written through :attr:`Buffer.w_addr`, :attr:`Buffer.w_data` and :attr:`Buffer.w_en`. On
+        the ECP5, if one ``DP16KD`` is deep enough, its blocks are instantiated with their own output
+        register as the second stage (:func:`mmfree.hw.ecp5.dp16kd_ram`): a write and a read of one
+        address in one clock then read an undefined word, which the caller must not use."""
+        return Buffer(self, shape, depth, name)
+
     def mul(self, a, b, *, name="mul"):
         """``a * b``, :func:`mul_latency` stages later: the operand pieces (at most 18 bits each)
         registered, so that nothing but routing stands before a DSP block; one registered DSP
@@ -147,6 +157,37 @@ class Pipeline:
         value, sh = terms[0]
         assert sh == 0
         return Value.cast(value)[:shape.width].as_signed() if shape.signed else value[:shape.width]
+
+
+class Buffer:
+    """See :meth:`Pipeline.buffer`."""
+
+    def __init__(self, p, shape, depth, name):
+        self._p, self._shape, self._depth, self._name = p, Shape.cast(shape), depth, name
+        self.w_addr = Signal(range(max(depth, 2)), name=f"{name}_waddr")
+        self.w_data = Signal(shape, name=f"{name}_wdata")
+        self.w_en = Signal(name=f"{name}_we")
+        self._read = False
+
+    def read(self, addr, *, name=None):
+        """The word at ``addr``, two stages later."""
+        if self._read:
+            raise ValueError(f"{self._name}: a buffer is read through one port")
+        self._read = True
+        p, m = self._p, self._p.m
+        mode = next((w for w in sorted(DP16KD_MODES, reverse=True) if self._depth <= DP16KD_MODES[w]), None)
+        if p.arch == "ecp5" and mode is not None:
+            raddr = Signal(range(max(self._depth, 2)), name=f"{self._name}_raddr")
+            m.d.comb += raddr.eq(addr)
+            data = Signal(self._shape, name=name)
+            m.d.comb += data.eq(dp16kd_ram(m, self._name, self.w_addr, self.w_data, self.w_en,
+                                           raddr, data_width=mode, read_en=p.en))
+            return data
+        mem = memory.Memory(shape=self._shape, depth=self._depth, init=[])
+        m.submodules[self._name] = mem
+        wp = mem.write_port()
+        m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+        return p.read(mem, addr, name=name)
 
 
 def saturate(value, fmt):

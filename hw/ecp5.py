@@ -39,12 +39,14 @@ DP16KD_LATENCY = 2
 and its output register."""
 
 
-def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36):
+def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36, read_en=None):
     """A memory of ``len(wdata)`` bits per word in ``DP16KD`` blocks of ``data_width`` bits
     (:data:`DP16KD_MODES`), at most as deep as one block. Port A writes ``wdata`` at ``waddr`` when
     ``we``; port B reads ``raddr``, whose word is returned :data:`DP16KD_LATENCY` clocks later (a write
-    and a read of one address in one clock read an undefined word: callers never do both). The
-    blocks are added to ``m`` as ``{name}_bram{i}``."""
+    and a read of one address in one clock read an undefined word: callers never do both or never
+    use that word). ``read_en`` (default: always) is the clock enable of both read registers, the
+    address's and the output's: while it is low the read and its word stay as they are. The blocks
+    are added to ``m`` as ``{name}_bram{i}``."""
     if data_width not in DP16KD_MODES:
         raise ValueError(f"data_width must be one of {sorted(DP16KD_MODES)}, not {data_width!r}")
     depth = DP16KD_MODES[data_width]
@@ -52,6 +54,7 @@ def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36):
     if len(waddr) > abits or len(raddr) > abits:
         raise ValueError(f"{name}: a {data_width}-bit DP16KD holds {depth} words; addresses of "
                          f"{max(len(waddr), len(raddr))} bits do not fit")
+    read_en = C(1, 1) if read_en is None else read_en
     lsb = 14 - abits                                 # address pins used: AD13 down to AD{lsb}
     nbe = data_width // 9                            # byte enables on AD{nbe-1}..AD0 of the writer
     width = len(wdata)
@@ -88,8 +91,8 @@ def dp16kd_ram(m, name, waddr, wdata, we, raddr, *, data_width=36):
             p_ASYNC_RESET_RELEASE="ASYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
             p_WRITEMODE_A="NORMAL" if data_width == 36 else "READBEFOREWRITE",
             p_WRITEMODE_B="NORMAL" if data_width == 36 else "READBEFOREWRITE", p_GSR="DISABLED",
-            i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=C(1, 1),
-            i_OCEA=C(1, 1), i_OCEB=C(1, 1), i_WEA=we_a, i_WEB=C(0, 1),
+            i_CLKA=ClockSignal(), i_CLKB=ClockSignal(), i_CEA=C(1, 1), i_CEB=read_en,
+            i_OCEA=read_en, i_OCEB=read_en, i_WEA=we_a, i_WEB=C(0, 1),
             i_RSTA=C(0, 1), i_RSTB=C(0, 1), **pins)
     return rdata
 

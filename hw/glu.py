@@ -64,8 +64,7 @@ class GLU(wiring.Component):
             with m.If(index == n - 1):
                 m.d.sync += up.eq(~up)
 
-        buf = memory.Memory(shape=ACT_SHAPE, depth=n, init=[])
-        m.submodules.gate_buffer = buf
+        buf = p.buffer(ACT_SHAPE, n, name="gate_buffer")
 
         x = self.u.payload
         act = silu_datapath(m, p, x, name="silu")
@@ -73,9 +72,9 @@ class GLU(wiring.Component):
         idx = p.delay(index, SILU_LATENCY)
         is_up = p.delay(up, SILU_LATENCY)
         # a gate value's SiLU goes to the buffer; an up value reads its gate's SiLU back
-        wr = buf.write_port()
-        m.d.comb += [wr.addr.eq(idx), wr.data.eq(act), wr.en.eq(valid & ~is_up & en)]
-        gate = p.read(buf, idx)
+        # (a gate value's write and its own read are of one address in one clock: that word is unused)
+        m.d.comb += [buf.w_addr.eq(idx), buf.w_data.eq(act), buf.w_en.eq(valid & ~is_up & en)]
+        gate = buf.read(idx)
         up_val = p.delay(x, SILU_LATENCY + 2)
         out = mul_act_datapath(m, p, gate, up_val, name="glu")
 

@@ -336,9 +336,6 @@ class RMSNormQuantizer(wiring.Component):
         m.submodules.scale_unit = su = OutputScale(kmax)
         wiring.connect(m, wiring.flipped(self.scale), su.o)
 
-        buf = memory.Memory(shape=signed(_Z_WIDTH), depth=kmax, init=[])
-        m.submodules.buffer = buf
-        wr = buf.write_port()
 
         # --- pass 1: z = v * w into the buffer, max|z|, sum(v*v) -----------------------------------
         loading = Signal()
@@ -366,7 +363,7 @@ class RMSNormQuantizer(wiring.Component):
         wm = Signal(PFLOAT_LAYOUT)
         with m.If(take & self.i.payload.last):
             m.d.sync += [w_exp.eq(self.i.payload.w_exp), wm.eq(self.i.payload.m)]
-        m.d.comb += [wr.addr.eq(count), wr.data.eq(z), wr.en.eq(c_ok & (count != kmax))]
+        pass1_write = (count, z, c_ok & (count != kmax))
         with m.If(c_ok):
             m.d.sync += [
                 ss.eq(ss + sq),
@@ -382,6 +379,9 @@ class RMSNormQuantizer(wiring.Component):
         en = Signal()
         m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
         p = Pipeline(m, en, platform_arch(platform))
+        # the buffer: written by pass 1, read by pass 2 (never both in one clock: LOAD and EMIT)
+        buf = p.buffer(signed(_Z_WIDTH), kmax, name="buffer")
+        m.d.comb += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]), buf.w_en.eq(pass1_write[2])]
         k = Signal(range(kmax + 1))
         k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
         rptr = Signal(range(kmax + 1))
@@ -401,7 +401,7 @@ class RMSNormQuantizer(wiring.Component):
             last.append(p.reg(last[-1], name="last"))
 
         # stages 1, 2: the buffer's output, registered
-        zr = p.read(buf, rptr, name="zr")
+        zr = buf.read(rptr, name="zr")
         stage(); stage()
         # stage 3: magnitude and sign; stage 4: the common shift s
         neg = p.reg(zr < 0, name="neg")

@@ -110,10 +110,12 @@ def _environ(extra):
                 os.environ[k] = v
 
 
-def to_verilog(component, name):
-    """Verilog text of an Amaranth component (``emit_src=False``, reproducible), top module ``name``."""
+def to_verilog(component, name, platform=None):
+    """Verilog text of an Amaranth component (``emit_src=False``, reproducible), top module ``name``,
+    elaborated for ``platform`` (``None``: none; :data:`mmfree.hw.synth.ECP5_TARGET`: as for an ECP5,
+    to be simulated with :func:`ecp5_cell_models`)."""
     from amaranth.back import verilog
-    return verilog.convert(component, name=name, emit_src=False)
+    return verilog.convert(component, name=name, emit_src=False, platform=platform)
 
 
 def to_verilog_text(component):
@@ -272,13 +274,15 @@ def _save_runtime(build_dir, runtime):
 
 
 def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, testcase=None,
-               extra_env=None, run_dir=None, seed=1, quiet=True, sources=(), opt_fast=None):
+               extra_env=None, run_dir=None, seed=1, quiet=True, sources=(), opt_fast=None,
+               platform=None):
     """Simulate ``component`` (an Amaranth component, or Verilog text) under the cocotb ``test_module``.
 
     ``vectors`` (a dict of numpy arrays, or a path to an ``.npz``) is handed to the testbench through
     the file named by ``$MMFREE_VECTORS``. The top module is called ``name`` plus a hash of the design,
     so that every distinct design gets its own module names. ``sources`` are further Verilog files
-    (cell models, see :func:`ecp5_cell_models`). Returns ``(num_tests, build_seconds)``
+    (cell models, see :func:`ecp5_cell_models`); ``platform`` is what the component is elaborated for
+    (:func:`to_verilog`). Returns ``(num_tests, build_seconds)``
     and raises :class:`SimulationError` (with the end of the log) when a test fails.
     """
     import time
@@ -289,7 +293,7 @@ def run_cocotb(component, *, simulator, test_module, name="dut", vectors=None, t
     if not isinstance(component, str):
         # The hash depends on the text and the name on the hash: convert under a placeholder name
         # (Amaranth names the submodules "<top>.<sub>") and substitute the real one.
-        text = to_verilog(component, _PLACEHOLDER)
+        text = to_verilog(component, _PLACEHOLDER, platform)
     else:
         text = component
     key = hashlib.sha256("\n".join([text, name, simulator, _tool_version(simulator), *VERILATOR_ARGS,

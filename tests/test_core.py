@@ -269,11 +269,14 @@ def core_vectors(q, config, script):
 
 @pytest.mark.sim
 @pytest.mark.slow
-@pytest.mark.parametrize("name, steps", [("tiny", 18), ("demo", 4)])
-def test_core_verilator(name, steps, tmp_path):
+@pytest.mark.parametrize("name, steps, arch", [("tiny", 18, "generic"), ("demo", 4, "generic"),
+                                               ("tiny", 6, "ecp5")])
+def test_core_verilator(name, steps, arch, tmp_path):
     """The preset of a bundled model's name, that model (or random weights of its shape), greedy
     tokens with a ``RESET_STATE`` in between, every answer equal to the golden model's; prints cycles
-    per token and the lane utilisation."""
+    per token and the lane utilisation. ``ecp5``: the core as elaborated for an ECP5 (its DSP blocks
+    and block RAMs instantiated with their own registers, the lanes' carry chains), through the
+    cells' simulation models."""
     from mmfree.sim import runner
     reason = runner.missing("verilator")
     if reason:
@@ -285,8 +288,11 @@ def test_core_verilator(name, steps, tmp_path):
     script = [("step", 10)] + [("step", None)] * (first - 1) + [("reset",), ("step", 10)] + \
         [("step", None)] * (steps - first - 1)
     vec = core_vectors(q, cfg, script)
+    from mmfree.hw.synth import ECP5_TARGET
+    ecp5 = arch == "ecp5"
     runner.run_cocotb(Core(cfg), simulator="verilator", test_module="mmfree.sim.tb_core", name="core",
-                      vectors=vec, run_dir=tmp_path)
+                      vectors=vec, run_dir=tmp_path, platform=ECP5_TARGET if ecp5 else None,
+                      sources=[runner.ecp5_cell_models()] if ecp5 else ())
     report = json.loads((tmp_path / "core_report.json").read_text())
     assert report["tokens"] == steps and report["matched"] == steps
     print(f"\n{name} ({what}), {cfg.lanes} lanes: {steps} tokens identical to the golden model; "

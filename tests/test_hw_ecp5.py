@@ -55,15 +55,16 @@ def yosys_cells(component, cell_type, ports, tmp_path, name):
 # --- DP16KD ------------------------------------------------------------------------------------------
 
 @pytest.mark.synth
-@pytest.mark.parametrize("data_width, width, depth", [
-    (36, 2 * 36 + 8, 8),          # spread_control's buffers: three blocks, the last one partly used
-    (18, 2 * 18 + 8, 1024),       # the core's banked regions: 1,024 words
+@pytest.mark.parametrize("data_width, width, depth, read_en", [
+    (36, 2 * 36 + 8, 8, False),   # spread_control's buffers: three blocks, the last one partly used
+    (18, 2 * 18 + 8, 1024, False),  # the core's banked regions: 1,024 words
+    (36, 40, 512, True),          # a pipeline's buffer (Pipeline.buffer): read while the pipeline moves
 ])
-def test_dp16kd_wired_as_yosys_wires_it(data_width, width, depth, tmp_path):
+def test_dp16kd_wired_as_yosys_wires_it(data_width, width, depth, read_en, tmp_path):
     """The DP16KD instances of ``dp16kd_ram`` (``spread_control``'s buffers, the core's banked
-    regions; their simulation model is ours, Yosys has none) are connected pin for pin, and
-    configured, as Yosys' own ECP5 memory mapping connects the same memory; only the output registers
-    differ (on in ours, with their clock enables)."""
+    regions, the pipelines' buffers; their simulation model is ours, Yosys has none) are connected pin
+    for pin, and configured, as Yosys' own ECP5 memory mapping connects the same memory; only the
+    output registers differ (on in ours, with their clock enables: the read's enable, or always)."""
     abits = (depth - 1).bit_length()
 
     class Ports(wiring.Component):
@@ -71,6 +72,7 @@ def test_dp16kd_wired_as_yosys_wires_it(data_width, width, depth, tmp_path):
         wdata: In(width)
         we: In(1)
         raddr: In(abits)
+        re: In(1)
         rdata: Out(width)
 
     class Inferred(Ports):
@@ -82,24 +84,29 @@ def test_dp16kd_wired_as_yosys_wires_it(data_width, width, depth, tmp_path):
             q = Signal(width, reset_less=True)
             m.d.comb += [w.addr.eq(self.waddr), w.data.eq(self.wdata), w.en.eq(self.we),
                          r.addr.eq(self.raddr), self.rdata.eq(q)]
-            m.d.sync += q.eq(r.data)
+            with m.If(self.re if read_en else 1):
+                m.d.sync += q.eq(r.data)
             return m
 
     class Instantiated(Ports):
         def elaborate(self, platform):
             m = Module()
             m.d.comb += self.rdata.eq(dp16kd_ram(m, "buf", self.waddr, self.wdata, self.we,
-                                                 self.raddr, data_width=data_width))
+                                                 self.raddr, data_width=data_width,
+                                                 read_en=self.re if read_en else None))
             return m
 
-    ports = ("waddr", "wdata", "we", "raddr", "rdata", "clk", "rst")
+    ports = ("waddr", "wdata", "we", "raddr", "re", "rdata", "clk", "rst")
     inferred, ours = (sorted(yosys_cells(c, "DP16KD", ports, tmp_path, n), key=lambda c: c[0]["DIA0"])
                       for c, n in ((Inferred(), "inferred"), (Instantiated(), "ours")))
-    assert len(inferred) == len(ours) == 3
+    assert len(inferred) == len(ours) == -(-width // data_width)
     for (ipins, iparams), (opins, oparams) in zip(inferred, ours):
         for side in "AB":
             assert iparams.pop(f"REGMODE_{side}") == "NOREG" and oparams.pop(f"REGMODE_{side}") == "OUTREG"
-            assert ipins.pop(f"OCE{side}") in (("0",), ("1",)) and opins.pop(f"OCE{side}") == ("1",)
+            assert ipins.pop(f"OCE{side}") in (("0",), ("1",))
+            assert opins.pop(f"OCE{side}") == (("re[0]",) if read_en else ("1",))
+        if read_en:
+            assert ipins["CEB"] == opins["CEB"] == ("re[0]",)
         # unused data inputs are constants in both (which constant is immaterial); data outputs that
         # drive nothing (beyond the word's width, port A's in the 18-bit mode) are left out
         def floating(pins, p):

@@ -311,11 +311,15 @@ def test_glu_arguments():
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_units_cocotb(simulator, monkeypatch):
+@pytest.mark.parametrize("arch", ["generic", "ecp5"])
+def test_units_cocotb(simulator, arch, monkeypatch):
     """Every unit at once on the generated Verilog: 10,000+ seeded vectors per unit, random stalls on
-    every stream, exact comparison and stream-rule checks in :mod:`mmfree.sim.tb_units`."""
+    every stream, exact comparison and stream-rule checks in :mod:`mmfree.sim.tb_units`; also as
+    elaborated for the ECP5, with the DSP blocks' and block RAMs' own registers (through their
+    simulation models)."""
     import hashlib
     from mmfree.sim import runner
+    from mmfree.hw.synth import ECP5_TARGET
     from mmfree.sim.unit_vectors import UnitsBench, bench_vectors
 
     reason = runner.missing(simulator)
@@ -336,7 +340,8 @@ def test_units_cocotb(simulator, monkeypatch):
     for port in [k for k in vec if k.startswith("out__") and k != "out__rmsnorm_scale"]:
         assert len(vec[port]) >= n, port
     num, _ = runner.run_cocotb(bench, simulator=simulator, test_module="mmfree.sim.tb_units",
-                               name="units", vectors=vec)
+                               name="units", vectors=vec, platform=ECP5_TARGET if arch == "ecp5" else None,
+                               sources=[runner.ecp5_cell_models()] if arch == "ecp5" else ())
     assert num == 1
 
 
