@@ -12,8 +12,9 @@
 //     REGMODE_A = REGMODE_B = "NOREG": the outputs are the latch; both "OUTREG": a register loaded from
 //     the latch at the rising edge of CLKB when OCEB (mmfree drives CLKA and CLKB with one clock and
 //     OCEA and OCEB alike, so which of them clocks the half on DOA is immaterial and not modelled).
-//   A read of the address written in the same clock returns the old word (on the device it is
-//     undefined; mmfree never does both).
+//   A read of the address written in the same clock returns a word of junk (0x5A5A5A5A5, not the
+//     old word nor the new one: on the device it is undefined), so that a design that uses such a
+//     word fails its simulation.
 //   RSTA and RSTB must stay low (mmfree ties them low): the model stops the simulation if one rises.
 // Any other configuration stops the simulation: this model does not describe it.
 module DP16KD(
@@ -83,7 +84,8 @@ module DP16KD(
       $display("DP16KD model: writes on port B not modelled");
       $finish;
     end
-    if (CEB && !{CSB2, CSB1, CSB0}) latch <= mem[raddr];
+    if (CEB && !{CSB2, CSB1, CSB0})
+      latch <= (CEA && WEA && byte_en != 4'd0 && !{CSA2, CSA1, CSA0} && waddr == raddr) ? 36'h5A5A5A5A5 : mem[raddr];
     if (OCEB) oreg <= latch;
   end
 
