@@ -345,10 +345,14 @@ class Core(wiring.Component):
             self._buffers[name] = mem
             return mem.write_port(), mem.read_port()
 
-        x_wp, x_rp = buffer("x_buf", ACT_SHAPE, HMAX)
-        v_wp, v_rp = buffer("v_buf", ACT_SHAPE, KMAX)
+        # the buffers the front reads once each, their word at s2 two clocks after the address: on
+        # the ECP5 through the block RAM's own output register (Pipeline.buffer)
+        front_p = Pipeline(m, Const(1), arch)
+        x_buf = front_p.buffer(ACT_SHAPE, HMAX, name="x_buf")
+        v_buf = front_p.buffer(ACT_SHAPE, KMAX, name="v_buf")
+        s_buf = front_p.buffer(STATE_SHAPE, LMAX * HMAX, name="state")
+        nwb_buf = front_p.buffer(MANT_SHAPE, HMAX, name="norm_b")
         y_wp, y_rp = buffer("y_buf", ACT_SHAPE, cfg.y_depth)
-        s_wp, s_rp = buffer("state", STATE_SHAPE, LMAX * HMAX)
         m.d.comb += self.rd_logits.data.eq(y_rp.data)
 
         # --- compute units -------------------------------------------------------------------------
@@ -535,7 +539,6 @@ class Core(wiring.Component):
         with m.If(accept & ~from_wb):
             m.d.sync += [cj.eq(cj + 1), cj_more.eq(cj != n_1)]
 
-        nwb_wp, nwb_rp = buffer("norm_b", MANT_SHAPE, HMAX)
         y2_rp = self._buffers["y_buf"].read_port()
         prefetching = Signal()
         pf_k = Signal(range(HMAX + 1))
@@ -556,9 +559,8 @@ class Core(wiring.Component):
                 gates_rp.addr.eq(self.rd_gates.addr),
             ]
         m.d.comb += [
-            x_rp.addr.eq(src_j), v_rp.addr.eq(src_j), s_rp.addr.eq(lh + src_j),
-            nwb_rp.addr.eq(src_j), y2_rp.addr.eq(H + src_j),
-            nwb_wp.addr.eq(pf_addr), nwb_wp.data.eq(params_rp.data), nwb_wp.en.eq(pf_wr),
+            y2_rp.addr.eq(H + src_j),
+            nwb_buf.w_addr.eq(pf_addr), nwb_buf.w_data.eq(params_rp.data), nwb_buf.w_en.eq(pf_wr),
         ]
         # PARAMS answers in REGION_READ_LATENCY clocks: the write and its address wait as long
         pf_wrs = [Signal(name=f"pf_wr_d{k}") for k in range(REGION_READ_LATENCY - 1)] + [pf_wr]
@@ -584,8 +586,11 @@ class Core(wiring.Component):
         m.d.sync += [
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
             s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
-            s2_pb.eq(nwb_rp.data), s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
-            s2_x.eq(x_rp.data), s2_v.eq(v_rp.data), s2_h.eq(s_rp.data),
+            s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
+        ]
+        m.d.comb += [
+            s2_pb.eq(nwb_buf.read(src_j, name="nwb_s2")), s2_x.eq(x_buf.read(src_j, name="x_s2")),
+            s2_v.eq(v_buf.read(src_j, name="v_s2")), s2_h.eq(s_buf.read(lh + src_j, name="h_s2")),
         ]
         front = [(s2_valid, s2_j, s2_y, s2_last, s2_pb, s2_ya, s2_yb, s2_x, s2_v, s2_h)]
         for k in range(REGION_READ_LATENCY - 2):
@@ -620,9 +625,9 @@ class Core(wiring.Component):
         anw = apply_norm_weight_datapath(m, p, xin, p.delay(op_pa, 1), expA, name="anw")
         xs = p.delay(xs, _ANW_AT - 1)
         m.d.comb += [
-            x_wp.addr.eq(j_chain[_ANW_AT]),
-            x_wp.data.eq(Mux(mode == _Mode.EMBED, anw, xs)),
-            x_wp.en.eq(valid_chain[_ANW_AT] & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
+            x_buf.w_addr.eq(j_chain[_ANW_AT]),
+            x_buf.w_data.eq(Mux(mode == _Mode.EMBED, anw, xs)),
+            x_buf.w_en.eq(valid_chain[_ANW_AT] & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
         ]
         # MLGRU: f = lower_bound_blend(lb, sigmoid(Y_f)), c = silu(Y_i), h = state_update(h, f, c)
         f_sig = sigmoid_datapath(m, p, op_yb, name="f_sig")
@@ -632,9 +637,9 @@ class Core(wiring.Component):
         c_u = p.delay(c, _U_IN - _C_AT)
         h_new = state_update_datapath(m, p, p.delay(op_h, _U_IN), f_gate, c_u, name="h")
         m.d.comb += [
-            s_wp.addr.eq(p.delay(lh + op_j, _H_AT)),
-            s_wp.data.eq(h_new),
-            s_wp.en.eq(valid_chain[_H_AT] & (mode == _Mode.MLGRU)),
+            s_buf.w_addr.eq(p.delay(lh + op_j, _H_AT)),
+            s_buf.w_data.eq(h_new),
+            s_buf.w_en.eq(valid_chain[_H_AT] & (mode == _Mode.MLGRU)),
         ]
         sh = silu_state_datapath(m, p, h_new, name="silu_h")
         sh = p.delay(sh, _MUL_IN - _SH_AT)
@@ -661,9 +666,9 @@ class Core(wiring.Component):
         self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
                            inflight=inflight)
         m.d.comb += [
-            v_wp.addr.eq(out_j),
-            v_wp.data.eq(out_v),
-            v_wp.en.eq(out_valid & (mode != _Mode.FEED) & (mode != _Mode.EMBED)),
+            v_buf.w_addr.eq(out_j),
+            v_buf.w_data.eq(out_v),
+            v_buf.w_en.eq(out_valid & (mode != _Mode.FEED) & (mode != _Mode.EMBED)),
         ]
 
         # quantiser feed

@@ -105,12 +105,13 @@ MULT18X18D_LATENCY = 2
 """Clocks from the operands of :func:`mult18x18d` to their product: input and output register."""
 
 
-def mult18x18d(m, name, a, b, en):
+def mult18x18d(m, name, a, b, en, out_en=None):
     """``a * b`` of operands that fit :data:`MULT18X18D_WIDTH` bits (both signed when either is, as
     in Amaranth's product: an unsigned one then has at most 17 bits), :data:`MULT18X18D_LATENCY`
     clocks later, from one ``MULT18X18D`` block with its input and
-    output registers on, all three loading when ``en`` (``CE0``) and cleared by the domain's reset
-    (``RST0``, synchronous), as a fabric register of the same operands and one of their product would.
+    output registers on, all three loading when ``en`` (``CE0``; the output register when ``out_en``,
+    on ``CE1``, if given) and cleared by the domain's reset (``RST0``, synchronous), as a fabric
+    register of the same operands and one of their product would.
     Pins are wired as Yosys' own mapping of a product wires them (a synthesis test compares the two).
     The block is added to ``m`` as ``name``; the product is signed when either operand is."""
     a, b = Value.cast(a), Value.cast(b)
@@ -133,6 +134,8 @@ def mult18x18d(m, name, a, b, en):
     regs = {}
     for reg in ("INPUTA", "INPUTB", "OUTPUT"):
         regs[f"p_REG_{reg}_CLK"], regs[f"p_REG_{reg}_CE"], regs[f"p_REG_{reg}_RST"] = "CLK0", "CE0", "RST0"
+    if out_en is not None:
+        regs["p_REG_OUTPUT_CE"], pins["i_CE1"] = "CE1", out_en
     for reg in ("INPUTC", "PIPELINE"):
         regs[f"p_REG_{reg}_CLK"], regs[f"p_REG_{reg}_CE"], regs[f"p_REG_{reg}_RST"] = "NONE", "CE0", "RST0"
     m.submodules[name] = Instance(

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from mmfree import numerics
 from mmfree.numerics import ACT, BFP_MANT, CODE, QUANT_BITS
 
-from .ecp5 import platform_arch
+from .ecp5 import mult18x18d, platform_arch
 from .activations import ACT_SHAPE, BFP_EXP_SHAPE, MANT_SHAPE, ApplyNormWeight, Pipeline, mul_latency
 
 __all__ = ["PFLOAT_LAYOUT", "OutputScale", "RMSNormQuantizer", "ApplyNormWeight", "MAX_LENGTH"]
@@ -132,6 +132,8 @@ class OutputScale(wiring.Component):
         mul_a, mul_b = Signal(16), Signal(16)
         mul_e = Signal(signed(_EXP_WIDTH))
         product = Signal(32)
+        load_mul = Signal()                         # mul_a, mul_b take x and operand
+        ecp5 = platform_arch(platform) == "ecp5"
 
         r2 = rem << 1
         s_in = Signal(30)
@@ -186,8 +188,8 @@ class OutputScale(wiring.Component):
                     # x is a normalised mantissa: finish this step, start the next one
                     with m.Switch(phase):
                         with m.Case(0, 3, 4, 5):
-                            m.d.sync += [mul_a.eq(x[:16]), mul_b.eq(operand),
-                                         mul_e.eq(e + operand_e), phase.eq(phase + 1)]
+                            m.d.comb += load_mul.eq(1)
+                            m.d.sync += [mul_e.eq(e + operand_e), phase.eq(phase + 1)]
                             m.next = "MUL"
                         with m.Case(1):
                             # pf_rsqrt: make the exponent even, then isqrt(2**62 // mant)
@@ -210,7 +212,8 @@ class OutputScale(wiring.Component):
                             m.next = "DONE"
 
             with m.State("MUL"):
-                m.d.sync += product.eq(mul_a * mul_b)
+                if not ecp5:
+                    m.d.sync += product.eq(mul_a * mul_b)
                 m.next = "PRODUCT"
 
             with m.State("PRODUCT"):
@@ -252,6 +255,13 @@ class OutputScale(wiring.Component):
             self.o.payload.mant.eq(res_m),
             self.o.payload.exp.eq(res_e),
         ]
+        # the multiplier's operands are taken with load_mul, its product in MUL: on the ECP5 into
+        # the DSP block's own input and output registers
+        if ecp5:
+            m.d.comb += product.eq(mult18x18d(m, "mul", x[:16], operand, load_mul, fsm.ongoing("MUL")))
+        else:
+            with m.If(load_mul):
+                m.d.sync += [mul_a.eq(x[:16]), mul_b.eq(operand)]
 
         return m
 

@@ -2,8 +2,9 @@
 // (mmfree.hw.ecp5.mult18x18d; Yosys' own product mapping uses the same block with no registers):
 //   P = A * B over 36 bits, A and B signed when SIGNEDA / SIGNEDB are high, unsigned when low.
 //   REG_INPUTA_CLK, REG_INPUTB_CLK, REG_OUTPUT_CLK each "NONE" (no register) or "CLK0" (a register
-//   clocked by CLK0, loading when CE0, cleared at the clock edge while RST0 is high: RESETMODE
-//   "SYNC"; mmfree keeps CE0 high while its reset is held, so whether RST0 needs CE0 is immaterial).
+//   clocked by CLK0, loading when CE0 (the output register: REG_OUTPUT_CE "CE0" or "CE1"), cleared
+//   at the clock edge while RST0 is high: RESETMODE "SYNC"; mmfree keeps the clock enables high
+//   while its reset is held, so whether RST0 needs them is immaterial).
 //   REG_INPUTC_CLK and REG_PIPELINE_CLK must be "NONE", SOURCEA and SOURCEB low (operands from A and
 //   B, not the shift chain); the C input, the CLK1..3 / CE1..3 / RST1..3 pins and the shift and
 //   cascade outputs are not modelled (outputs stay 0).
@@ -84,7 +85,7 @@ module MULT18X18D(
         (REG_OUTPUT_CLK != "NONE" && !REG_P) || REG_INPUTC_CLK != "NONE" || REG_PIPELINE_CLK != "NONE" ||
         (REG_A && (REG_INPUTA_CE != "CE0" || REG_INPUTA_RST != "RST0")) ||
         (REG_B && (REG_INPUTB_CE != "CE0" || REG_INPUTB_RST != "RST0")) ||
-        (REG_P && (REG_OUTPUT_CE != "CE0" || REG_OUTPUT_RST != "RST0")) ||
+        (REG_P && ((REG_OUTPUT_CE != "CE0" && REG_OUTPUT_CE != "CE1") || REG_OUTPUT_RST != "RST0")) ||
         RESETMODE != "SYNC" || MULT_BYPASS != "DISABLED" || HIGHSPEED_CLK != "NONE") begin
       $display("MULT18X18D model: configuration not modelled (input A/B and output registers on CLK0/CE0/RST0, synchronous reset, or none)");
       $finish;
@@ -98,8 +99,11 @@ module MULT18X18D(
     end
     if (RST0) begin
       a_q <= 18'd0; b_q <= 18'd0; sa_q <= 1'b0; sb_q <= 1'b0; p_q <= 36'd0;
-    end else if (CE0) begin
-      a_q <= a; b_q <= b; sa_q <= SIGNEDA; sb_q <= SIGNEDB; p_q <= prod;
+    end else begin
+      if (CE0) begin
+        a_q <= a; b_q <= b; sa_q <= SIGNEDA; sb_q <= SIGNEDB;
+      end
+      if (REG_OUTPUT_CE == "CE1" ? CE1 : CE0) p_q <= prod;
     end
   end
 endmodule
