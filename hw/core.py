@@ -78,8 +78,8 @@ Interface
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
-    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (3) clocks before (``rd_logits``: of the
-    previous clock), valid while ``busy`` is low (the core shares the memories' only read port).
+    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (3) clocks before (``rd_logits``: of
+    :data:`LOGITS_READ_LATENCY` (2) clocks before), valid while ``busy`` is low (the core shares the memories' only read port).
     ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
     place a sampler takes them from.
 
@@ -111,7 +111,7 @@ from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
-           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK",
+           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "LOGITS_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK",
            "GATES_BANK", "SCALARS_BANK"]
 
 REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
@@ -168,7 +168,7 @@ def write_signature(depth, shape):
 
 def read_signature(depth, shape):
     """A memory read port, from the reader's side: ``addr`` out, ``data`` in (the word at an ``addr``
-    :data:`REGION_READ_LATENCY` clocks later for the region ports, one clock later for
+    :data:`REGION_READ_LATENCY` clocks later for the region ports, :data:`LOGITS_READ_LATENCY` for
     ``rd_logits``)."""
     return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": In(shape)})
 
@@ -181,6 +181,10 @@ before the multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BA
 :data:`GATES_BANK`, :data:`SCALARS_BANK`). TRITS and PARAMS spread over most of the device's block
 RAM, so every region's read address is registered first, in a copy per group of
 :data:`BANKS_PER_ADDRESS` banks."""
+
+LOGITS_READ_LATENCY = 2
+"""Clocks from ``addr`` to ``data`` on the ``rd_logits`` port of :class:`Core`: the ``Y`` buffer's block
+RAM output registered before anything sees it (on the ECP5 in the block's own output register)."""
 
 BANKS_PER_ADDRESS = 4
 """Banks of TRITS or PARAMS that one registered copy of the read address drives: one net to every
@@ -315,7 +319,6 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._buffers = {}                              # for tests: name -> Memory
         self._probe = {}                                # for tests: name -> internal unit
         cfg = self.config
         P, LP = cfg.lanes, cfg.lanes_log2
@@ -339,12 +342,6 @@ class Core(wiring.Component):
         gates_rp = region("gates", cfg.gate_words, GATES_BANK)
         scalars_rp = region("scalars", cfg.scalar_words, SCALARS_BANK)
 
-        def buffer(name, shape, depth):
-            mem = memory.Memory(shape=shape, depth=depth, init=[])
-            m.submodules[name] = mem
-            self._buffers[name] = mem
-            return mem.write_port(), mem.read_port()
-
         # the buffers the front reads once each, their word at s2 two clocks after the address: on
         # the ECP5 through the block RAM's own output register (Pipeline.buffer)
         front_p = Pipeline(m, Const(1), arch)
@@ -352,8 +349,12 @@ class Core(wiring.Component):
         v_buf = front_p.buffer(ACT_SHAPE, KMAX, name="v_buf")
         s_buf = front_p.buffer(STATE_SHAPE, LMAX * HMAX, name="state")
         nwb_buf = front_p.buffer(MANT_SHAPE, HMAX, name="norm_b")
-        y_wp, y_rp = buffer("y_buf", ACT_SHAPE, cfg.y_depth)
-        m.d.comb += self.rd_logits.data.eq(y_rp.data)
+        # Y in two copies written alike, one per read: the front's element j (or, while idle,
+        # rd_logits) and its element H + j
+        y_bufs = [front_p.buffer(ACT_SHAPE, cfg.y_depth, name=n) for n in ("y_buf", "y_buf2")]
+        y_raddr = Signal(range(cfg.y_depth))
+        y_data = y_bufs[0].read(y_raddr, name="y_s2")
+        m.d.comb += self.rd_logits.data.eq(y_data)
 
         # --- compute units -------------------------------------------------------------------------
         m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
@@ -539,7 +540,6 @@ class Core(wiring.Component):
         with m.If(accept & ~from_wb):
             m.d.sync += [cj.eq(cj + 1), cj_more.eq(cj != n_1)]
 
-        y2_rp = self._buffers["y_buf"].read_port()
         prefetching = Signal()
         pf_k = Signal(range(HMAX + 1))
         pf_wr = Signal()
@@ -549,19 +549,20 @@ class Core(wiring.Component):
         with m.If(busy):
             m.d.comb += [
                 params_rp.addr.eq(Mux(prefetching, pp + H + pf_k, base_a + src_j)),
-                y_rp.addr.eq(src_j),
+                y_raddr.eq(src_j),
                 gates_rp.addr.eq(lh + src_j),
             ]
         with m.Else():
             m.d.comb += [
                 params_rp.addr.eq(self.rd_params.addr),
-                y_rp.addr.eq(self.rd_logits.addr),
+                y_raddr.eq(self.rd_logits.addr),
                 gates_rp.addr.eq(self.rd_gates.addr),
             ]
-        m.d.comb += [
-            y2_rp.addr.eq(H + src_j),
-            nwb_buf.w_addr.eq(pf_addr), nwb_buf.w_data.eq(params_rp.data), nwb_buf.w_en.eq(pf_wr),
-        ]
+        # the norm weight registered once more on its way to NWB: PARAMS' bank multiplexer is far
+        # from NWB's block RAM
+        pf_wr_q = Signal()
+        m.d.sync += [nwb_buf.w_addr.eq(pf_addr), nwb_buf.w_data.eq(params_rp.data), pf_wr_q.eq(pf_wr)]
+        m.d.comb += nwb_buf.w_en.eq(pf_wr_q)
         # PARAMS answers in REGION_READ_LATENCY clocks: the write and its address wait as long
         pf_wrs = [Signal(name=f"pf_wr_d{k}") for k in range(REGION_READ_LATENCY - 1)] + [pf_wr]
         pf_addrs = [Signal.like(pf_addr, name=f"pf_addr_d{k}")
@@ -586,9 +587,9 @@ class Core(wiring.Component):
         m.d.sync += [
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
             s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
-            s2_ya.eq(y_rp.data), s2_yb.eq(y2_rp.data),
         ]
         m.d.comb += [
+            s2_ya.eq(y_data), s2_yb.eq(y_bufs[1].read(H + src_j, name="yb_s2")),
             s2_pb.eq(nwb_buf.read(src_j, name="nwb_s2")), s2_x.eq(x_buf.read(src_j, name="x_s2")),
             s2_v.eq(v_buf.read(src_j, name="v_s2")), s2_h.eq(s_buf.read(lh + src_j, name="h_s2")),
         ]
@@ -695,9 +696,9 @@ class Core(wiring.Component):
         rs_take = rs.valid & rs.ready
         m.d.comb += [
             rs.ready.eq(wb_active & (~wb_vpu | (from_wb & open_))),
-            y_wp.addr.eq(wb_ybase + wb_row),
-            y_wp.data.eq(rs.payload.value),
-            y_wp.en.eq(rs_take & wb_store),
+            *(b.w_addr.eq(wb_ybase + wb_row) for b in y_bufs),
+            *(b.w_data.eq(rs.payload.value) for b in y_bufs),
+            *(b.w_en.eq(rs_take & wb_store) for b in y_bufs),
         ]
         # the argmax over the logits, a clock behind the write-back (the candidate in registers);
         # FINISH sees wb_done a clock after the last logit, RESULT reads best a clock after that
@@ -911,7 +912,7 @@ class Core(wiring.Component):
                 m.d.comb += [busy.eq(1), prefetching.eq(1)]
                 with m.If(pf_k != H):
                     m.d.sync += pf_k.eq(pf_k + 1)
-                with m.Elif(~Cat(*pf_wrs).any()):
+                with m.Elif(~Cat(*pf_wrs, pf_wr_q).any()):
                     m.d.sync += v_run.eq(1)
                     m.next = "RUN"
 

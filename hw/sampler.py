@@ -29,8 +29,9 @@ Interface
     after it, so the caller holds them.
 ``load`` : In(1), sets the LFSR state from ``seed`` (0 stands for :data:`~mmfree.sampler.SEED_ZERO`);
     a GENERATE loads its seed once, each ``start`` then draws the next 32-bit word.
-``rd`` : read port into the logits (``addr`` out, ``data`` the ACT logit at the previous clock's
-    ``addr``); the core serves it while it is idle.
+``rd`` : read port into the logits (``addr`` out, ``data`` the ACT logit at the ``addr`` of
+    :data:`~mmfree.hw.core.LOGITS_READ_LATENCY` (two) clocks before, registered after the block RAM);
+    the core serves it while it is idle.
 ``busy`` : Out(1); ``done`` : Out(1), one clock, with ``token`` valid (held until the next ``start``).
 """
 
@@ -43,7 +44,7 @@ from mmfree import sampler as spec
 
 from .activations import ACT_SHAPE
 from .ecp5 import mult18x18d, platform_arch
-from .core import read_signature
+from .core import LOGITS_READ_LATENCY, read_signature
 
 __all__ = ["Sampler", "TOPK_PASSES", "cycle_bound"]
 
@@ -131,8 +132,8 @@ class Sampler(wiring.Component):
             m.d.sync += [rem.eq(Mux(fits, trial - code, trial)), beta.eq(Cat(fits, beta[:-1])),
                          num.eq(num << 1), div_steps.eq(div_steps - 1)]
 
-        # --- the scan: addresses 0 .. V-1, one per clock; their data one clock later, registered
-        # (block RAM outputs are slow), so in use two clocks later -----------------------------------
+        # --- the scan: addresses 0 .. V-1, one per clock; their data two clocks later, registered
+        # after the block RAM by the port (block RAM outputs are slow) ---------------------------------
         scan_i = Signal(VB)
         scanning = Signal()
         rd_valid, r0_valid = Signal(), Signal()
@@ -140,10 +141,10 @@ class Sampler(wiring.Component):
         rd_last, r0_last = Signal(), Signal()          # the index is V - 1
         scan_last = Signal()
         logit = Signal(ACT_SHAPE)
-        m.d.comb += [self.rd.addr.eq(scan_i), scan_last.eq(scan_i == V_last)]
+        assert LOGITS_READ_LATENCY == 2
+        m.d.comb += [self.rd.addr.eq(scan_i), scan_last.eq(scan_i == V_last), logit.eq(self.rd.data)]
         m.d.sync += [r0_valid.eq(scanning), r0_idx.eq(scan_i), r0_last.eq(scan_last),
-                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), rd_last.eq(r0_last),
-                     logit.eq(self.rd.data)]
+                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), rd_last.eq(r0_last)]
         with m.If(scanning):
             m.d.sync += scan_i.eq(scan_i + 1)
             with m.If(scan_last):

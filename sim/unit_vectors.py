@@ -426,7 +426,8 @@ class SamplerBench(wiring.Component):
         m.submodules.logits = mem = memory.Memory(shape=ACT.width, depth=max(self.max_vocab, 2), init=[])
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
-                     rp.addr.eq(unit.rd.addr), unit.rd.data.eq(rp.data)]
+                     rp.addr.eq(unit.rd.addr)]
+        m.d.sync += unit.rd.data.eq(rp.data)            # the core's Y: read, then registered
         for name, member in unit.signature.members.items():
             if name == "rd":
                 continue

@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 from mmfree import memory_map as mm
 from mmfree.golden import GoldenModel, ModelShape, quantize_model
 from mmfree.hw.config import HwConfig, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
-from mmfree.hw.core import Core, Command, region_words, REGION_PORTS
+from mmfree.hw.core import Core, Command, region_words, LOGITS_READ_LATENCY, REGION_PORTS
 from conftest import small_model
 
 
@@ -166,7 +166,7 @@ def test_core_amaranth_small():
             row = []
             for v in range(q.shape.vocab_size):
                 ctx.set(dut.rd_logits.addr, v)
-                await ctx.tick()
+                await ctx.tick().repeat(LOGITS_READ_LATENCY)
                 row.append(ctx.get(dut.rd_logits.data))
             logits_hw.append((row, logits.tolist()))
             await _request(ctx, dut, Command.RESET_STATE)

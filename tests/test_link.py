@@ -23,7 +23,7 @@ from mmfree.driver.golden_board import GoldenBoard
 from mmfree.golden import ModelShape
 from mmfree.sampler import Sampler
 from mmfree.hw.config import HwConfig
-from mmfree.hw.core import REGION_PORTS, REGION_READ_LATENCY, Command
+from mmfree.hw.core import LOGITS_READ_LATENCY, REGION_PORTS, REGION_READ_LATENCY, Command
 from mmfree.hw.link import (Link, FrameSender, core_signature, info_for, region_sizes,
                             _region_words)
 
@@ -111,7 +111,11 @@ class FakeCore(wiring.Component):
         m.d.comb += self.cycles.eq(cycles)
         logit = Signal(signed(24))
         m.d.comb += logit.eq((((self.rd_logits.addr * 37 + h * 11) & 0xFF) - 128) << 8)
-        m.d.sync += self.rd_logits.data.eq(logit)
+        for _ in range(LOGITS_READ_LATENCY):               # the core's Y: the word two clocks on
+            nxt = Signal(signed(24))
+            m.d.sync += nxt.eq(logit)
+            logit = nxt
+        m.d.comb += self.rd_logits.data.eq(logit)
         return m
 
 
