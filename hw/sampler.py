@@ -68,6 +68,10 @@ class Sampler(wiring.Component):
         The largest ``V`` it serves.
     depth : int
         Depth of the logits memory behind ``rd`` (its address width).
+    arch : ``None``, ``"generic"`` or ``"ecp5"``
+        ``"ecp5"``: the four partial products of ``d * beta`` are ``MULT18X18D`` blocks whose own
+        registers hold ``d`` and the products (:func:`~mmfree.hw.ecp5.mult18x18d`); ``None`` picks
+        ``"ecp5"`` when elaborated for an ECP5 platform. Same clocks either way.
     """
 
     def __init__(self, max_vocab, depth, *, arch=None):
