@@ -29,7 +29,7 @@ before the block and one after it, but the multiplier is then inside one clock o
 from amaranth.hdl import C, Cat, ClockSignal, Instance, ResetSignal, Signal, Value, signed, unsigned
 
 __all__ = ["DP16KD_MODES", "DP16KD_LATENCY", "dp16kd_ram", "MULT18X18D_WIDTH", "MULT18X18D_LATENCY",
-           "mult18x18d", "register_copy", "platform_arch"]
+           "mult18x18d", "register_copy", "ARCHS", "check_arch", "platform_arch"]
 
 DP16KD_MODES = {36: 512, 18: 1024}
 """Data bits per block -> words per block, for the modes :func:`dp16kd_ram` instantiates."""
@@ -146,6 +146,16 @@ def mult18x18d(m, name, a, b, en, out_en=None):
         i_SIGNEDA=C(int(signed_), 1), i_SIGNEDB=C(int(signed_), 1), i_SOURCEA=C(0, 1), i_SOURCEB=C(0, 1),
         i_CLK0=ClockSignal(), i_CE0=en, i_RST0=ResetSignal(), **pins)
     return p[:width].as_signed() if signed_ else p[:width]
+
+
+ARCHS = (None, "generic", "ecp5")
+"""Values of a unit's ``arch``: ``None`` picks ``"ecp5"`` when elaborated for an ECP5 platform."""
+
+
+def check_arch(arch):
+    """Raise ``ValueError`` unless ``arch`` is one of :data:`ARCHS`."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
 
 
 def platform_arch(platform):

@@ -129,7 +129,6 @@ class OutputScale(wiring.Component):
             operand.eq(Mux(phase == 0, rk_m, Mux(phase == 3, r_m, Mux(phase == 4, w_m, inv.mant)))),
             operand_e.eq(Mux(phase == 0, rk_e, Mux(phase == 3, r_e, Mux(phase == 4, w_e, inv.exp)))),
         ]
-        mul_a, mul_b = Signal(16), Signal(16)
         mul_e = Signal(signed(_EXP_WIDTH))
         product = Signal(32)
         load_mul = Signal()                         # mul_a, mul_b take x and operand
@@ -212,8 +211,6 @@ class OutputScale(wiring.Component):
                             m.next = "DONE"
 
             with m.State("MUL"):
-                if not ecp5:
-                    m.d.sync += product.eq(mul_a * mul_b)
                 m.next = "PRODUCT"
 
             with m.State("PRODUCT"):
@@ -260,8 +257,11 @@ class OutputScale(wiring.Component):
         if ecp5:
             m.d.comb += product.eq(mult18x18d(m, "mul", x[:16], operand, load_mul, fsm.ongoing("MUL")))
         else:
+            mul_a, mul_b = Signal(16), Signal(16)
             with m.If(load_mul):
                 m.d.sync += [mul_a.eq(x[:16]), mul_b.eq(operand)]
+            with m.If(fsm.ongoing("MUL")):
+                m.d.sync += product.eq(mul_a * mul_b)
 
         return m
 

@@ -43,7 +43,7 @@ from mmfree import numerics as nx
 from mmfree import sampler as spec
 
 from .activations import ACT_SHAPE
-from .ecp5 import mult18x18d, platform_arch
+from .ecp5 import check_arch, mult18x18d, platform_arch
 from .core import LOGITS_READ_LATENCY, read_signature
 
 __all__ = ["Sampler", "TOPK_PASSES", "cycle_bound"]
@@ -79,8 +79,7 @@ class Sampler(wiring.Component):
             raise ValueError(f"max_vocab must be an integer from 1 to 65536, not {max_vocab!r}")
         if not isinstance(depth, int) or depth < max_vocab:
             raise ValueError(f"depth must be an integer of at least max_vocab ({max_vocab}), not {depth!r}")
-        if arch not in (None, "generic", "ecp5"):
-            raise ValueError(f"arch must be None, 'generic' or 'ecp5', not {arch!r}")
+        check_arch(arch)
         self._max_vocab = max_vocab
         self._depth = depth
         self._arch = arch

@@ -40,13 +40,11 @@ from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
 from .. import numerics as nx
-from .ecp5 import dp16kd_ram, mult18x18d, platform_arch, register_copy
+from .ecp5 import check_arch, dp16kd_ram, mult18x18d, platform_arch, register_copy
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
 
-ARCHS = (None, "generic", "ecp5")
-"""Values of ``arch``: ``None`` picks ``"ecp5"`` when elaborated for an ECP5 platform."""
 
 ACT_MEMORIES = ("block", "distributed", "registers")
 """Values of ``act_memory``: where the activation buffer lives (Yosys' ``ram_style``)."""
@@ -185,8 +183,7 @@ class TernaryMatVec(wiring.Component):
         _check_int("max_k", max_k, 1, MAX_K)
         if max_k % lanes:
             raise ValueError(f"max_k ({max_k}) must be a multiple of lanes ({lanes})")
-        if arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
+        check_arch(arch)
         if act_memory not in ACT_MEMORIES:
             raise ValueError(f"act_memory must be one of {', '.join(map(repr, ACT_MEMORIES))}, "
                              f"not {act_memory!r}")
@@ -560,8 +557,7 @@ class Rescale(wiring.Component):
     def __init__(self, acc_width=nx.ACC.width, exp_width=8, *, arch=None):
         _check_int("acc_width", acc_width, 2, nx.ACC.width)
         _check_int("exp_width", exp_width, 2, 16)
-        if arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {arch!r}")
+        check_arch(arch)
         self._acc_width = acc_width
         self._exp_width = exp_width
         self._arch = arch
@@ -603,8 +599,6 @@ class Rescale(wiring.Component):
 
         # stage a: operands
         a_valid, a_last = Signal(), Signal()
-        a_acc = Signal(signed(A))
-        a_mant = Signal(PF_MANT_BITS)
         a_sh = Signal(signed(self._exp_width + 2))
         # stage b: partial products, each one 18x18 multiplier, registered before they are added
         # (an accumulator of at most 18 bits needs one multiplier: a single signed product)
@@ -620,6 +614,7 @@ class Rescale(wiring.Component):
                 m.d.comb += b_lo.eq(mult18x18d(m, "mul_lo", acc[:lo_bits], mant, adv))
             m.d.comb += b_hi.eq(mult18x18d(m, "mul_hi", acc[lo_bits:].as_signed(), mant, adv))
         else:
+            a_acc, a_mant = Signal(signed(A)), Signal(PF_MANT_BITS)
             with m.If(adv):
                 m.d.sync += [
                     a_acc.eq(self.i.payload.acc),
