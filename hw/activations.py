@@ -163,7 +163,7 @@ class Buffer:
     """See :meth:`Pipeline.buffer`."""
 
     def __init__(self, p, shape, depth, name):
-        self._p, self._shape, self._depth, self._name = p, Shape.cast(shape), depth, name
+        self._p, self._shape, self._depth, self.name = p, Shape.cast(shape), depth, name
         self.w_addr = Signal(range(max(depth, 2)), name=f"{name}_waddr")
         self.w_data = Signal(shape, name=f"{name}_wdata")
         self.w_en = Signal(name=f"{name}_we")
@@ -172,19 +172,19 @@ class Buffer:
     def read(self, addr, *, name=None):
         """The word at ``addr``, two stages later."""
         if self._read:
-            raise ValueError(f"{self._name}: a buffer is read through one port")
+            raise ValueError(f"{self.name}: a buffer is read through one port")
         self._read = True
         p, m = self._p, self._p.m
         mode = next((w for w in sorted(DP16KD_MODES, reverse=True) if self._depth <= DP16KD_MODES[w]), None)
         if p.arch == "ecp5" and mode is not None:
-            raddr = Signal(range(max(self._depth, 2)), name=f"{self._name}_raddr")
+            raddr = Signal(range(max(self._depth, 2)), name=f"{self.name}_raddr")
             m.d.comb += raddr.eq(addr)
             data = Signal(self._shape, name=name)
-            m.d.comb += data.eq(dp16kd_ram(m, self._name, self.w_addr, self.w_data, self.w_en,
+            m.d.comb += data.eq(dp16kd_ram(m, self.name, self.w_addr, self.w_data, self.w_en,
                                            raddr, data_width=mode, read_en=p.en))
             return data
         mem = memory.Memory(shape=self._shape, depth=self._depth, init=[])
-        m.submodules[self._name] = mem
+        m.submodules[self.name] = mem
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
         return p.read(mem, addr, name=name)

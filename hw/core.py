@@ -78,7 +78,7 @@ Interface
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
-    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (3) clocks before (``rd_logits``: of
+    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (5) clocks before (``rd_logits``: of
     :data:`LOGITS_READ_LATENCY` (2) clocks before), valid while ``busy`` is low (the core shares the
     memories' only read port).
     ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
@@ -174,14 +174,17 @@ def read_signature(depth, shape):
     return wiring.Signature({"addr": Out(_addr_shape(depth)), "data": In(shape)})
 
 
-REGION_READ_LATENCY = 3
+REGION_READ_LATENCY = 5
 """Clocks from ``addr`` to ``data`` on the ``rd_<region>`` ports of :class:`Core`, and for the core's
 own reads of every region. Every block RAM output of a region is registered before anything else
 sees it (on the ECP5 in the block's own output register), and, where a region has several banks,
 before the multiplexer that picks its bank (:data:`TRITS_BANK`, :data:`PARAMS_BANK`,
 :data:`GATES_BANK`, :data:`SCALARS_BANK`). TRITS and PARAMS spread over most of the device's block
-RAM, so every region's read address is registered first, in a copy per group of
-:data:`BANKS_PER_ADDRESS` banks."""
+RAM, so every region's read address is registered where it is made, then again in a copy per group
+of :data:`BANKS_PER_ADDRESS` banks (so that only routing lies between the sequencer's address sums and
+the copies over the device), and the bank is picked in two levels: within its group into the
+group's register, then among the groups (a multiplexer over the 48 PARAMS banks straight from their
+output registers was the longest path of the 86 MHz demo build)."""
 
 LOGITS_READ_LATENCY = 2
 """Clocks from ``addr`` to ``data`` on the ``rd_logits`` port of :class:`Core`: the ``Y`` buffer's block
@@ -189,7 +192,8 @@ RAM output registered before anything sees it (on the ECP5 in the block's own ou
 
 BANKS_PER_ADDRESS = 4
 """Banks of TRITS or PARAMS that one registered copy of the read address drives: one net to every
-bank of TRITS (126 block RAMs over the ECP5-85F) was the longest path of a 90 MHz demo build."""
+bank of TRITS (126 block RAMs over the ECP5-85F) was the longest path of a 90 MHz demo build; and
+the banks whose word one register of the group picks first."""
 
 PARAMS_BANK = 1024
 """Words per bank of the PARAMS memory (16-bit words: one 1024 x 18 block RAM on the ECP5), each
@@ -225,20 +229,26 @@ class _BankedReadPort:
         self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
         self.data = Signal(width, name=f"{name}_rdata")
         modes = [w for w, d in DP16KD_MODES.items() if bank <= d]
-        # the address, registered in a copy per group of banks; then the banks' two clocks
-        assert REGION_READ_LATENCY == 1 + DP16KD_LATENCY
+        # the address registered where it is made, then in a copy per group of banks; then the
+        # banks' two clocks; then the group's register
+        assert REGION_READ_LATENCY == 2 + DP16KD_LATENCY + 1
         groups = range(-(-nb // BANKS_PER_ADDRESS))
-        copies = [register_copy(m, self.addr[:lb], f"{name}_raddr{g}", arch) for g in groups]
-        # the write port too: its address and data in a copy per group, each bank's enable in a
-        # register of its own (a write lands a clock later; nothing reads a word that soon)
-        wcopies = [register_copy(m, Cat(wr.addr[:lb], wr.data), f"{name}_wcopy{g}", arch)
+        addr = Signal.like(self.addr, name=f"{name}_raddr_q")
+        m.d.sync += addr.eq(self.addr)
+        copies = [register_copy(m, addr[:lb], f"{name}_raddr{g}", arch) for g in groups]
+        # the write port the same way: registered, then its address and data in a copy per group,
+        # each bank's enable in a register of its own (a write lands two clocks after its request,
+        # as early as a read of that clock would see it; nothing reads a word that soon)
+        w_addr, w_data, w_en = Signal.like(wr.addr), Signal.like(wr.data), Signal()
+        m.d.sync += [w_addr.eq(wr.addr), w_data.eq(wr.data), w_en.eq(wr.en)]
+        wcopies = [register_copy(m, Cat(w_addr[:lb], w_data), f"{name}_wcopy{g}", arch)
                    for g in groups]
         outs = []
         for b in range(nb):
-            we = register_copy(m, wr.en & (wr.addr[lb:] == b), f"{name}_we{b}", arch)
+            we = register_copy(m, w_en & (w_addr[lb:] == b), f"{name}_we{b}", arch)
             raddr = copies[b // BANKS_PER_ADDRESS]
             wcopy = wcopies[b // BANKS_PER_ADDRESS]
-            waddr, wdata = wcopy[:len(wr.addr[:lb])], wcopy[len(wr.addr[:lb]):]
+            waddr, wdata = wcopy[:len(w_addr[:lb])], wcopy[len(w_addr[:lb]):]
             if arch == "ecp5" and modes:
                 mode = min(modes, key=lambda w: (-(-width // w), w))
                 outs.append(dp16kd_ram(m, f"{name}_{b}", waddr, wdata, we, raddr, data_width=mode))
@@ -250,12 +260,30 @@ class _BankedReadPort:
             q = Signal(width, name=f"{name}_q{b}")
             m.d.sync += q.eq(rp.data)
             outs.append(q)
-        if nb == 1:
-            m.d.comb += self.data.eq(outs[0])
+        # the bank picked in two levels: within each group, from the banks' registers into a
+        # register of the group's (its select delayed beside the group's address copy), then among
+        # the groups' registers
+        gouts = []
+        for g in groups:
+            banks = outs[g * BANKS_PER_ADDRESS:(g + 1) * BANKS_PER_ADDRESS]
+            q = Signal(width, name=f"{name}_g{g}")
+            if len(banks) == 1:
+                m.d.sync += q.eq(banks[0])
+            else:
+                gsel = [Signal(range(len(banks)), name=f"{name}_g{g}_bank{k}")
+                        for k in range(1 + DP16KD_LATENCY)]
+                m.d.sync += [gsel[0].eq(addr[lb:] % BANKS_PER_ADDRESS)]
+                m.d.sync += [b.eq(a) for a, b in zip(gsel, gsel[1:])]
+                m.d.sync += q.eq(Array(banks)[gsel[-1]])
+            gouts.append(q)
+        if len(gouts) == 1:
+            m.d.comb += self.data.eq(gouts[0])
         else:
-            sel = [Signal(range(nb), name=f"{name}_bank{k}") for k in range(REGION_READ_LATENCY)]
-            m.d.sync += [sel[0].eq(self.addr[lb:])] + [b.eq(a) for a, b in zip(sel, sel[1:])]
-            m.d.comb += self.data.eq(Array(outs)[sel[-1]])
+            sel = [Signal(range(len(gouts)), name=f"{name}_group{k}")
+                   for k in range(REGION_READ_LATENCY - 1)]
+            m.d.sync += [sel[0].eq(addr[lb:] // BANKS_PER_ADDRESS)]
+            m.d.sync += [b.eq(a) for a, b in zip(sel, sel[1:])]
+            m.d.comb += self.data.eq(Array(gouts)[sel[-1]])
 
 
 def request_layout(config):
@@ -695,12 +723,16 @@ class Core(wiring.Component):
 
         # --- write-back ------------------------------------------------------------------------------
         rs_take = rs.valid & rs.ready
-        m.d.comb += [
-            rs.ready.eq(wb_active & (~wb_vpu | (from_wb & open_))),
-            *(b.w_addr.eq(wb_ybase + wb_row) for b in y_bufs),
-            *(b.w_data.eq(rs.payload.value) for b in y_bufs),
-            *(b.w_en.eq(rs_take & wb_store) for b in y_bufs),
-        ]
+        m.d.comb += rs.ready.eq(wb_active & (~wb_vpu | (from_wb & open_)))
+        # each copy of Y written from registers of its own, a clock after the write-back: the two
+        # copies' block RAMs lie apart, and one address sum to both was the longest path of a demo
+        # build placed for 100 MHz (the front reads no word of Y that soon after its write)
+        y_waddr = Signal.like(y_bufs[0].w_addr)
+        m.d.comb += y_waddr.eq(wb_ybase + wb_row)
+        for b in y_bufs:
+            w = register_copy(m, Cat(y_waddr, rs.payload.value, rs_take & wb_store),
+                              f"{b.name}_wq", arch)
+            m.d.comb += Cat(b.w_addr, b.w_data, b.w_en).eq(w)
         # the argmax over the logits, a clock behind the write-back (the candidate in registers);
         # FINISH sees wb_done a clock after the last logit, RESULT reads best a clock after that
         bc_valid, bc_first = Signal(), Signal()

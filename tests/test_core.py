@@ -345,13 +345,14 @@ def _banked_memory(width, depth, bank, arch):
 @pytest.mark.sim
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 @pytest.mark.parametrize("width, bank, depth", [(20, 1024, 3000), (20, 1024, 300), (32, 512, 700),
-                                                (17, 1024, 640)])
+                                                (17, 1024, 640), (16, 512, 4400)])
 def test_banked_region_on_ecp5_cells(simulator, width, bank, depth, tmp_path):
     """The regions on the ECP5: banks of DP16KD blocks with their own output register (through the
     block's simulation model) read back every word written, in the clocks of the inferred memory and
     its registers; 20-bit words (two 18-bit blocks a bank), three banks, the last one short, or one
     bank shorter than a bank's 1,024 words (its address narrower than a bank's); SCALARS' 32-bit words
-    in 512 x 36 blocks (two banks), GATES' 17-bit words in one 1024 x 18 block."""
+    in 512 x 36 blocks (two banks), GATES' 17-bit words in one 1024 x 18 block; nine banks of 16-bit
+    words in three groups (the bank picked in two levels), the last group one short bank."""
     from mmfree.sim.runner import ecp5_cell_models, missing, run_cocotb
     from mmfree.sim.vectors import payload_rows
     if missing(simulator):
