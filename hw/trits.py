@@ -97,11 +97,13 @@ class TritStream(wiring.Component):
     :func:`decode_logic`: a table followed by a register would become block RAM ROMs; for simulation,
     no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A
     word is fetched whenever fewer than :attr:`ahead` ``P`` trits would be left, counting the words in
-    flight, so a beat is offered on every clock (from the ``latency + 5``-th after ``start``) for as
-    long as ``o.ready`` is high: the unit's full rate. The buffer holds at most ``ahead P + T - 1``
-    trits. ``o.valid`` depends on registers and ``active`` only; the shift that inserts a word depends
-    on registers only, and so does the fetch decision up to a final choice between two comparisons,
-    so ``o.ready`` drives nothing but final 2:1 multiplexers and the counters.
+    flight and not counting the beat taken in the same clock, so a beat is offered on every clock (from
+    the ``latency + 5``-th after ``start``) for as long as ``o.ready`` is high: the unit's full rate.
+    The buffer holds at most ``ahead P + T - 1`` trits. ``o.valid`` depends on registers and
+    ``active`` only; the shift that inserts a word and the fetch decision depend on registers (and
+    ``active``) only, so ``o.ready`` drives nothing but final 2:1 multiplexers and the counters (the
+    fetch decision seeing the beat taken, to the address counter through ``o.valid`` and
+    ``o.ready``, was the longest path of a demo build placed for 100 MHz).
     """
 
     def __init__(self, lanes, word_bytes, depth, *, latency=1):
@@ -125,8 +127,9 @@ class TritStream(wiring.Component):
 
     @property
     def ahead(self):
-        """Beats kept buffered or in flight: one per clock from the address to the buffer, plus one."""
-        return self.latency + 4
+        """Beats kept buffered or in flight: one per clock from the address to the buffer, plus one,
+        plus one for the beat a fetch decision does not see taken (it is made from registers)."""
+        return self.latency + 5
 
     @property
     def capacity(self):
@@ -180,8 +183,9 @@ class TritStream(wiring.Component):
             self.o.valid.eq(self.active & (hi != 0)),
             self.o.payload.eq(buf[:2 * P]),
             take.eq(self.o.valid & self.o.ready),
-            # buf + the words in flight < A P, from registers and a final choice by take
-            issue.eq(self.active & Mux(take, ahead < (A + 1) * P, ahead < A * P) & ~ptr_end),
+            # buf + the words in flight, before this clock's beat is taken, < A P: from registers
+            # (and active), so that the beats taken at the buffer's end do not reach the address
+            issue.eq(self.active & (ahead < A * P) & ~ptr_end),
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):

@@ -56,7 +56,7 @@ class _Bench(wiring.Component):
         return m
 
 
-@pytest.mark.parametrize("lanes,latency", [(8, 1), (16, 1), (32, 1), (64, 1), (8, 2), (32, 2)])
+@pytest.mark.parametrize("lanes,latency", [(8, 1), (16, 1), (32, 1), (64, 1), (8, 2), (32, 2), (32, 5)])
 @pytest.mark.parametrize("stall", [False, True])
 def test_trit_stream_beats(lanes, latency, stall):
     rng = random.Random(lanes * 2 + stall)
