@@ -833,9 +833,13 @@ class Link(wiring.Component):
         # a reply is decided into registers and stored and sent from them a clock later, like a
         # NAK: the stored reply's registers lie by the sender, and every command's conditions
         # deciding them there directly was the longest path of a demo build placed for 100 MHz
-        rq_go, rq_code, rq_info = Signal(), Signal(8), Signal()
-        rq_len, rq_seq, rq_crc = Signal.like(r_blen), Signal(8), Signal(32)
-        rq_payload = Signal.like(r_payload)
+        rq_go = Signal()
+        rq_code = Signal(8)
+        rq_info = Signal()
+        rq_len = Signal.like(r_blen, name="rq_len")
+        rq_seq = Signal(8)
+        rq_crc = Signal(32)
+        rq_payload = Signal.like(r_payload, name="rq_payload")
 
         def reply(code, payload=None, length=0, info=False, seq=None, crc_field=None):
             m.d.sync += [
