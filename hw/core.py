@@ -218,8 +218,9 @@ longest path of the demo build at 100 MHz."""
 class _BankedReadPort:
     """A memory of ``depth`` words of ``width`` bits in banks of ``bank`` words, with one write port
     (``wr``: ``addr``, ``data``, ``en``) and one read port (``addr``, and ``data``
-    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers; a write lands a
-    clock after its request). On the ECP5 (``arch="ecp5"``) each bank is ``DP16KD`` blocks whose own
+    :data:`REGION_READ_LATENCY` clocks later, from the banks' output registers picked in two levels,
+    within a group of :data:`BANKS_PER_ADDRESS` banks, then among the groups; a write lands two
+    clocks after its request). On the ECP5 (``arch="ecp5"``) each bank is ``DP16KD`` blocks whose own
     output register is that register (:func:`~mmfree.hw.ecp5.dp16kd_ram`); elsewhere an inferred
     memory and a register."""
 

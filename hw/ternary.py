@@ -45,7 +45,6 @@ from .ecp5 import check_arch, dp16kd_ram, mult18x18d, platform_arch, register_co
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
 
 
-
 ACT_MEMORIES = ("block", "distributed", "registers")
 """Values of ``act_memory``: where the activation buffer lives (Yosys' ``ram_style``)."""
 
