@@ -6,15 +6,16 @@ Everything here follows the steps of :mod:`mmfree.sampler`; its table (``EXP2_TA
 
 Schedule of one ``start`` (``V`` logits, read through ``rd`` one per clock), a clock after it::
 
-    MAX      V + 3 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
+    MAX      V + 4 clocks    lmax = max(l); meanwhile beta = (LOG2E_Q22 + T/2) // T (restoring
                              division, one quotient bit a clock) and the LFSR's 32 steps of this draw
-    TOPK     24 (V + 3)      only when 0 < top_k < V: the threshold, one bit a pass, from the top:
+    TOPK     24 (V + 4)      only when 0 < top_k < V: the threshold, one bit a pass, from the top:
                              the largest t with #{i: l[i] >= t} >= top_k (a radix select)
-    SUM      V + 7           W = sum of w[i] (the weight pipeline below)
+    SUM      V + 8           W = sum of w[i] (the weight pipeline below)
     SCALE    32              u = (r * W) >> 32, a shift-and-add multiplier
-    SELECT   <= V + 8        the first i whose running sum of w exceeds u
+    SELECT   <= V + 9        the first i whose running sum of w exceeds u
 
-Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` and register it;
+Weight pipeline (SUM and SELECT), one logit a clock: read ``l[i]`` and register it twice (the
+port's register by the block RAM, then one of the sampler's own);
 ``d = lmax - l[i]`` and the candidate test; the product ``d * beta`` in three stages (four 12 x 12-bit
 partial products, one multiplier block each, then two adds); ``x = product >> 20``, the table entry
 ``EXP2_TABLE[x & 63]`` and ``n = x >> 6`` (zero weight when ``x >= 1024`` or not a candidate); the
@@ -30,7 +31,7 @@ Interface
 ``load`` : In(1), sets the LFSR state from ``seed`` (0 stands for :data:`~mmfree.sampler.SEED_ZERO`);
     a GENERATE loads its seed once, each ``start`` then draws the next 32-bit word.
 ``rd`` : read port into the logits (``addr`` out, ``data`` the ACT logit at the ``addr`` of
-    :data:`~mmfree.hw.core.LOGITS_READ_LATENCY` (two) clocks before, registered after the block RAM);
+    :data:`~mmfree.hw.core.LOGITS_READ_LATENCY` clocks before, registered after the block RAM);
     the core serves it while it is idle.
 ``busy`` : Out(1); ``done`` : Out(1), one clock, with ``token`` valid (held until the next ``start``).
 """
@@ -135,19 +136,21 @@ class Sampler(wiring.Component):
             m.d.sync += [rem.eq(Mux(fits, trial - code, trial)), beta.eq(Cat(fits, beta[:-1])),
                          num.eq(num << 1), div_steps.eq(div_steps - 1)]
 
-        # --- the scan: addresses 0 .. V-1, one per clock; their data two clocks later, registered
-        # after the block RAM by the port (block RAM outputs are slow) ---------------------------------
+        # --- the scan: addresses 0 .. V-1, one per clock; their data LOGITS_READ_LATENCY clocks
+        # later, registered after the block RAM by the port (block RAM outputs are slow), and once
+        # more here: the logits memory may lie across the device from this unit --------------------
         scan_i = Signal(VB)
         scanning = Signal()
-        rd_valid, r0_valid = Signal(), Signal()
-        rd_idx, r0_idx = Signal(VB), Signal(VB)
-        rd_last, r0_last = Signal(), Signal()          # the index is V - 1
-        scan_last = Signal()
+        scan_last = Signal()                           # the index is V - 1
+        m.d.comb += [self.rd.addr.eq(scan_i), scan_last.eq(scan_i == V_last)]
+        rd_valid, rd_idx, rd_last = scanning, scan_i, scan_last
+        for j in range(LOGITS_READ_LATENCY + 1):       # the index that ``logit`` holds, by stage
+            valid_j, idx_j, last_j = Signal(name=f"r{j}_valid"), Signal(VB, name=f"r{j}_idx"), \
+                Signal(name=f"r{j}_last")
+            m.d.sync += [valid_j.eq(rd_valid), idx_j.eq(rd_idx), last_j.eq(rd_last)]
+            rd_valid, rd_idx, rd_last = valid_j, idx_j, last_j
         logit = Signal(ACT_SHAPE)
-        assert LOGITS_READ_LATENCY == 2
-        m.d.comb += [self.rd.addr.eq(scan_i), scan_last.eq(scan_i == V_last), logit.eq(self.rd.data)]
-        m.d.sync += [r0_valid.eq(scanning), r0_idx.eq(scan_i), r0_last.eq(scan_last),
-                     rd_valid.eq(r0_valid), rd_idx.eq(r0_idx), rd_last.eq(r0_last)]
+        m.d.sync += logit.eq(self.rd.data)
         with m.If(scanning):
             m.d.sync += scan_i.eq(scan_i + 1)
             with m.If(scan_last):
@@ -317,4 +320,4 @@ def cycle_bound(vocab, top_k):
     """The most clocks one pick takes, from ``start`` to ``done`` (the schedule in the module
     documentation): what a caller may wait before it calls the unit stuck."""
     passes = 3 + (TOPK_PASSES if 0 < top_k < vocab else 0)
-    return 1 + passes * (vocab + _PIPE + 3) + 2 * 33 + _NUM_BITS
+    return 1 + passes * (vocab + _PIPE + LOGITS_READ_LATENCY + 2) + 2 * 33 + _NUM_BITS
