@@ -701,7 +701,14 @@ class Link(wiring.Component):
         dup = Signal()                                  # ev repeats the last command executed
         hdr = Signal(8 * _HDR_BYTES)                    # payload bytes 0.. of the frame
         plen = Signal(range(p.MAX_ENCODED + 1))         # payload bytes (set in EVENT)
-        c_known, c_length_ok, c_before, c_held = Signal(), Signal(), Signal(), Signal()   # CHECK
+        c_known = Signal()                              # CHECK: the code is a command
+        c_length_ok = Signal()                          # ... with a payload length it takes
+        c_before = Signal()                             # ... RESEND: r_index < produced
+        c_held = Signal()                               # ... RESEND: the index is in the history
+        v_nak = Signal()                                # VERDICT: the command is refused
+        v_err = Signal(8)                               # ... with this error
+        v_arg = Signal(32)                              # ... and argument
+        is_cmd = {cmd: Signal(name=f"is_{cmd.name.lower()}") for cmd in p.Cmd}   # ... ev.code == cmd
         bank_base = Signal(range(BANK))                 # bank byte read next
         m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
 
@@ -816,6 +823,7 @@ class Link(wiring.Component):
         v_region, v_offset, v_length = _unpack(p.VerifyRequest.STRUCT, hdr)
         g_n, g_temperature, g_top_k, g_seed = _unpack(p.GenerateRequest.STRUCT, hdr)
         (r_index,) = _unpack(p.ResendRequest.STRUCT, hdr)
+        w_reg = Mux(ev.code == p.Cmd.WRITE, w_region, v_region)     # WRITE's or VERIFY's region
 
         m.d.comb += [hist_r.addr.eq(r_index[:hist_bits]), hist_w.addr.eq(produced[:hist_bits])]
 
@@ -867,7 +875,10 @@ class Link(wiring.Component):
         # a NAK is decided into registers and sent from them a clock later, so that the scratch
         # body and the NAK counters take one source, not every command's conditions; IDLE waits
         nk_go = Signal()
-        nk_seq, nk_err, nk_cmd, nk_arg = Signal(8), Signal(8), Signal(8), Signal(32)
+        nk_seq = Signal(8)
+        nk_err = Signal(8)
+        nk_cmd = Signal(8)
+        nk_arg = Signal(32)
 
         def nak(error, arg=0, seq=None, command=None):
             m.d.sync += [nk_go.eq(1), nk_seq.eq(ev.seq if seq is None else seq), nk_err.eq(error),
@@ -933,7 +944,7 @@ class Link(wiring.Component):
                     m.next = "CHECK"
 
             with m.State("CHECK"):
-                # the comparisons DISPATCH decides on, registered
+                # the comparisons VERDICT decides on, registered
                 m.d.sync += [c_known.eq(0), c_length_ok.eq(0), c_before.eq(r_index < produced),
                              c_held.eq(produced - r_index <= self.token_history)]
                 with m.Switch(ev.code):
@@ -943,107 +954,107 @@ class Link(wiring.Component):
                             if cmd == p.Cmd.FEED:
                                 ok = ok & (plen[:_FEED_LOG2] == 0)
                             m.d.sync += [c_known.eq(1), c_length_ok.eq(ok)]
+                m.next = "VERDICT"
+
+            with m.State("VERDICT"):
+                # whether the command is refused, and with which NAK, into registers: DISPATCH then
+                # acts on them and on the command's flag alone (deciding every refusal there, out to
+                # the NAK's registers, was the longest path of a demo build placed for 100 MHz).
+                # Nothing these conditions read changes before DISPATCH.
+                m.d.sync += [v_nak.eq(0), v_err.eq(0), v_arg.eq(0)]
+                m.d.sync += [flag.eq(ev.code == cmd) for cmd, flag in is_cmd.items()]
+
+                def refuse(error, arg=0):
+                    m.d.sync += [v_nak.eq(1), v_err.eq(error), v_arg.eq(arg)]
+
+                with m.If(~c_known):
+                    refuse(p.Err.UNKNOWN_COMMAND, ev.code)
+                with m.Elif(~c_length_ok):
+                    refuse(p.Err.BAD_LENGTH, plen)
+                with m.Else():
+                    with m.Switch(ev.code):
+                        with m.Case(p.Cmd.WRITE, p.Cmd.VERIFY):
+                            with m.If(busy_now):
+                                refuse(p.Err.BUSY)
+                            with m.Elif(w_reg >= n_regions):
+                                refuse(p.Err.BAD_REGION, w_reg)
+                        with m.Case(p.Cmd.RESET_STATE):
+                            with m.If(busy_now):
+                                refuse(p.Err.BUSY)
+                        with m.Case(p.Cmd.FEED):
+                            with m.If(busy_now):
+                                refuse(p.Err.BUSY)
+                            with m.Elif(~loaded):
+                                refuse(p.Err.NOT_LOADED)
+                        with m.Case(p.Cmd.GENERATE):
+                            with m.If(busy_now):
+                                refuse(p.Err.BUSY)
+                            with m.Elif(~loaded):
+                                refuse(p.Err.NOT_LOADED)
+                            with m.Elif(~context):
+                                refuse(p.Err.NO_CONTEXT)
+                        with m.Case(p.Cmd.STOP):
+                            with m.If(feed_active):
+                                refuse(p.Err.BUSY)
+                        with m.Case(p.Cmd.RESEND):
+                            with m.If(feed_active):
+                                refuse(p.Err.BUSY)
+                            with m.Elif(~gen_ever | (c_before & ~c_held)):
+                                refuse(p.Err.GONE, r_index)
                 m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
-                with m.If(~c_known):
-                    nak(p.Err.UNKNOWN_COMMAND, ev.code)
+                with m.If(v_nak):
+                    nak(v_err, v_arg)
                     m.next = "IDLE"
-                with m.Elif(~c_length_ok):
-                    nak(p.Err.BAD_LENGTH, plen)
+                with m.Elif(is_cmd[p.Cmd.INFO]):
+                    reply(p.Reply.ACK, info=True, length=len(self.info_bytes))
                     m.next = "IDLE"
-                with m.Else():
-                    with m.Switch(ev.code):
-                        with m.Case(p.Cmd.INFO):
-                            reply(p.Reply.ACK, info=True, length=len(self.info_bytes))
-                            m.next = "IDLE"
-                        with m.Case(p.Cmd.STATUS):
-                            state = Mux(feed_active, p.DeviceState.FEEDING,
-                                        Mux(gen_active, p.DeviceState.GENERATING, p.DeviceState.IDLE))
-                            flags = Cat(loaded, context)
-                            assert p.StatusFlag.LOADED == 1 and p.StatusFlag.CONTEXT == 2
-                            reply(p.Reply.ACK, _pack(p.Status.STRUCT, cycles_last, produced, position,
-                                                     frames_ok, frames_rejected, naks_sent, last_error,
-                                                     state, flags),
-                                  p.Status.SIZE)
-                            m.next = "IDLE"
-                        with m.Case(p.Cmd.WRITE, p.Cmd.VERIFY):
-                            is_write = ev.code == p.Cmd.WRITE
-                            reg = Mux(is_write, w_region, v_region)
-                            off = Mux(is_write, w_offset, v_offset)
-                            count = Mux(is_write, plen - p.WriteRequest.HEAD.size, v_length)
-                            m.d.sync += [region.eq(reg[:len(region)]), mpos.eq(off), mleft.eq(count),
-                                         writing.eq(is_write), desc_changed.eq(0),
-                                         bank_base.eq(_PAYLOAD_AT + p.WriteRequest.HEAD.size)]
-                            with m.If(busy_now):
-                                nak(p.Err.BUSY)
-                                m.next = "IDLE"
-                            with m.Elif(reg >= n_regions):
-                                nak(p.Err.BAD_REGION, reg)
-                                m.next = "IDLE"
-                            with m.Else():
-                                m.next = "RANGE"
-                        with m.Case(p.Cmd.RESET_STATE):
-                            with m.If(busy_now):
-                                nak(p.Err.BUSY)
-                                m.next = "IDLE"
-                            with m.Else():
-                                m.next = "RESET"
-                        with m.Case(p.Cmd.FEED):
-                            m.d.sync += [bank_base.eq(_PAYLOAD_AT), fbytes.eq(0), fgot.eq(0),
-                                         fbad.eq(0), feed_n.eq(0), f_end.eq(0)]
-                            with m.If(busy_now):
-                                nak(p.Err.BUSY)
-                                m.next = "IDLE"
-                            with m.Elif(~loaded):
-                                nak(p.Err.NOT_LOADED)
-                                m.next = "IDLE"
-                            with m.Else():
-                                m.next = "FEED_COPY"
-                        with m.Case(p.Cmd.GENERATE):
-                            with m.If(busy_now):
-                                nak(p.Err.BUSY)
-                            with m.Elif(~loaded):
-                                nak(p.Err.NOT_LOADED)
-                            with m.Elif(~context):
-                                nak(p.Err.NO_CONTEXT)
-                            with m.Else():
-                                reply(p.Reply.ACK)
-                                m.d.sync += [gen_active.eq(1), gen_ever.eq(1), gen_stop.eq(0),
-                                             gen_seq.eq(ev.seq), gen_n.eq(g_n), produced.eq(0),
-                                             gen_temperature.eq(g_temperature), gen_top_k.eq(g_top_k),
-                                             sampled.eq(0)]
-                                m.d.comb += [sampler.seed.eq(g_seed), sampler.load.eq(1)]
-                            m.next = "IDLE"
-                        with m.Case(p.Cmd.STOP):
-                            with m.If(feed_active):
-                                nak(p.Err.BUSY)
-                            with m.Else():
-                                reply(p.Reply.ACK, _pack(p.StopReply.STRUCT, gen_active),
-                                      p.StopReply.STRUCT.size)
-                                with m.If(gen_active):
-                                    m.d.sync += gen_stop.eq(1)
-                            m.next = "IDLE"
-                        with m.Case(p.Cmd.RESEND):
-                            with m.If(feed_active):
-                                nak(p.Err.BUSY)
-                                m.next = "IDLE"
-                            with m.Elif(~gen_ever):
-                                nak(p.Err.GONE, r_index)
-                                m.next = "IDLE"
-                            with m.Elif(c_before):
-                                with m.If(c_held):
-                                    m.next = "RESEND_READ"      # the history read is under way
-                                with m.Else():
-                                    nak(p.Err.GONE, r_index)
-                                    m.next = "IDLE"
-                            with m.Elif(~gen_active):
-                                reply(p.Reply.DONE, _pack(p.Done.STRUCT, produced, gen_reason),
-                                      p.Done.STRUCT.size)
-                                m.next = "IDLE"
-                            with m.Else():
-                                reply(p.Reply.ACK)
-                                m.next = "IDLE"
+                with m.Elif(is_cmd[p.Cmd.STATUS]):
+                    state = Mux(feed_active, p.DeviceState.FEEDING,
+                                Mux(gen_active, p.DeviceState.GENERATING, p.DeviceState.IDLE))
+                    flags = Cat(loaded, context)
+                    assert p.StatusFlag.LOADED == 1 and p.StatusFlag.CONTEXT == 2
+                    reply(p.Reply.ACK, _pack(p.Status.STRUCT, cycles_last, produced, position,
+                                             frames_ok, frames_rejected, naks_sent, last_error,
+                                             state, flags),
+                          p.Status.SIZE)
+                    m.next = "IDLE"
+                with m.Elif(is_cmd[p.Cmd.WRITE] | is_cmd[p.Cmd.VERIFY]):
+                    is_write = is_cmd[p.Cmd.WRITE]
+                    m.d.sync += [region.eq(w_reg[:len(region)]), mpos.eq(Mux(is_write, w_offset, v_offset)),
+                                 mleft.eq(Mux(is_write, plen - p.WriteRequest.HEAD.size, v_length)),
+                                 writing.eq(is_write), desc_changed.eq(0),
+                                 bank_base.eq(_PAYLOAD_AT + p.WriteRequest.HEAD.size)]
+                    m.next = "RANGE"
+                with m.Elif(is_cmd[p.Cmd.RESET_STATE]):
+                    m.next = "RESET"
+                with m.Elif(is_cmd[p.Cmd.FEED]):
+                    m.d.sync += [bank_base.eq(_PAYLOAD_AT), fbytes.eq(0), fgot.eq(0),
+                                 fbad.eq(0), feed_n.eq(0), f_end.eq(0)]
+                    m.next = "FEED_COPY"
+                with m.Elif(is_cmd[p.Cmd.GENERATE]):
+                    reply(p.Reply.ACK)
+                    m.d.sync += [gen_active.eq(1), gen_ever.eq(1), gen_stop.eq(0),
+                                 gen_seq.eq(ev.seq), gen_n.eq(g_n), produced.eq(0),
+                                 gen_temperature.eq(g_temperature), gen_top_k.eq(g_top_k),
+                                 sampled.eq(0)]
+                    m.d.comb += [sampler.seed.eq(g_seed), sampler.load.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(is_cmd[p.Cmd.STOP]):
+                    reply(p.Reply.ACK, _pack(p.StopReply.STRUCT, gen_active), p.StopReply.STRUCT.size)
+                    with m.If(gen_active):
+                        m.d.sync += gen_stop.eq(1)
+                    m.next = "IDLE"
+                with m.Else():                          # RESEND (VERDICT knows no other command)
+                    with m.If(c_before):
+                        m.next = "RESEND_READ"          # the history read is under way
+                    with m.Elif(~gen_active):
+                        reply(p.Reply.DONE, _pack(p.Done.STRUCT, produced, gen_reason), p.Done.STRUCT.size)
+                        m.next = "IDLE"
+                    with m.Else():
+                        reply(p.Reply.ACK)
+                        m.next = "IDLE"
 
             with m.State("RESEND_READ"):
                 m.d.sync += held_token.eq(hist_r.data)          # block RAM output: register first
