@@ -78,8 +78,8 @@ Interface
     (GATES: the low 17 bits of a 32-bit word). Writes are accepted at any time; a write during a
     ``STEP`` changes what that token reads.
 ``rd_trits``, ``rd_params``, ``rd_gates``, ``rd_scalars``, ``rd_logits`` : In, read ports: ``data`` is
-    the word at the ``addr`` of :data:`REGION_READ_LATENCY` (5) clocks before (``rd_logits``: of
-    :data:`LOGITS_READ_LATENCY` (2) clocks before), valid while ``busy`` is low (the core shares the
+    the word at the ``addr`` of :data:`REGION_READ_LATENCY` clocks before (``rd_logits``: of
+    :data:`LOGITS_READ_LATENCY` clocks before), valid while ``busy`` is low (the core shares the
     memories' only read port).
     ``rd_logits`` reads ``Y``, which holds the last token's ``V`` logits (ACT) at ``0 .. V-1``: the
     place a sampler takes them from.
@@ -331,19 +331,21 @@ class Core(wiring.Component):
             raise TypeError(f"config must be a HwConfig, not {config!r}")
         self.config = cfg = config
         P = cfg.lanes
+        param_bits = 8 * memory_map.WORD_BYTES[memory_map.REGION_PARAMS]
+        scalar_bits = 8 * memory_map.WORD_BYTES[memory_map.REGION_SCALARS]
         super().__init__({
             "req": In(stream.Signature(request_layout(cfg))),
             "res": Out(stream.Signature(result_layout(cfg))),
             "busy": Out(1),
             "cycles": Out(32),
             "wr_trits": In(write_signature(cfg.trit_words, cfg.trit_word_bits)),
-            "wr_params": In(write_signature(cfg.param_words, 16)),
+            "wr_params": In(write_signature(cfg.param_words, param_bits)),
             "wr_gates": In(write_signature(cfg.gate_words, GATE.width)),
-            "wr_scalars": In(write_signature(cfg.scalar_words, 32)),
+            "wr_scalars": In(write_signature(cfg.scalar_words, scalar_bits)),
             "rd_trits": In(read_signature(cfg.trit_words, cfg.trit_word_bits)),
-            "rd_params": In(read_signature(cfg.param_words, 16)),
+            "rd_params": In(read_signature(cfg.param_words, param_bits)),
             "rd_gates": In(read_signature(cfg.gate_words, GATE.width)),
-            "rd_scalars": In(read_signature(cfg.scalar_words, 32)),
+            "rd_scalars": In(read_signature(cfg.scalar_words, scalar_bits)),
             "rd_logits": In(read_signature(cfg.y_depth, ACT_SHAPE)),
         })
 
