@@ -389,9 +389,12 @@ class RMSNormQuantizer(wiring.Component):
         en = Signal()
         m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
         p = Pipeline(m, en, platform_arch(platform))
-        # the buffer: written by pass 1, read by pass 2 (never both in one clock: LOAD and EMIT)
+        # the buffer: written by pass 1, read by pass 2 (never both in one clock: LOAD and EMIT),
+        # from registers of its own, a clock after pass 1 (pass 2 starts four clocks after the last
+        # write at the soonest, through FLUSH, SETTLE and WAIT): the write enable's comparison, out to
+        # the buffer's block RAM, was the longest path of the demo accelerator's 80 MHz build
         buf = p.buffer(signed(_Z_WIDTH), kmax, name="buffer")
-        m.d.comb += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]),
+        m.d.sync += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]),
                      buf.w_en.eq(pass1_write[2])]
         k = Signal(range(kmax + 1))
         k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
