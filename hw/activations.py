@@ -223,7 +223,7 @@ _SIG_SLOPE = unsigned(max(b - a for a, b in zip(_SIG_TABLE, _SIG_TABLE[1:])).bit
 if any(b < a for a, b in zip(_SIG_TABLE, _SIG_TABLE[1:])):
     raise ValueError("numerics.SIGMOID_TABLE must be non-decreasing")   # the datapath relies on it
 
-SIGMOID_LATENCY = 4 + mul_latency(_SIG_SLOPE, unsigned(_SIG_FRAC_BITS)) + 1
+SIGMOID_LATENCY = 5 + mul_latency(_SIG_SLOPE, unsigned(_SIG_FRAC_BITS)) + 1
 
 
 def sigmoid_datapath(m, p, x, *, name="sigmoid"):
@@ -231,6 +231,8 @@ def sigmoid_datapath(m, p, x, *, name="sigmoid"):
 
     A ROM holding ``numerics.SIGMOID_TABLE`` read at two addresses (one block RAM, two read ports), then
     the linear interpolation ``t0 + ((t1 - t0) * fr + half) >> bits`` with one small multiplier.
+    Each entry passes two registers after the ROM: Yosys leaves an inferred block RAM's output
+    register off, and its slow data output then only has to reach the first of them.
     """
     rom = memory.Memory(shape=GATE_SHAPE, depth=len(_SIG_TABLE), init=_SIG_TABLE)
     m.submodules[name + "_rom"] = rom
@@ -239,11 +241,11 @@ def sigmoid_datapath(m, p, x, *, name="sigmoid"):
     m.d.comb += off.eq(Mux(x < _SIG_LO, 0, Mux(x > -_SIG_LO - 1, span - 1, x - _SIG_LO)))
     off1 = p.reg(off, name=name + "_off1")
     idx = off1[_SIG_FRAC_BITS:]
-    # stage 3: both table entries
-    t0 = p.read(rom, idx, name=name + "_t0")
-    t1 = p.read(rom, idx + 1, name=name + "_t1")
-    fr = p.delay(off1[:_SIG_FRAC_BITS], 2, name=name + "_fr")
-    # stage 4: slope (non-negative: the table is monotonic)
+    # stages 2 to 4: both table entries (the ROM, its register, one more)
+    t0 = p.reg(p.read(rom, idx, name=name + "_t0q"), name=name + "_t0")
+    t1 = p.reg(p.read(rom, idx + 1, name=name + "_t1q"), name=name + "_t1")
+    fr = p.delay(off1[:_SIG_FRAC_BITS], 3, name=name + "_fr")
+    # stage 5: slope (non-negative: the table is monotonic)
     slope = p.reg((t1 - t0)[:_SIG_SLOPE.width], _SIG_SLOPE, name=name + "_slope")
     t0 = p.reg(t0, name=name + "_t0d")
     fr = p.reg(fr, name=name + "_fr3")

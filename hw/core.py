@@ -390,7 +390,9 @@ class Core(wiring.Component):
 
         # --- compute units -------------------------------------------------------------------------
         m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
-        m.submodules.matvec = linear = TernaryMatVec(P, KMAX)
+        # spread_control: the activation buffer's block RAM read through its own output register (an
+        # inferred one has none, and its slow output then had to reach a lane across the device)
+        m.submodules.matvec = linear = TernaryMatVec(P, KMAX, spread_control=True)
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
         self._probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
