@@ -651,7 +651,11 @@ class Core(wiring.Component):
             j_chain.append(p.reg(j_chain[-1], name=f"vu_j{k}"))
             last_chain.append(p.reg(last_chain[-1], name=f"vu_last{k}"))
         vu_empty = Signal()
-        m.d.comb += vu_empty.eq(~Cat(s1_valid, *(f[0] for f in front), *valid_chain).any())
+        # X, the state and V are written from registers of their own, a clock after the stage that
+        # makes the word (their block RAMs lie across the device from the vector unit): a pass is
+        # over when those writes are done too
+        m.d.comb += vu_empty.eq(~Cat(s1_valid, *(f[0] for f in front), *valid_chain,
+                                     x_buf.w_en, s_buf.w_en, v_buf.w_en).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
         res_sum = saturate(op_x + op_y, ACT)
         xin = p.reg(Mux(mode == _Mode.EMBED, 1 << ACT.frac, Mux(mode == _Mode.MLGRU, op_y, res_sum)),
@@ -659,7 +663,7 @@ class Core(wiring.Component):
         xs = p.reg(res_sum, ACT_SHAPE, name="res_sum")
         anw = apply_norm_weight_datapath(m, p, xin, p.delay(op_pa, 1), expA, name="anw")
         xs = p.delay(xs, _ANW_AT - 1)
-        m.d.comb += [
+        m.d.sync += [
             x_buf.w_addr.eq(j_chain[_ANW_AT]),
             x_buf.w_data.eq(Mux(mode == _Mode.EMBED, anw, xs)),
             x_buf.w_en.eq(valid_chain[_ANW_AT] & ((mode == _Mode.EMBED) | (mode == _Mode.RES))),
@@ -671,7 +675,7 @@ class Core(wiring.Component):
         c = silu_datapath(m, p, op_ya, name="silu")                # also the GLU's silu(gate)
         c_u = p.delay(c, _U_IN - _C_AT)
         h_new = state_update_datapath(m, p, p.delay(op_h, _U_IN), f_gate, c_u, name="h")
-        m.d.comb += [
+        m.d.sync += [
             s_buf.w_addr.eq(p.delay(lh + op_j, _H_AT)),
             s_buf.w_data.eq(h_new),
             s_buf.w_en.eq(valid_chain[_H_AT] & (mode == _Mode.MLGRU)),
@@ -700,7 +704,7 @@ class Core(wiring.Component):
                              out_w.eq(w_chain[k]), out_last.eq(last_chain[k])]
         self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
                            inflight=inflight)
-        m.d.comb += [
+        m.d.sync += [
             v_buf.w_addr.eq(out_j),
             v_buf.w_data.eq(out_v),
             v_buf.w_en.eq(out_valid & (mode != _Mode.FEED) & (mode != _Mode.EMBED)),
