@@ -48,15 +48,16 @@ seeded once per GENERATE. INFO reports the flag ``SAMPLING``. Temperature 0 take
 
 import re
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree import memory_map
 from mmfree import protocol as p
 
-from .activations import ACT_SHAPE
+from .activations import ACT_SHAPE, Pipeline
 from .config import HwConfig
+from .ecp5 import platform_arch
 from .sampler import Sampler
 from .core import (Command, REGION_PORTS, REGION_READ_LATENCY, read_signature, request_layout,
                    result_layout, write_signature)
@@ -71,6 +72,9 @@ assert _CRC32.compute(b"123456789") == p.crc32(b"123456789")
 BANK = 512
 """Bytes per frame bank: a power of two that holds :data:`mmfree.protocol.MAX_ENCODED` decoded bytes."""
 assert BANK >= p.MAX_ENCODED
+BANK_READ_LATENCY = 2
+"""Clocks from a frame bank's read address to its byte: the block RAM and a register after it
+(:meth:`mmfree.hw.activations.Pipeline.buffer`)."""
 
 _PAYLOAD_AT = p.HEADER_SIZE                     # payload offset in a decoded frame
 _FEED_TOKEN = len(p.FeedRequest((0,)).pack())   # bytes per token id in a FEED
@@ -582,13 +586,15 @@ class Link(wiring.Component):
 
         # --- receive -------------------------------------------------------------------------------
         m.submodules.rx = rxf = FrameReceiver()
-        m.submodules.banks = banks = memory.Memory(shape=8, depth=2 * BANK, init=[])
-        bank_w = banks.write_port()
-        bank_r = banks.read_port()
+        # the frame banks: a byte comes out BANK_READ_LATENCY clocks after its address, through a
+        # register after the block RAM's (on the ECP5 the block's own output register)
+        banks = Pipeline(m, Const(1), platform_arch(platform)).buffer(unsigned(8), 2 * BANK, name="banks")
+        bank_raddr = Signal(range(2 * BANK))
+        bank_data = banks.read(bank_raddr, name="bank_data")
         m.d.comb += [
             rxf.i.valid.eq(self.rx.valid), rxf.i.payload.eq(self.rx.payload),
             self.rx.ready.eq(rxf.i.ready),
-            bank_w.addr.eq(rxf.buf.addr), bank_w.data.eq(rxf.buf.data), bank_w.en.eq(rxf.buf.en),
+            banks.w_addr.eq(rxf.buf.addr), banks.w_data.eq(rxf.buf.data), banks.w_en.eq(rxf.buf.en),
         ]
 
         # --- send ----------------------------------------------------------------------------------
@@ -710,7 +716,7 @@ class Link(wiring.Component):
         v_arg = Signal(32)                              # ... and argument
         is_cmd = {cmd: Signal(name=f"is_{cmd.name.lower()}") for cmd in p.Cmd}   # ... ev.code == cmd
         bank_base = Signal(range(BANK))                 # bank byte read next
-        m.d.comb += bank_r.addr.eq(Cat(bank_base, ev.bank))
+        m.d.comb += bank_raddr.eq(Cat(bank_base, ev.bank))
 
         # memory walk (WRITE, VERIFY): byte position, bytes left, four pipeline stages
         region = Signal(range(n_regions))
@@ -765,10 +771,10 @@ class Link(wiring.Component):
             m.d.sync += rword.eq(rd.data)
             with m.If(region == r):
                 m.d.sync += rdata.eq(rword)             # zero-extended (GATES: 17 of 32 bits)
-        # the payload byte of stage 1: the bank answers in one clock, then as many registers as
-        # the words pass
-        bank_byte = bank_r.data
-        for k in range(REGION_READ_LATENCY + 1):
+        # the payload byte of stage 1: the bank answers in BANK_READ_LATENCY clocks, then as many
+        # registers as the words pass
+        bank_byte = bank_data
+        for k in range(REGION_READ_LATENCY + 2 - BANK_READ_LATENCY):
             q = Signal(8, name=f"bank_q{k}")
             m.d.sync += q.eq(bank_byte)
             bank_byte = q
@@ -817,6 +823,8 @@ class Link(wiring.Component):
         fbad_tok = Signal(32)
         ftoken = Signal()                               # fshift holds a whole token id
         f_end = Signal()                                # every payload byte read and stored
+        f_read = [Signal(name=f"f_read{k}") for k in range(BANK_READ_LATENCY)]   # a byte read k + 1
+        m.d.sync += [f_read[0].eq(0), *(b.eq(a) for a, b in zip(f_read, f_read[1:]))]   # clocks ago
 
         # request fields
         w_region, w_offset = _unpack(p.WriteRequest.HEAD, hdr)
@@ -936,10 +944,11 @@ class Link(wiring.Component):
                         m.next = "HEADER"
 
             with m.State("HEADER"):
-                # bytes _PAYLOAD_AT.. arrive one clock after their address; fgot counts them
+                # bytes _PAYLOAD_AT.. arrive BANK_READ_LATENCY clocks after their address; fgot counts
+                # them
                 m.d.sync += bank_base.eq(bank_base + 1)
-                with m.If(bank_base != _PAYLOAD_AT):
-                    m.d.sync += [hdr.eq(Cat(hdr[8:], bank_r.data)), fgot.eq(fgot + 1)]
+                with m.If(bank_base >= _PAYLOAD_AT + BANK_READ_LATENCY):
+                    m.d.sync += [hdr.eq(Cat(hdr[8:], bank_data)), fgot.eq(fgot + 1)]
                 with m.If(fgot == _HDR_BYTES - 1):
                     m.next = "CHECK"
 
@@ -1144,9 +1153,9 @@ class Link(wiring.Component):
                 # read, shift in, then check and store a whole token id: three clocks deep
                 m.d.sync += ftoken.eq(0)
                 with m.If(fbytes != plen):
-                    m.d.sync += [bank_base.eq(bank_base + 1), fbytes.eq(fbytes + 1)]
-                with m.If(fgot != fbytes):                  # a byte read last clock is here
-                    m.d.sync += [fshift.eq(Cat(fshift[8:], bank_r.data)), fgot.eq(fgot + 1)]
+                    m.d.sync += [bank_base.eq(bank_base + 1), fbytes.eq(fbytes + 1), f_read[0].eq(1)]
+                with m.If(f_read[-1]):                      # a byte read BANK_READ_LATENCY clocks ago
+                    m.d.sync += [fshift.eq(Cat(fshift[8:], bank_data)), fgot.eq(fgot + 1)]
                     with m.If(fgot[:_FEED_LOG2] == _FEED_TOKEN - 1):
                         m.d.sync += ftoken.eq(1)
                 with m.If(ftoken):
