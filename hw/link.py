@@ -725,6 +725,7 @@ class Link(wiring.Component):
         mcnt = Signal(signed(34))                       # WALK: bytes left less one (negative: none)
         writing = Signal()
         m_over = Signal()                               # the range runs past the region's end
+        m_end = Signal(34)                              # mpos + mleft
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_lane = Signal(range(wmax))
         s0_addr = Signal(32)
@@ -752,13 +753,12 @@ class Link(wiring.Component):
         m_step = Signal(range(div_bits + 1))
         waddr = Signal(32)
         wlane = Signal(range(wmax))
-        # region_size is needed the clock after region is set (RANGE), the others no sooner than
-        # two clocks after (RANGE_DIV, WALK): registered
+        # each is needed no sooner than two clocks after region is set (RANGE_DIV, WALK): registered
         with m.Switch(region):
             for r, (wb, _, _) in words.items():
                 with m.Case(r):
-                    m.d.comb += region_size.eq(sizes[r])
-                    m.d.sync += [region_last_lane.eq(wb - 1), region_wb.eq(wb)]
+                    m.d.sync += [region_size.eq(sizes[r]), region_last_lane.eq(wb - 1),
+                                 region_wb.eq(wb)]
 
         # each region's word is registered as it leaves its memory, and again after the region
         # multiplexer
@@ -1076,15 +1076,17 @@ class Link(wiring.Component):
 
             # --- WRITE and VERIFY ----------------------------------------------------------------
             with m.State("RANGE"):
-                # a position past every region is caught by m_over; its quotient does not matter
-                m.d.sync += [m_over.eq(mpos + mleft > region_size), m_num.eq(mpos[:div_bits]),
+                # a position past every region is caught by m_over (found during RANGE_DIV, from the
+                # range's end in a register); its quotient does not matter
+                m.d.sync += [m_end.eq(mpos + mleft), m_num.eq(mpos[:div_bits]),
                              m_quot.eq(0), m_rem.eq(0), m_step.eq(div_bits)]
                 m.next = "RANGE_DIV"
 
             with m.State("RANGE_DIV"):
                 partial = Cat(m_num[-1], m_rem)         # the remainder so far, the next bit below
                 fits = partial >= region_wb
-                m.d.sync += [m_num.eq(m_num << 1), m_quot.eq(Cat(fits, m_quot)),
+                m.d.sync += [m_over.eq(m_end > region_size),
+                             m_num.eq(m_num << 1), m_quot.eq(Cat(fits, m_quot)),
                              m_rem.eq(Mux(fits, partial - region_wb, partial)), m_step.eq(m_step - 1)]
                 with m.If(m_step == 1):
                     m.next = "RANGE_CHECK"
