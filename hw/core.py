@@ -311,7 +311,7 @@ _OUT_AT = {                                                  # where each pass's
 }
 _DEPTH = max(_OUT_AT.values())
 _FRONT = 1 + REGION_READ_LATENCY                             # accept, PARAMS read -> operands
-_QDEPTH = _FRONT + _DEPTH + 6                                # quantiser feed FIFO: a full pipeline
+_QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
@@ -712,14 +712,9 @@ class Core(wiring.Component):
 
         # quantiser feed
         m.submodules.qfifo = qfifo = fifo.SyncFIFOBuffered(width=ACT.width + 16 + 1, depth=_QDEPTH)
-        # written from registers, a clock after the pass's output stage (its output multiplexer and
-        # the FIFO's write enable in one clock was the longest path of a demo build at 98 MHz); the
-        # element in that register is in flight, so the credit count covers it
-        m.d.sync += [
+        m.d.comb += [
             qfifo.w_data.eq(Cat(out_v, out_w, out_last)),
             qfifo.w_en.eq(out_valid & feeds),
-        ]
-        m.d.comb += [
             quant.i.valid.eq(qfifo.r_rdy),
             quant.i.payload.v.eq(qfifo.r_data[:ACT.width]),
             quant.i.payload.w_mant.eq(qfifo.r_data[ACT.width:ACT.width + 16]),
