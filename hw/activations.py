@@ -30,13 +30,13 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mmfree import numerics
-from mmfree.hw.ecp5 import (DP16KD_MODES, MULT18X18D_LATENCY, MULT18X18D_WIDTH, dp16kd_ram, mult18x18d,
-                            platform_arch)
+from mmfree.hw.ecp5 import (DP16KD_LATENCY, DP16KD_MODES, MULT18X18D_LATENCY, MULT18X18D_WIDTH,
+                            dp16kd_ram, mult18x18d, platform_arch)
 from mmfree.numerics import ACT, GATE, STATE, BFP_MANT
 
 __all__ = [
     "fixed_shape", "ACT_SHAPE", "STATE_SHAPE", "GATE_SHAPE", "MANT_SHAPE", "BFP_EXP_SHAPE",
-    "Pipeline", "Buffer", "mul_latency", "saturate", "round_shift",
+    "Pipeline", "Buffer", "BUFFER_READ_LATENCY", "mul_latency", "saturate", "round_shift",
     "sigmoid_datapath", "silu_datapath", "silu_state_datapath", "mul_act_datapath",
     "lower_bound_blend_datapath", "state_update_datapath", "apply_norm_weight_datapath",
     "Sigmoid", "SiLU", "SiLUState", "MulAct", "LowerBoundBlend", "StateUpdate", "ApplyNormWeight",
@@ -118,11 +118,12 @@ class Pipeline:
 
     def buffer(self, shape, depth, *, name):
         """A memory of ``depth`` words of ``shape`` that this pipeline reads, once, through
-        :meth:`Buffer.read` (the word 2 stages after its address, frozen with the pipeline), and that
-        is written through :attr:`Buffer.w_addr`, :attr:`Buffer.w_data` and :attr:`Buffer.w_en`. On
-        the ECP5, if one ``DP16KD`` is deep enough, its blocks are instantiated with their own output
-        register as the second stage (:func:`mmfree.hw.ecp5.dp16kd_ram`): a write and a read of one
-        address in one clock then read an undefined word, which the caller must not use."""
+        :meth:`Buffer.read` (the word :data:`BUFFER_READ_LATENCY` stages after its address, frozen
+        with the pipeline), and that is written through :attr:`Buffer.w_addr`, :attr:`Buffer.w_data`
+        and :attr:`Buffer.w_en`. On the ECP5, if one ``DP16KD`` is deep enough, its blocks are
+        instantiated with their own output register as the second stage
+        (:func:`mmfree.hw.ecp5.dp16kd_ram`): a write and a read of one address in one clock then read
+        an undefined word, which the caller must not use."""
         return Buffer(self, shape, depth, name)
 
     def mul(self, a, b, *, name="mul"):
@@ -159,6 +160,13 @@ class Pipeline:
         return Value.cast(value)[:shape.width].as_signed() if shape.signed else value[:shape.width]
 
 
+BUFFER_READ_LATENCY = 2
+"""Stages from an address to its word in :meth:`Buffer.read`: the block RAM's read and a register
+after it (:meth:`Pipeline.read`; on the ECP5 the ``DP16KD``'s own output register,
+:data:`~mmfree.hw.ecp5.DP16KD_LATENCY`)."""
+assert DP16KD_LATENCY == BUFFER_READ_LATENCY
+
+
 class Buffer:
     """See :meth:`Pipeline.buffer`."""
 
@@ -170,7 +178,7 @@ class Buffer:
         self._read = False
 
     def read(self, addr, *, name=None):
-        """The word at ``addr``, two stages later."""
+        """The word at ``addr``, :data:`BUFFER_READ_LATENCY` stages later."""
         if self._read:
             raise ValueError(f"{self.name}: a buffer is read through one port")
         self._read = True

@@ -100,8 +100,8 @@ from mmfree.numerics import ACT, GATE
 
 from .activations import (
     ACT_SHAPE, BFP_EXP_SHAPE, GATE_SHAPE, MANT_SHAPE, STATE_SHAPE, Pipeline, mul_latency, saturate,
-    APPLY_NORM_WEIGHT_LATENCY, LOWER_BOUND_BLEND_LATENCY, MUL_ACT_LATENCY, SIGMOID_LATENCY,
-    SILU_LATENCY, SILU_STATE_LATENCY, STATE_UPDATE_LATENCY,
+    BUFFER_READ_LATENCY, APPLY_NORM_WEIGHT_LATENCY, LOWER_BOUND_BLEND_LATENCY, MUL_ACT_LATENCY,
+    SIGMOID_LATENCY, SILU_LATENCY, SILU_STATE_LATENCY, STATE_UPDATE_LATENCY,
     apply_norm_weight_datapath, lower_bound_blend_datapath, mul_act_datapath, sigmoid_datapath,
     silu_datapath, silu_state_datapath, state_update_datapath,
 )
@@ -186,7 +186,7 @@ the copies over the device), and the bank is picked in two levels: within its gr
 group's register, then among the groups (a multiplexer over the 48 PARAMS banks straight from their
 output registers was the longest path of the 86 MHz demo build)."""
 
-LOGITS_READ_LATENCY = 2
+LOGITS_READ_LATENCY = BUFFER_READ_LATENCY
 """Clocks from ``addr`` to ``data`` on the ``rd_logits`` port of :class:`Core`: the ``Y`` buffer's block
 RAM output registered before anything sees it (on the ECP5 in the block's own output register)."""
 

@@ -55,7 +55,7 @@ from amaranth.lib.wiring import In, Out
 from mmfree import memory_map
 from mmfree import protocol as p
 
-from .activations import ACT_SHAPE, Pipeline
+from .activations import ACT_SHAPE, BUFFER_READ_LATENCY, Pipeline
 from .config import HwConfig
 from .ecp5 import platform_arch
 from .sampler import Sampler
@@ -72,7 +72,7 @@ assert _CRC32.compute(b"123456789") == p.crc32(b"123456789")
 BANK = 512
 """Bytes per frame bank: a power of two that holds :data:`mmfree.protocol.MAX_ENCODED` decoded bytes."""
 assert BANK >= p.MAX_ENCODED
-BANK_READ_LATENCY = 2
+BANK_READ_LATENCY = BUFFER_READ_LATENCY
 """Clocks from a frame bank's read address to its byte: the block RAM and a register after it
 (:meth:`mmfree.hw.activations.Pipeline.buffer`)."""
 
