@@ -311,7 +311,7 @@ _OUT_AT = {                                                  # where each pass's
 }
 _DEPTH = max(_OUT_AT.values())
 _FRONT = 1 + REGION_READ_LATENCY                             # accept, PARAMS read -> operands
-_QDEPTH = _FRONT + _DEPTH + 5                                # quantiser feed FIFO: a full pipeline
+_QDEPTH = _FRONT + _DEPTH + 6                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
 _ADEPTH = 32                                                 # accumulators waiting for their scale
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
@@ -374,8 +374,8 @@ class Core(wiring.Component):
         gates_rp = region("gates", cfg.gate_words, GATES_BANK)
         scalars_rp = region("scalars", cfg.scalar_words, SCALARS_BANK)
 
-        # the buffers the front reads once each, their word at s2 two clocks after the address: on
-        # the ECP5 through the block RAM's own output register (Pipeline.buffer)
+        # the buffers the front reads once each, their word two clocks after the address: on the ECP5
+        # through the block RAM's own output register (Pipeline.buffer)
         front_p = Pipeline(m, Const(1), arch)
         x_buf = front_p.buffer(ACT_SHAPE, HMAX, name="x_buf")
         v_buf = front_p.buffer(ACT_SHAPE, KMAX, name="v_buf")
@@ -605,15 +605,16 @@ class Core(wiring.Component):
         for chain in (pf_wrs, pf_addrs):
             m.d.sync += [b.eq(a) for a, b in zip(chain, chain[1:])]
 
-        # the front: accept (addresses) -> s1 (the buffers' block RAM outputs) -> s2 (registered) ->
-        # as many stages more as the regions take beyond two clocks; PARAMS and GATES arrive in the
-        # last -> operands
+        # the front: accept (addresses) -> s1 (Y's block RAM output; the other buffers' addresses
+        # registered) -> s2 (Y registered) -> s3 (the other buffers' words) -> as many stages more as
+        # the regions take beyond three clocks; PARAMS and GATES arrive in the last -> operands
         s1_valid, s1_j, s1_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s2_valid, s2_j, s2_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         s1_last, s2_last, op_last = Signal(), Signal(), Signal()     # j is the pass's last element
-        s2_pb = Signal(MANT_SHAPE)
-        s2_ya, s2_yb, s2_x, s2_v = (Signal(ACT_SHAPE, name=f"s2_{s}") for s in ("ya", "yb", "x", "v"))
-        s2_h = Signal(STATE_SHAPE)
+        s2_ya = Signal(ACT_SHAPE)
+        s3_pb = Signal(MANT_SHAPE)
+        s3_yb, s3_x, s3_v = (Signal(ACT_SHAPE, name=f"s3_{s}") for s in ("yb", "x", "v"))
+        s3_h = Signal(STATE_SHAPE)
         op_valid, op_j, op_y = Signal(), Signal(range(KMAX)), Signal(ACT_SHAPE)
         op_pa, op_pb = Signal(MANT_SHAPE), Signal(MANT_SHAPE)
         op_ya, op_yb, op_x, op_v = (Signal(ACT_SHAPE, name=f"op_{s}") for s in ("ya", "yb", "x", "v"))
@@ -622,14 +623,27 @@ class Core(wiring.Component):
             s1_valid.eq(accept), s1_j.eq(src_j), s1_y.eq(src_y), s1_last.eq(src_j == n_1),
             s2_valid.eq(s1_valid), s2_j.eq(s1_j), s2_y.eq(s1_y), s2_last.eq(s1_last),
         ]
+        # Y's first copy is read at src_j itself (its port is rd_logits' too); the other buffers at
+        # addresses registered a clock after accept, so their words arrive at s3: the index's
+        # multiplexer and the address sums, out to block RAMs far apart, were the longest path of a
+        # demo build placed for 100 MHz
+        assert REGION_READ_LATENCY >= 1 + BUFFER_READ_LATENCY
+        ra_j = Signal.like(src_j, name="buf_raddr")
+        ra_yb = Signal(range(cfg.y_depth), name="yb_raddr")
+        ra_h = Signal(range(LMAX * HMAX), name="state_raddr")
+        m.d.sync += [ra_j.eq(src_j), ra_yb.eq(H + src_j), ra_h.eq(lh + src_j)]
         m.d.comb += [
-            s2_ya.eq(y_data), s2_yb.eq(y_bufs[1].read(H + src_j, name="yb_s2")),
-            s2_pb.eq(nwb_buf.read(src_j, name="nwb_s2")), s2_x.eq(x_buf.read(src_j, name="x_s2")),
-            s2_v.eq(v_buf.read(src_j, name="v_s2")), s2_h.eq(s_buf.read(lh + src_j, name="h_s2")),
+            s2_ya.eq(y_data), s3_yb.eq(y_bufs[1].read(ra_yb, name="yb_s3")),
+            s3_pb.eq(nwb_buf.read(ra_j, name="nwb_s3")), s3_x.eq(x_buf.read(ra_j, name="x_s3")),
+            s3_v.eq(v_buf.read(ra_j, name="v_s3")), s3_h.eq(s_buf.read(ra_h, name="h_s3")),
         ]
-        front = [(s2_valid, s2_j, s2_y, s2_last, s2_pb, s2_ya, s2_yb, s2_x, s2_v, s2_h)]
-        for k in range(REGION_READ_LATENCY - 2):
-            stage = tuple(Signal.like(v, name=f"s{k + 3}_{n}") for v, n in zip(
+        s3 = tuple(Signal.like(v, name=f"s3_{n}") for v, n in zip(
+            (s2_valid, s2_j, s2_y, s2_last, s2_ya), ("valid", "j", "y", "last", "ya")))
+        m.d.sync += [b.eq(a) for a, b in zip((s2_valid, s2_j, s2_y, s2_last, s2_ya), s3)]
+        s3_valid, s3_j, s3_y, s3_last, s3_ya = s3
+        front = [(s3_valid, s3_j, s3_y, s3_last, s3_pb, s3_ya, s3_yb, s3_x, s3_v, s3_h)]
+        for k in range(REGION_READ_LATENCY - 3):
+            stage = tuple(Signal.like(v, name=f"s{k + 4}_{n}") for v, n in zip(
                 front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "h")))
             m.d.sync += [b.eq(a) for a, b in zip(front[-1], stage)]
             front.append(stage)
@@ -654,7 +668,7 @@ class Core(wiring.Component):
         # X, the state and V are written from registers of their own, a clock after the stage that
         # makes the word (their block RAMs lie across the device from the vector unit): a pass is
         # over when those writes are done too
-        m.d.comb += vu_empty.eq(~Cat(s1_valid, *(f[0] for f in front), *valid_chain,
+        m.d.comb += vu_empty.eq(~Cat(s1_valid, s2_valid, *(f[0] for f in front), *valid_chain,
                                      x_buf.w_en, s_buf.w_en, v_buf.w_en).any())
         # norm weight of PARAMS A: the embedding (x = 1.0), the residual sum, or g (MLGRU)
         res_sum = saturate(op_x + op_y, ACT)
@@ -712,9 +726,14 @@ class Core(wiring.Component):
 
         # quantiser feed
         m.submodules.qfifo = qfifo = fifo.SyncFIFOBuffered(width=ACT.width + 16 + 1, depth=_QDEPTH)
-        m.d.comb += [
+        # written from registers, a clock after the pass's output stage (its output multiplexer and
+        # the FIFO's write enable in one clock was the longest path of a demo build at 98 MHz); the
+        # element in that register is in flight, so the credit count covers it
+        m.d.sync += [
             qfifo.w_data.eq(Cat(out_v, out_w, out_last)),
             qfifo.w_en.eq(out_valid & feeds),
+        ]
+        m.d.comb += [
             quant.i.valid.eq(qfifo.r_rdy),
             quant.i.payload.v.eq(qfifo.r_data[:ACT.width]),
             quant.i.payload.w_mant.eq(qfifo.r_data[ACT.width:ACT.width + 16]),
