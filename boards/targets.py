@@ -207,7 +207,13 @@ class BoardTop(Elaboratable):
         with m.Elif(timer != delay):
             m.d.por += timer.eq(timer + 1)
         m.d.por += ready.eq(timer == delay)
-        m.d.comb += cd_sync.rst.eq(~ready)
+        if self.board.family == "ecp5":
+            # the reset reaches every register of the design: on a global network (nextpnr-ecp5
+            # promotes only clocks by itself), not across the device on general routing, where it
+            # was the longest path of a demo build placed for 100 MHz
+            m.submodules.rst_dcc = Instance("DCCA", i_CLKI=~ready, i_CE=Const(1), o_CLKO=cd_sync.rst)
+        else:
+            m.d.comb += cd_sync.rst.eq(~ready)      # nextpnr-ice40 promotes it to a global itself
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
