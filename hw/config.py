@@ -224,9 +224,9 @@ class HwConfig:
         return cls(**values)
 
 
-DEMO_CLOCK_HZ = 80_000_000
+DEMO_CLOCK_HZ = 100_000_000
 """The design clock of the ``demo`` sizing, which only the ULX3S-85F holds: its build closes timing
-there (docs/boards.md). The PLL makes it exactly from the board's 25 MHz; 3 Mbaud is 26 2/3 clocks a
+there (docs/boards.md). The PLL makes it exactly from the board's 25 MHz; 3 Mbaud is 33 1/3 clocks a
 bit, which the UART's fractional bit timing keeps exactly."""
 
 PRESETS = {
