@@ -472,7 +472,7 @@ def background_argv(out, board, model, preset):
 def test_accelerator_bitstream_meets_its_clock(board, model, preset, background_result):
     """The bar for the accelerator on each board, built from scratch (with a cache of its own): it
     fits, and closes timing at its design clock: the board's, or the ``clk_freq`` of a hardware preset
-    (``ulx3s-85f``: the demo at 80 MHz). The build runs beside the other tests (``background``)."""
+    (``ulx3s-85f``: the demo at 100 MHz). The build runs beside the other tests (``background``)."""
     pytest.importorskip("mmfree.hw.accelerator")
     code, output, folder = background_result
     assert code == 0, output[-3000:]
