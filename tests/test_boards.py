@@ -380,6 +380,9 @@ def test_ulx3s_85f_build_report(module_cache):
     assert report["resources"]["dsp"]["available"] == 156
     assert manifest["clock"]["pll"]["primitive"] == "EHXPLLL"
     assert "openFPGALoader --board ulx3s" in stdout
+    # the reset on a global network through BoardTop's DCCA, beside the clock's
+    assert report["cells"].get("DCCA") == 1
+    assert (out / "build.log").read_text().count("Info:     routing clock net ") == 2
     # what `mmfree run` projects tokens/s from: the cached build of exactly this design
     manifest2, report2 = cached_build("ulx3s-85f", selftest_design())
     assert manifest2["build_hash"] == manifest["build_hash"] and report2["fmax"] == report["fmax"]
