@@ -637,16 +637,17 @@ class Core(wiring.Component):
             s3_pb.eq(nwb_buf.read(ra_j, name="nwb_s3")), s3_x.eq(x_buf.read(ra_j, name="x_s3")),
             s3_v.eq(v_buf.read(ra_j, name="v_s3")), s3_h.eq(s_buf.read(ra_h, name="h_s3")),
         ]
-        s3 = tuple(Signal.like(v, name=f"s3_{n}") for v, n in zip(
-            (s2_valid, s2_j, s2_y, s2_last, s2_ya), ("valid", "j", "y", "last", "ya")))
-        m.d.sync += [b.eq(a) for a, b in zip((s2_valid, s2_j, s2_y, s2_last, s2_ya), s3)]
-        s3_valid, s3_j, s3_y, s3_last, s3_ya = s3
+        def next_stage(values, names, k):
+            stage = tuple(Signal.like(v, name=f"s{k}_{n}") for v, n in zip(values, names))
+            m.d.sync += [b.eq(a) for a, b in zip(values, stage)]
+            return stage
+
+        s3_valid, s3_j, s3_y, s3_last, s3_ya = next_stage(
+            (s2_valid, s2_j, s2_y, s2_last, s2_ya), ("valid", "j", "y", "last", "ya"), 3)
         front = [(s3_valid, s3_j, s3_y, s3_last, s3_pb, s3_ya, s3_yb, s3_x, s3_v, s3_h)]
         for k in range(REGION_READ_LATENCY - 3):
-            stage = tuple(Signal.like(v, name=f"s{k + 4}_{n}") for v, n in zip(
-                front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "h")))
-            m.d.sync += [b.eq(a) for a, b in zip(front[-1], stage)]
-            front.append(stage)
+            front.append(next_stage(front[-1], ("valid", "j", "y", "last", "pb", "ya", "yb", "x", "v", "h"),
+                                    k + 4))
         f_valid, f_j, f_y, f_last, f_pb, f_ya, f_yb, f_x, f_v, f_h = front[-1]
         m.d.sync += [
             op_valid.eq(f_valid), op_j.eq(f_j), op_y.eq(f_y), op_last.eq(f_last),
