@@ -113,7 +113,12 @@ def config_header(config, build_hash=0, token_history=256, emulated=False):
     d(_define("SIGMOID_STEP_LOG2", nx.SIGMOID_STEP_LOG2))
     d(_define("INV_127_MANT", nx.INV_127.mant))
     d(_define("INV_127_EXP", nx.INV_127.exp))
-    d(_array("uint32_t", "SIGMOID_TABLE", nx.SIGMOID_TABLE))
+    # the table is symmetric, T[i] + T[512 - i] = 2**16: its first half (at most 2**15) is enough
+    table, half = nx.SIGMOID_TABLE, len(nx.SIGMOID_TABLE) // 2
+    if any(table[i] + table[-1 - i] != 1 << nx.GATE.frac for i in range(len(table))):
+        raise FirmwareError("the sigmoid table is not symmetric: sigmoid() in fw/numerics.c needs it whole")
+    d(_define("SIGMOID_HALF_ENTRIES", half))
+    d(_array("uint16_t", "SIGMOID_HALF", table[:half + 1]))
     d("")
 
     d("/* the sampler (mmfree.sampler) */")

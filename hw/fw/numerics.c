@@ -68,9 +68,25 @@ pfloat_t pf_mul(pfloat_t a, pfloat_t b)
     return pf_from_int((uint64_t)a.mant * b.mant, a.exp + b.exp);
 }
 
+/* n / d by long division: the processor divides 32 bits at most, and this is smaller than the
+ * compiler's 64-bit division routine. */
+static uint64_t udiv64(uint64_t n, uint32_t d)
+{
+    uint64_t q = 0, r = 0;
+    int i;
+    for (i = 63; i >= 0; i--) {
+        r = (r << 1) | ((n >> i) & 1);
+        if (r >= d) {
+            r -= d;
+            q |= (uint64_t)1 << i;
+        }
+    }
+    return q;
+}
+
 pfloat_t pf_recip(uint32_t k)
 {
-    return pf_from_int((((uint64_t)1 << 40) + k / 2) / k, -40);
+    return pf_from_int(udiv64(((uint64_t)1 << 40) + k / 2, k), -40);
 }
 
 static uint64_t isqrt64(uint64_t n)
@@ -98,7 +114,7 @@ pfloat_t pf_rsqrt(pfloat_t a)
         m <<= 1;
         e -= 1;
     }
-    return pf_from_int(isqrt64(((uint64_t)1 << 62) / m), -31 - e / 2);
+    return pf_from_int(isqrt64(udiv64((uint64_t)1 << 62, (uint32_t)m)), -31 - e / 2);
 }
 
 pfloat_t pf_from_word(uint32_t w)
@@ -172,12 +188,20 @@ uint64_t quantize_activations(const int64_t *z, uint32_t k, int8_t *codes)
 
 #define SIG_FRAC_BITS (ACT_FRAC - SIGMOID_STEP_LOG2)
 
+/* SIGMOID_TABLE[i] of mmfree.numerics from its first half: T[i] + T[2 n - i] = 2**16. */
+static int32_t sigmoid_entry(int32_t i)
+{
+    if (i <= SIGMOID_HALF_ENTRIES)
+        return SIGMOID_HALF[i];
+    return (1 << GATE_FRAC) - SIGMOID_HALF[2 * SIGMOID_HALF_ENTRIES - i];
+}
+
 uint32_t sigmoid(int32_t x)
 {
     const int32_t lo = SIGMOID_IN_MIN * (1 << ACT_FRAC);
     int32_t off = (x < lo ? lo : x > -lo - 1 ? -lo - 1 : x) - lo;
     int32_t i = off >> SIG_FRAC_BITS, fr = off & ((1 << SIG_FRAC_BITS) - 1);
-    int32_t t0 = (int32_t)SIGMOID_TABLE[i], t1 = (int32_t)SIGMOID_TABLE[i + 1];
+    int32_t t0 = sigmoid_entry(i), t1 = sigmoid_entry(i + 1);
     return (uint32_t)(t0 + (((t1 - t0) * fr + (1 << (SIG_FRAC_BITS - 1))) >> SIG_FRAC_BITS));
 }
 
