@@ -23,7 +23,7 @@ from .core import Core
 from .link import Link, check_arguments, info_for
 from .uart import UARTReceiver, UARTTransmitter, baud_fraction
 
-__all__ = ["Accelerator", "PHYS", "DEFAULT_BAUD"]
+__all__ = ["Accelerator", "make_accelerator", "PHYS", "DEFAULT_BAUD"]
 
 PHYS = ("uart", "bytes")
 DEFAULT_BAUD = 3_000_000
@@ -108,4 +108,16 @@ class Accelerator(wiring.Component):
             m.d.sync += beat.eq(beat + 1)
         m.d.comb += self.status.eq(Cat(link.loaded, link.active | core.busy, link.error, heartbeat))
         return m
+
+
+def make_accelerator(config, build_hash=0, **kwargs):
+    """The accelerator that ``config.arch`` names (:data:`~mmfree.hw.config.ARCHS`), built for ``config``:
+    :class:`Accelerator` or :class:`~mmfree.hw.soc.CompactAccelerator`. ``kwargs`` (``baud``, ``phy``,
+    ``token_history``) go to its constructor; both have the same ports."""
+    if not isinstance(config, HwConfig):
+        raise TypeError(f"config must be a HwConfig, not {config!r}")
+    if config.arch == "compact":
+        from .soc import CompactAccelerator
+        return CompactAccelerator(config, build_hash, **kwargs)
+    return Accelerator(config, build_hash, **kwargs)
 

@@ -16,7 +16,7 @@ from mmfree import memory_map
 from mmfree.golden import ModelShape
 from mmfree.memory_map import MemoryMapError
 
-__all__ = ["HwConfig", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "DEMO_CLOCK_HZ", "MemoryMapError"]
+__all__ = ["HwConfig", "ARCHS", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "DEMO_CLOCK_HZ", "MemoryMapError"]
 
 def _bundled_shape(name):
     """The shape of a model shipped in the package, read from its own ``config.json``."""
@@ -31,6 +31,12 @@ TINY_SHAPE = _bundled_shape("tiny")
 DEMO_SHAPE = _bundled_shape("demo")
 """The bundled ``demo`` model (H=160, L=4, I=512: 1,433,600 ternary weights). Its row lengths 160 and
 512 have the common power-of-two divisor 32, so it runs on at most 32 lanes."""
+
+ARCHS = ("core", "compact")
+"""The accelerator architectures a configuration can be built as: ``"core"``
+(:class:`~mmfree.hw.accelerator.Accelerator`: the whole token in gateware) and ``"compact"``
+(:class:`~mmfree.hw.soc.CompactAccelerator`: a small processor running the model in firmware beside a
+ternary unit, for the iCE40UP5K); :func:`~mmfree.hw.accelerator.make_accelerator` makes either."""
 
 MAX_LANES = 1024
 MAX_LAYERS = 1024
@@ -61,6 +67,9 @@ class HwConfig:
     clk_freq : int
         The clock the design is built for, in Hz. The core does not depend on it; it is part of the
         configuration so that the host link and the build manifest agree on it.
+    arch : str
+        Which accelerator the configuration is built as (:data:`ARCHS`): ``"core"`` (the default) or
+        ``"compact"``. Both read the same memory regions and answer the same protocol.
 
     Memory words (what the write ports of :class:`~mmfree.hw.core.Core` take): TRITS
     :attr:`trit_word_bytes` bytes of base-3 trits (:func:`~mmfree.memory_map.trit_word_bytes`: 72 bits
@@ -76,9 +85,14 @@ class HwConfig:
     param_words: int
     lanes: int = 32
     clk_freq: int = 50_000_000
+    arch: str = "core"
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, not {self.arch!r}")
         for f in fields(self):
+            if f.name == "arch":
+                continue
             value = getattr(self, f.name)
             if not _is_int(value):
                 raise TypeError(f"{f.name} must be an int, not {value!r}")

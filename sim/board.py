@@ -19,20 +19,25 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SimulatedBoard", "register", "accelerator_verilog"]
+__all__ = ["SimulatedBoard", "register", "accelerator_verilog", "accelerator_sources"]
 
 _HW_SOURCES = ("hw", "sw/numerics.py", "sw/protocol.py", "sw/memory_map.py", "sw/sampler.py")
+_SOURCE_SUFFIXES = (".py", ".c", ".h", ".S")         # the gateware generators and the firmware
 
 
-def _config_for(shape, lanes=None):
-    """The bundled preset sized exactly for ``shape`` (and ``lanes``, if given), else one made for it."""
+DEFAULT_LANES = {"core": 32, "compact": 4}
+
+
+def _config_for(shape, lanes=None, arch="core"):
+    """The bundled preset of ``arch`` sized exactly for ``shape`` (and ``lanes``, if given), else one
+    made for it."""
     from mmfree.hw.config import HwConfig, PRESETS
     for preset in PRESETS.values():
         sizes = (preset.max_vocab, preset.max_hidden, preset.max_layers, preset.max_intermediate)
         if sizes == (shape.vocab_size, shape.hidden_size, shape.num_layers, shape.intermediate_size) \
-                and lanes in (None, preset.lanes):
+                and lanes in (None, preset.lanes) and preset.arch == arch:
             return preset
-    return HwConfig.for_model(shape, lanes=lanes or 32)
+    return HwConfig.for_model(shape, lanes=lanes or DEFAULT_LANES[arch], arch=arch)
 
 
 def _source_digest():
@@ -42,7 +47,7 @@ def _source_digest():
     h.update(amaranth.__version__.encode())
     for rel in _HW_SOURCES:
         path = root / rel
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        files = sorted(f for f in path.rglob("*") if f.suffix in _SOURCE_SUFFIXES) if path.is_dir() else [path]
         for f in files:
             if f.is_file():
                 h.update(str(f.relative_to(root)).encode())
@@ -51,20 +56,30 @@ def _source_digest():
 
 
 def accelerator_verilog(config, build_hash=0):
-    """Verilog of ``Accelerator(config, phy="bytes")``, cached by the configuration and the sources."""
+    """Verilog of the accelerator ``config.arch`` names, with its byte port (``phy="bytes"``), cached by
+    the configuration and the sources."""
     from mmfree.sim.runner import cache_dir, to_verilog_text
     key = hashlib.sha256(json.dumps([config.to_dict(), build_hash, _source_digest()],
                                     sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"board-verilog-{key}.v"
     if path.is_file():
         return path.read_text()
-    from mmfree.hw.accelerator import Accelerator
-    text = to_verilog_text(Accelerator(config, build_hash, phy="bytes"))
+    from mmfree.hw.accelerator import make_accelerator
+    text = to_verilog_text(make_accelerator(config, build_hash, phy="bytes"))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
     return text
+
+
+def accelerator_sources(config):
+    """Further Verilog files a simulation of the accelerator for ``config`` needs (the compact one's
+    processor)."""
+    if config.arch == "compact":
+        from mmfree.hw.soc import picorv32_source
+        return (str(picorv32_source()),)
+    return ()
 
 
 class SimulatedBoard:
@@ -86,9 +101,9 @@ class SimulatedBoard:
         self._dir = None
 
     @classmethod
-    def for_model(cls, shape, *, lanes=None, **kwargs):
+    def for_model(cls, shape, *, lanes=None, arch="core", **kwargs):
         """A board whose configuration holds a model of ``shape`` (a bundled preset when one fits)."""
-        return cls(_config_for(shape, lanes), **kwargs)
+        return cls(_config_for(shape, lanes, arch), **kwargs)
 
     @property
     def url(self):
@@ -160,7 +175,7 @@ def _child(config_path):
     config = HwConfig.from_dict(json.loads(Path(config_path).read_text()))
     text = accelerator_verilog(config)
     run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_board", name="accel",
-               quiet=True, opt_fast="-O2")
+               quiet=True, opt_fast="-O2", sources=accelerator_sources(config))
 
 
 # --- mmfree sim-board ------------------------------------------------------------------------------

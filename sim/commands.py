@@ -15,16 +15,15 @@ from pathlib import Path
 __all__ = ["bench", "register"]
 
 
-def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=False):
+def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, arch="core", progress=False):
     """Run the full-system simulation; returns the report dict (raises on any mismatch)."""
     from mmfree.registry import resolve
-    from mmfree.hw.accelerator import Accelerator
-    from mmfree.sim.board import _config_for, accelerator_verilog
+    from mmfree.sim.board import _config_for, accelerator_sources, accelerator_verilog
     from mmfree.sim.runner import run_cocotb
     from mmfree.sim.tb_accelerator import make_vectors
 
     q = resolve(model).quantized()
-    config = _config_for(q.shape, lanes)
+    config = _config_for(q.shape, lanes, arch)
     ids = list(prompt.encode("utf-8"))
     t0 = time.monotonic()
     if progress:
@@ -37,7 +36,7 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, progress=Fals
     with tempfile.TemporaryDirectory(prefix="mmfree-bench-") as d:
         t1 = time.monotonic()
         run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_accelerator", name="accel",
-                   vectors=vec, run_dir=d, opt_fast="-O2")
+                   vectors=vec, run_dir=d, opt_fast="-O2", sources=accelerator_sources(config))
         report = json.loads((Path(d) / "accelerator_report.json").read_text())
     report.update(model=model, lanes=config.lanes, clock_hz=config.clk_freq, prompt_tokens=len(ids),
                   ideal_cycles_per_token=report["weights_per_token"] / config.lanes,
@@ -102,7 +101,7 @@ def cmd_bench(args):
         return 0
     from mmfree.sim.runner import SimulationError
     try:
-        r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes,
+        r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes, arch=args.arch,
                   progress=sys.stderr.isatty() or not args.json)
     except SimulationError as e:
         lines = [l for l in str(e).splitlines() if "Error" in l or "assert" in l.lower()]
@@ -132,6 +131,8 @@ def register(sub):
     p.add_argument("-n", type=_positive_arg, default=32, help="tokens to generate (default 32)")
     p.add_argument("--prompt", default="ROMEO:")
     p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--arch", choices=("core", "compact"), default="core",
+                   help="the accelerator: core (default) or compact (processor and ternary unit, iCE40)")
     p.add_argument("--link", action="store_true",
                    help="instead: upload efficiency through the simulated UART at 3 Mbaud")
     p.add_argument("--json", action="store_true")
