@@ -649,39 +649,39 @@ def selftest_design(baud=3_000_000):
     return Design(name="selftest", make=make, key=json.dumps({"baud": baud}), info={"baud": baud})
 
 
-def accelerator_design(model="demo", lanes=None, baud=None):
-    """The accelerator (:class:`mmfree.hw.accelerator.Accelerator`) sized for a bundled model.
+def accelerator_design(model="demo", lanes=None, baud=None, arch="core"):
+    """The accelerator sized for a bundled model, built as ``arch`` (:data:`mmfree.hw.config.ARCHS`).
 
     ``model`` names a hardware preset of :mod:`mmfree.hw.config` (``tiny``, ``demo``, ...); ``lanes``
-    overrides its lane count (the memories are resized to hold the same model). The design clock is
-    the preset's ``clk_freq`` unless the build asks for another.
+    overrides its lane count (the memories are resized to hold the same model). ``arch="core"`` builds
+    :class:`mmfree.hw.accelerator.Accelerator` at the preset's ``clk_freq``; ``arch="compact"``
+    :class:`mmfree.hw.soc.CompactAccelerator` (default 4 lanes) at
+    :data:`~mmfree.hw.config.COMPACT_CLOCK_HZ`, unless the build asks for another clock.
     """
     try:
-        from mmfree.hw.config import HwConfig, PRESETS
-        from mmfree.hw.accelerator import Accelerator
+        from mmfree.hw.config import ARCHS, COMPACT_CLOCK_HZ, HwConfig, PRESETS
+        from mmfree.hw.accelerator import make_accelerator
     except ImportError as e:
         raise BuildError(f"the accelerator is not available in this installation ({e}); "
                          f"build the flow's self-test design with --design selftest") from None
     import dataclasses
-    import inspect
 
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
     base = HwConfig.preset(model)
-    if lanes is not None:
-        shape_fields = dict(vocab_size=base.max_vocab, hidden_size=base.max_hidden,
-                            num_layers=base.max_layers, intermediate_size=base.max_intermediate)
+    if lanes is not None or arch != base.arch:
         from mmfree.golden import ModelShape
-        base = HwConfig.for_model(ModelShape(**shape_fields), lanes=lanes, clk_freq=base.clk_freq)
-    params = inspect.signature(Accelerator).parameters
+        shape = ModelShape(vocab_size=base.max_vocab, hidden_size=base.max_hidden,
+                           num_layers=base.max_layers, intermediate_size=base.max_intermediate)
+        clock = base.clk_freq if arch == base.arch else COMPACT_CLOCK_HZ if arch == "compact" else 50_000_000
+        base = HwConfig.for_model(shape, lanes=lanes or (4 if arch == "compact" else base.lanes),
+                                  clk_freq=clock, arch=arch)
 
     def make(clock_hz, build_hash):
         config = dataclasses.replace(base, clk_freq=int(round(clock_hz)))
-        kwargs = {}
-        if "build_hash" in params:
-            kwargs["build_hash"] = build_hash
-        if baud is not None and "baud" in params:
-            kwargs["baud"] = baud
-        return Accelerator(config, **kwargs)
+        kwargs = {} if baud is None else {"baud": baud}
+        return make_accelerator(config, build_hash, **kwargs)
 
     return Design(name="accelerator", make=make, clock_hz=base.clk_freq,
                   key=json.dumps({"config": base.to_dict(), "baud": baud}, sort_keys=True),
-                  info={"model": model, "lanes": base.lanes})
+                  info={"model": model, "lanes": base.lanes, "arch": base.arch})

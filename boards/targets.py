@@ -55,6 +55,7 @@ class Board:
     clock_hz: int = None        #: its frequency
     default_clock_hz: int = 100 * MHZ   #: design clock when neither ``--clock`` nor the design sets one
     default_model: str = "tiny"  #: the accelerator's hardware preset when ``--model`` is not given
+    arch: str = "core"          #: the accelerator architecture built when ``--arch`` is not given
     status_leds: tuple = ()     #: ``(resource, number)`` for status bits 0..3; None leaves a bit unshown
     extra_resources: str = None  #: attribute of the platform class with resources to add
     flash: tuple = ()           #: openFPGALoader command lines (``{bitstream}`` is substituted)
@@ -94,7 +95,7 @@ def _boards():
             notes=("LED 7 lights when the PLL has locked.",)))
     boards.append(Board(
         name="icebreaker", title="iCEBreaker (iCE40UP5K)", family="ice40", platform=ICEBreakerPlatform,
-        clock="clk12", clock_hz=12 * MHZ, default_clock_hz=48 * MHZ,
+        clock="clk12", clock_hz=12 * MHZ, default_clock_hz=48 * MHZ, arch="compact",
         status_leds=(("led_g", 1), ("led_g", 2), ("led_g", 3), ("led_g", 4)),
         extra_resources="break_off_pmod",
         flash=("openFPGALoader --board ice40_generic {bitstream}",

@@ -16,7 +16,7 @@ from mmfree import memory_map
 from mmfree.golden import ModelShape
 from mmfree.memory_map import MemoryMapError
 
-__all__ = ["HwConfig", "ARCHS", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "DEMO_CLOCK_HZ", "MemoryMapError"]
+__all__ = ["HwConfig", "ARCHS", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "DEMO_CLOCK_HZ", "COMPACT_CLOCK_HZ", "MemoryMapError"]
 
 def _bundled_shape(name):
     """The shape of a model shipped in the package, read from its own ``config.json``."""
@@ -243,10 +243,16 @@ DEMO_CLOCK_HZ = 100_000_000
 there (docs/boards.md). The PLL makes it exactly from the board's 25 MHz; 3 Mbaud is 33 1/3 clocks a
 bit, which the UART's fractional bit timing keeps exactly."""
 
+COMPACT_CLOCK_HZ = 24_000_000
+"""The design clock of the compact accelerator (``arch="compact"``) on the iCE40UP5K, where its build
+closes timing (docs/boards.md); the iCE40's PLL makes it exactly from the iCEBreaker's 12 MHz."""
+
 PRESETS = {
     "tiny": HwConfig.for_model(TINY_SHAPE, lanes=32),
     "demo": HwConfig.for_model(DEMO_SHAPE, lanes=32, clk_freq=DEMO_CLOCK_HZ),
     "ulx3s-85f": HwConfig.for_model(DEMO_SHAPE, lanes=32, clk_freq=DEMO_CLOCK_HZ),
+    "icebreaker": HwConfig.for_model(TINY_SHAPE, lanes=4, clk_freq=COMPACT_CLOCK_HZ, arch="compact"),
 }
 """Named configurations: ``tiny`` and ``demo`` hold exactly the bundled models of those names;
-``ulx3s-85f`` is the ``demo`` sizing meant for the ULX3S with an ECP5-85F."""
+``ulx3s-85f`` is the ``demo`` sizing meant for the ULX3S with an ECP5-85F; ``icebreaker`` the compact
+accelerator holding ``tiny``, for the iCEBreaker's iCE40UP5K."""

@@ -31,13 +31,14 @@ DEFAULT_LANES = {"core": 32, "compact": 4}
 def _config_for(shape, lanes=None, arch="core"):
     """The bundled preset of ``arch`` sized exactly for ``shape`` (and ``lanes``, if given), else one
     made for it."""
-    from mmfree.hw.config import HwConfig, PRESETS
+    from mmfree.hw.config import COMPACT_CLOCK_HZ, HwConfig, PRESETS
     for preset in PRESETS.values():
         sizes = (preset.max_vocab, preset.max_hidden, preset.max_layers, preset.max_intermediate)
         if sizes == (shape.vocab_size, shape.hidden_size, shape.num_layers, shape.intermediate_size) \
                 and lanes in (None, preset.lanes) and preset.arch == arch:
             return preset
-    return HwConfig.for_model(shape, lanes=lanes or DEFAULT_LANES[arch], arch=arch)
+    clock = {"clk_freq": COMPACT_CLOCK_HZ} if arch == "compact" else {}
+    return HwConfig.for_model(shape, lanes=lanes or DEFAULT_LANES[arch], arch=arch, **clock)
 
 
 def _source_digest():
@@ -127,8 +128,8 @@ class SimulatedBoard:
         self.process = subprocess.Popen([sys.executable, "-m", "mmfree.sim.board", "--child", str(cfg)],
                                         env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        self._say(f"starting the accelerator simulation ({self.config.lanes} lanes; the first start of "
-                  f"a configuration converts and compiles it, which takes minutes)")
+        self._say(f"starting the {self.config.arch} accelerator simulation ({self.config.lanes} lanes; "
+                  f"the first start of a configuration converts and compiles it, which takes minutes)")
         t0 = time.monotonic()
         shown = 0
         while not portfile.exists():
@@ -189,8 +190,8 @@ def cmd_sim_board(args):
     else:
         shape = src.quantized().shape
     byte_cycles = 1
-    board = SimulatedBoard.for_model(shape, lanes=args.lanes, port=args.port, host=args.host,
-                                     byte_cycles=byte_cycles, progress=True)
+    board = SimulatedBoard.for_model(shape, lanes=args.lanes, arch=args.arch, port=args.port,
+                                     host=args.host, byte_cycles=byte_cycles, progress=True)
     board.start()
     print(f"simulated board for {args.model} ({board.config.lanes} lanes) on {board.url}; "
           f"Ctrl-C stops it", flush=True)
@@ -212,6 +213,8 @@ def register(sub):
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--arch", choices=("core", "compact"), default="core",
+                   help="the accelerator: core (default) or compact (processor and ternary unit)")
     p.set_defaults(func=cmd_sim_board)
 
 

@@ -33,16 +33,16 @@ def _progress_bar(total, desc):
 
 
 def _build_args(config):
-    """The `mmfree build` arguments (``--model``, ``--lanes``) of the accelerator that the simulated
-    board runs, or ``None`` when no bundled preset sizes it."""
+    """The `mmfree build` arguments (``--model``, ``--lanes``, ``--arch``) of the accelerator that the
+    simulated board runs, or ``None`` when no bundled preset sizes it."""
     from .hw.config import PRESETS
     sizes = lambda c: (c.max_vocab, c.max_hidden, c.max_layers, c.max_intermediate)
     for name, preset in PRESETS.items():
         if preset == config:
-            return name, None
+            return name, None, config.arch
     for name, preset in PRESETS.items():
         if sizes(preset) == sizes(config):
-            return name, config.lanes
+            return name, config.lanes, config.arch
     return None
 
 
@@ -73,7 +73,7 @@ def run(args):
         device = Device(url, baudrate=args.baud)
     else:
         from .sim.board import SimulatedBoard
-        board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes)
+        board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes, arch=args.arch)
         board.start()
         url = board.url
         # a simulation runs some ten thousand clock cycles a second: wait accordingly
@@ -121,7 +121,8 @@ def run(args):
             if board is not None:
                 build = _build_args(board.config)
                 how = (f"`mmfree build --board {args.board} --model {build[0]}"
-                       + (f" --lanes {build[1]}" if build[1] else "") + "` measures its Fmax"
+                       + (f" --lanes {build[1]}" if build[1] else "") + f" --arch {build[2]}`"
+                       + " measures its Fmax"
                        if build else "no bundled preset sizes it")
                 note = f"design clock: no {args.board} build of this design is cached; {how}"
     parts.append(f"upload {report.bytes:,} bytes in {report.seconds:.1f} s")
@@ -167,6 +168,9 @@ def register(sub):
     p.add_argument("--baud", type=_positive_arg, default=3_000_000,
                    help="serial baud rate with --port (default 3000000)")
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of the simulated board")
+    p.add_argument("--arch", choices=("core", "compact"), default="core",
+                   help="the accelerator of the simulated board: core (default) or compact (processor "
+                        "and ternary unit, as built for the iCEBreaker)")
     p.add_argument("--board", type=_board_arg, default="ulx3s-85f",
                    help="with the simulated board: the board whose measured Fmax (from a cached "
                         "`mmfree build`) projects tokens/s (default ulx3s-85f)")

@@ -308,7 +308,7 @@ def test_cli_one_line_errors(cache, tmp_path):
     code, out, err = run_cli("build", "--board", "icebreaker", "--design", "selftest", "--clock", "500")
     assert "--clock: requested frequency 500 MHz is outside the iCE40 PLL's range" in one_line_error(code, err, 2)
     code, out, err = run_cli("build", "--board", "icebreaker", "--design", "selftest", "--lanes", "8")
-    assert "self-test design takes neither" in one_line_error(code, err, 2)
+    assert "self-test design takes none of them" in one_line_error(code, err, 2)
     code, out, err = run_cli("build", "--board", "icebreaker", "--clock", "fast")
     assert "expected a frequency in MHz" in one_line_error(code, err, 2)
 
@@ -408,8 +408,8 @@ def test_timing_failure_is_one_line_and_keeps_no_bitstream(module_cache):
 # --- the accelerator through the flow (a stand-in until it exists, then the real one's contract) ---
 
 class _StandInAccelerator(wiring.Component):
-    """What the flow expects of ``mmfree.hw.accelerator.Accelerator``: built from an ``HwConfig``
-    (whose ``clk_freq`` the flow sets to the PLL's clock), optionally taking ``build_hash``."""
+    """What the flow expects of ``mmfree.hw.accelerator.make_accelerator``: a design built from an
+    ``HwConfig`` (whose ``clk_freq`` the flow sets to the PLL's clock) and ``build_hash``."""
     uart_rx: In(1)
     uart_tx: Out(1)
     status: Out(4)
@@ -430,7 +430,7 @@ def test_accelerator_design_through_the_flow(tmp_path, cache, monkeypatch):
     import types, sys
     from mmfree.hw.config import HwConfig
     fake = types.ModuleType("mmfree.hw.accelerator")
-    fake.Accelerator = _StandInAccelerator
+    fake.make_accelerator = _StandInAccelerator
     monkeypatch.setitem(sys.modules, "mmfree.hw.accelerator", fake)
     _StandInAccelerator.made.clear()
     code, out, err = run_cli("build", "--board", "generic", "--model", "tiny", "--lanes", "16",
