@@ -7,7 +7,7 @@ __all__ = ["register"]
 
 def cmd_export_verilog(args):
     from amaranth.back import verilog
-    from .accelerator import Accelerator
+    from .accelerator import make_accelerator
     from .config import HwConfig
     if args.preset:
         config = HwConfig.preset(args.preset)
@@ -18,10 +18,14 @@ def cmd_export_verilog(args):
     if args.clock:
         from dataclasses import replace
         config = replace(config, clk_freq=int(args.clock * 1e6))
-    acc = Accelerator(config, args.build_hash, baud=args.baud, phy=args.phy)
-    print(f"converting the accelerator ({config.lanes} lanes, H<={config.max_hidden}, L<={config.max_layers}, "
+    acc = make_accelerator(config, args.build_hash, baud=args.baud, phy=args.phy)
+    print(f"converting the {config.arch} accelerator ({config.lanes} lanes, H<={config.max_hidden}, L<={config.max_layers}, "
           f"I<={config.max_intermediate}, V<={config.max_vocab}) ...", file=sys.stderr, flush=True)
     text = verilog.convert(acc, name=args.name, emit_src=False)
+    if config.arch == "compact":            # its processor, so that the file stands alone
+        from .soc import picorv32_source
+        text += f"\n// {picorv32_source().name}, from the pythondata-cpu-picorv32 package\n"
+        text += picorv32_source().read_text()
     with open(args.output, "w") as f:
         f.write(text)
     ports = "uart_rx, uart_tx" if args.phy == "uart" else "rx/tx byte streams"
@@ -34,7 +38,8 @@ def register(sub):
     from mmfree.commands import _positive_arg
     p = sub.add_parser("export-verilog", help="the accelerator as one Verilog file, for any flow")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="a named hardware configuration (tiny, demo, ulx3s-85f)")
+    g.add_argument("--preset", default=None,
+                   help="a named hardware configuration (tiny, demo, ulx3s-85f, icebreaker)")
     g.add_argument("--model", default="demo", help="size the hardware for this model (default demo)")
     p.add_argument("--lanes", type=_positive_arg, default=None)
     p.add_argument("--clock", type=float, default=None, help="design clock in MHz (sets the UART timing)")

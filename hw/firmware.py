@@ -173,16 +173,19 @@ def build_host(out_dir, config, build_hash=0, token_history=256):
     return lib
 
 
-def build_rom(out_dir, config, build_hash=0, token_history=256, *, linker_script):
+def build_rom(out_dir, config, build_hash=0, token_history=256, *, linker_script, sources=None):
     """Build the device firmware (RV32IMC) in ``out_dir``; returns the boot image (bytes).
 
     ``linker_script`` is the text of the linker script that places it (:mod:`mmfree.hw.soc` makes it
-    from its memory map)."""
+    from its memory map, and writes the ``soc_map.h`` that ``soc.c`` includes into ``out_dir``).
+    ``sources``: the C files built besides ``start.S`` and ``soc.c`` (default :data:`SOURCES`; a
+    test firmware names its own, which provide ``device_init`` and ``device_service``)."""
     out_dir = _prepare(out_dir, config, build_hash, token_history, emulated=False)
     (out_dir / "soc.ld").write_text(linker_script)
     elf, image = out_dir / "firmware.elf", out_dir / "firmware.bin"
-    srcs = [str(FW_DIR / s) for s in ("start.S",) + SOURCES + ("soc.c",)]
-    _cc([*RISCV_FLAGS, *WARNINGS, f"-I{out_dir}", f"-I{FW_DIR}", "-nostartfiles",
+    common = [str(FW_DIR / s) for s in SOURCES] if sources is None else [str(s) for s in sources]
+    srcs = [str(FW_DIR / "start.S"), *common, str(FW_DIR / "soc.c")]
+    _cc([*RISCV_FLAGS, *WARNINGS, f"-I{out_dir}", f"-I{FW_DIR}",
          f"-Wl,-T,{out_dir / 'soc.ld'}", *srcs, "-o", str(elf)], out_dir)
     res = subprocess.run([sys.executable, "-m", "ziglang", "objcopy", "-O", "binary", str(elf), str(image)],
                          capture_output=True, text=True)
