@@ -365,8 +365,10 @@ FSM in its first state; no other signal of mmfree's designs ends in ``_state``."
 def _plan(board, component, pll, seed):
     platform = board.platform_instance()
     top = BoardTop(board, component, pll)
+    # -dsp: multipliers onto the UP5K's SB_MAC16 (the compact accelerator's processor needs it)
+    family_opts = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
     return platform.build(
-        top, name=TOP_NAME, do_build=False, emit_src=False, verbose=True,
+        top, name=TOP_NAME, do_build=False, emit_src=False, verbose=True, **family_opts,
         nextpnr_opts=f"--report report.json --timing-allow-fail --seed {seed}",
         script_after_read=FSM_ENCODING,
         script_after_synth=f"tee -q -o {TOP_NAME}.stat.json stat -json")

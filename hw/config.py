@@ -243,9 +243,10 @@ DEMO_CLOCK_HZ = 100_000_000
 there (docs/boards.md). The PLL makes it exactly from the board's 25 MHz; 3 Mbaud is 33 1/3 clocks a
 bit, which the UART's fractional bit timing keeps exactly."""
 
-COMPACT_CLOCK_HZ = 24_000_000
+COMPACT_CLOCK_HZ = 18_000_000
 """The design clock of the compact accelerator (``arch="compact"``) on the iCE40UP5K, where its build
-closes timing (docs/boards.md); the iCE40's PLL makes it exactly from the iCEBreaker's 12 MHz."""
+closes timing (docs/boards.md); the iCE40's PLL makes it exactly from the iCEBreaker's 12 MHz, and
+3 Mbaud is 6 clocks a bit."""
 
 PRESETS = {
     "tiny": HwConfig.for_model(TINY_SHAPE, lanes=32),
