@@ -448,12 +448,6 @@ def test_accelerator_design_through_the_flow(tmp_path, cache, monkeypatch):
     one_line_error(code, err, 2)
 
 
-_ICEBREAKER_TINY_FITS = pytest.mark.skipif(
-    not os.environ.get("MMFREE_TEST_ACCELERATOR_BUILDS"),
-    reason="the tiny accelerator does not fit the iCE40UP5K yet (docs/boards.md); "
-           "MMFREE_TEST_ACCELERATOR_BUILDS=1 builds it anyway")
-
-
 def _preset_clock_mhz(preset):
     """The design clock of a hardware preset, in MHz (``None``: the board's own)."""
     from mmfree.hw.config import HwConfig
@@ -470,13 +464,14 @@ def background_argv(out, board, model, preset):
 @pytest.mark.slow
 @pytest.mark.background
 @pytest.mark.parametrize("board, model, preset", [
-    pytest.param("icebreaker", "tiny", None, marks=_ICEBREAKER_TINY_FITS),
-    ("ulx3s-85f", "demo", "ulx3s-85f")])
+    ("icebreaker", "tiny", "icebreaker"), ("ulx3s-85f", "demo", "ulx3s-85f")])
 def test_accelerator_bitstream_meets_its_clock(board, model, preset, background_result):
     """The bar for the accelerator on each board, built from scratch (with a cache of its own): it
-    fits, and closes timing at its design clock: the board's, or the ``clk_freq`` of a hardware preset
-    (``ulx3s-85f``: the demo at 100 MHz). The build runs beside the other tests (``background``)."""
+    fits, and closes timing at its design clock: the ``clk_freq`` of the board's hardware preset
+    (``ulx3s-85f``: the demo at 100 MHz; ``icebreaker``: the compact accelerator holding tiny, at
+    18 MHz). The build runs beside the other tests (``background``)."""
     pytest.importorskip("mmfree.hw.accelerator")
+    from mmfree.hw.config import HwConfig
     code, output, folder = background_result
     assert code == 0, output[-3000:]
     out = pathlib.Path(folder) / "build"
@@ -487,10 +482,11 @@ def test_accelerator_bitstream_meets_its_clock(board, model, preset, background_
     assert report["timing_met"]
     want = _preset_clock_mhz(preset) or get_board(board).default_clock_hz / MHZ
     assert report["fmax"]["sync"]["achieved_mhz"] >= want
-    for key in ("lut4", "ff", "bram", "dsp"):
+    for key in ("lut4", "ff", "bram", "dsp") + (("spram",) if board == "icebreaker" else ()):
         assert report["resources"][key]["percent"] <= 100
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["hardware"]["clk_freq"] == manifest["clock"]["achieved_hz"]
+    assert manifest["hardware"] == {**HwConfig.preset(preset).to_dict(), "clk_freq": round(want * MHZ)}
     assert (out / ("top.bin" if board == "icebreaker" else "top.bit")).stat().st_size > 0
 
 
