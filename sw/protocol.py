@@ -32,7 +32,7 @@ import zlib
 __all__ = [
     "PROTOCOL_VERSION", "INFO_MAGIC", "DELIMITER", "HEADER_SIZE", "CRC_SIZE", "MIN_FRAME",
     "MAX_WRITE", "MAX_FEED", "MAX_PAYLOAD", "MAX_FRAME", "MAX_ENCODED", "MAX_REGIONS", "CRC_RESIDUE",
-    "REPLY_LATENCY_S", "FRAME_ERRORS",
+    "REPLY_LATENCY_S", "VERIFY_CYCLES_PER_BYTE", "FRAME_ERRORS",
     "TEMPERATURE_FRAC", "Cmd", "Reply", "Err", "DoneReason", "DeviceState", "InfoFlag", "StatusFlag",
     "crc32", "cobs_encode", "cobs_decode", "cobs_max_length", "CobsError",
     "Frame", "FrameError", "decode_frame", "encode_frame", "FrameReceiver",
@@ -71,7 +71,11 @@ CRC_RESIDUE = 0x2144DF1C
 REPLY_LATENCY_S = 0.01
 """A device starts its reply to a command at most this long after the command's closing delimiter
 (plus the time to finish frames already being sent), except FEED, which is answered when its tokens
-have been processed, and VERIFY, which may take one further clock cycle per byte checked."""
+have been processed, and VERIFY, which may take :data:`VERIFY_CYCLES_PER_BYTE` further clock cycles
+per byte checked."""
+VERIFY_CYCLES_PER_BYTE = 64
+"""The most clock cycles a device spends per byte a VERIFY checks (the gateware link checks a byte a
+clock, the compact accelerator's firmware takes some 30)."""
 
 
 def cobs_max_length(n):

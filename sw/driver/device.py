@@ -20,8 +20,10 @@ from .transport import open_transport
 __all__ = ["Device", "Generation", "LinkStats"]
 
 _READ_SIZE = 4096
-VERIFY_RATE = 1e6
-"""Bytes per second a VERIFY is assumed to check, at least (one byte per cycle at 1 MHz)."""
+VERIFY_RATE = 1e6 / p.VERIFY_CYCLES_PER_BYTE
+"""Bytes per second a VERIFY is assumed to check, at least, on a device whose INFO gives no clock
+(:data:`~mmfree.protocol.VERIFY_CYCLES_PER_BYTE` cycles a byte at 1 MHz); with a clock, that clock
+divided by :data:`~mmfree.protocol.VERIFY_CYCLES_PER_BYTE`."""
 RESEND_DONE = 0xFFFFFFFF
 """A RESEND index past any generation: the device answers with DONE once the generation has ended."""
 
@@ -136,11 +138,13 @@ class Device:
     ``timeout``: seconds to wait for a reply before retransmitting; ``retries``: retransmissions before
     :class:`DeviceTimeout`; ``token_timeout``: seconds one model step may take (FEED waits this long per
     token; a GENERATE waits this long for each next token before asking for it again); ``busy_timeout``:
-    how long a BUSY device is retried; ``window``: WRITE frames in flight at once.
+    how long a BUSY device is retried; ``window``: WRITE frames in flight at once; ``verify_rate``:
+    bytes per second a VERIFY is allowed beyond ``timeout`` (default: from INFO's clock,
+    :data:`~mmfree.protocol.VERIFY_CYCLES_PER_BYTE` cycles a byte).
     """
 
     def __init__(self, port, *, baudrate=3_000_000, timeout=0.5, retries=8, token_timeout=5.0,
-                 busy_timeout=None, window=4, seed=None, verify_rate=VERIFY_RATE):
+                 busy_timeout=None, window=4, seed=None, verify_rate=None):
         for name, v in (("timeout", timeout), ("token_timeout", token_timeout)):
             if not v > 0:
                 raise ValueError(f"{name} must be positive, not {v}")
@@ -154,7 +158,7 @@ class Device:
         self.token_timeout = token_timeout
         self.busy_timeout = token_timeout * 4 if busy_timeout is None else busy_timeout
         self.window = window
-        if not verify_rate > 0:
+        if verify_rate is not None and not verify_rate > 0:
             raise ValueError(f"verify_rate must be positive, not {verify_rate}")
         self.verify_rate = verify_rate
         self.stats = LinkStats()
@@ -368,8 +372,12 @@ class Device:
     def verify(self, region, offset, length):
         """CRC-32 (``zlib.crc32``) of ``length`` bytes of ``region`` from ``offset``, computed by the
         device."""
+        rate = self.verify_rate
+        if rate is None:
+            clock = self.device_info.clock_hz if self.device_info is not None else 0
+            rate = clock / p.VERIFY_CYCLES_PER_BYTE if clock else VERIFY_RATE
         f = self._transact(p.Cmd.VERIFY, p.VerifyRequest(region, offset, length).pack(),
-                           wait=self.timeout + length / self.verify_rate)
+                           wait=self.timeout + length / rate)
         return self._parse(p.VerifyReply, f).crc
 
     def reset_state(self):
