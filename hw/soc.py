@@ -681,7 +681,8 @@ class CompactAccelerator(wiring.Component):
     rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
         The same byte streams without the UART (``phy="bytes"``).
     status : Out(4)
-        Bits 2-0 as the firmware sets them (loaded, busy, error), bit 3 a heartbeat of about 1 Hz.
+        Bits 2-0 as the firmware sets them (loaded, busy, error), bit 1 also while received bytes wait
+        in the FIFO, bit 3 a heartbeat of about 1 Hz.
 
     Simulation needs :func:`picorv32_source` among the Verilog sources; in a build for a platform that
     takes files (``platform.add_file``) it is added by :meth:`elaborate`.
@@ -862,5 +863,7 @@ class CompactAccelerator(wiring.Component):
         m.d.comb += mem_rdata.eq(reduce(operator.or_, [src & pick[i].replicate(32)
                                                        for i, src in enumerate(sources)]))
 
-        m.d.comb += self.status.eq(Cat(status, cycles[_heartbeat_bit(cfg.clk_freq)]))
+        # busy also while received bytes wait: the firmware works through them without telling
+        m.d.comb += self.status.eq(Cat(status[0], status[1] | rx_fifo.r_rdy, status[2],
+                                       cycles[_heartbeat_bit(cfg.clk_freq)]))
         return m

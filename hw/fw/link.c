@@ -370,6 +370,12 @@ static int execute(uint8_t seq, uint8_t cmd, const uint8_t *a, uint32_t len, uin
 
 /* --- frames in --------------------------------------------------------------------------------- */
 
+/* The status lights: loaded, busy (a command or a generation running), error (the last reply a NAK). */
+static void show_status(int busy)
+{
+    hal_status((model_loaded() ? 1u : 0u) | (busy ? 2u : 0u) | (s.nak_last ? 4u : 0u));
+}
+
 /* A closing delimiter after a non-empty frame: check it (docs/protocol.md §2.4), then execute it. */
 static void frame_end(void)
 {
@@ -407,6 +413,7 @@ static void frame_end(void)
         s.nak_last = 0;
         return;
     }
+    show_status(1);                         /* busy until device_service() returns */
     err = execute(seq, cmd, rx + HEADER_SIZE, s.len - MIN_FRAME, &code, &n);
     if (err) {
         nak(seq, (uint8_t)err, cmd, n);
@@ -484,5 +491,5 @@ void device_service(void)
         receive((uint8_t)c);
     if (s.gen_running && !s.answered)
         generate_next();
-    hal_status((model_loaded() ? 1u : 0u) | (s.gen_running ? 2u : 0u) | (s.nak_last ? 4u : 0u));
+    show_status(s.gen_running);
 }
