@@ -98,6 +98,8 @@ def config_header(config, build_hash=0, token_history=256, emulated=False):
     for cmd, (lo, hi) in p.REQUEST_LENGTHS.items():
         d(_define(f"LEN_MIN_{cmd.name}", lo))
         d(_define(f"LEN_MAX_{cmd.name}", hi))
+    # CRC-32 a byte at a time: entry i is the register after byte i from zero (mmfree.protocol.crc32)
+    d(_array("uint32_t", "CRC32_TABLE", [p.crc32(bytes([i]), 0xFFFFFFFF) ^ 0xFFFFFFFF for i in range(256)]))
     d(_define("INFO_SIZE", p.Info.SIZE))
     d(_define("STATUS_SIZE", p.Status.SIZE))
     d("")

@@ -40,20 +40,12 @@ static const uint8_t info_head[INFO_SIZE - 4] = {
     U32(BUILD_HASH), U16(MAX_WRITE), U16(TOKEN_HISTORY), U32(INFO_FLAGS),
 };
 
-/* CRC-32 of IEEE 802.3 (zlib.crc32), four bits at a time */
-static const uint32_t crc_nibble[16] = {
-    0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu, 0x76dc4190u, 0x6b6b51f4u, 0x4db26158u, 0x5005713cu,
-    0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu, 0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu,
-};
-
+/* CRC-32 of IEEE 802.3 (zlib.crc32), a byte at a time (CRC32_TABLE: mmfree_config.h) */
 static uint32_t crc32(const uint8_t *p, uint32_t n)
 {
     uint32_t c = 0xffffffffu;
-    while (n--) {
-        c ^= *p++;
-        c = (c >> 4) ^ crc_nibble[c & 15];
-        c = (c >> 4) ^ crc_nibble[c & 15];
-    }
+    while (n--)
+        c = (c >> 8) ^ CRC32_TABLE[(c ^ *p++) & 0xffu];
     return ~c;
 }
 
