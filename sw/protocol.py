@@ -73,9 +73,9 @@ REPLY_LATENCY_S = 0.01
 (plus the time to finish frames already being sent), except FEED, which is answered when its tokens
 have been processed, and VERIFY, which may take :data:`VERIFY_CYCLES_PER_BYTE` further clock cycles
 per byte checked."""
-VERIFY_CYCLES_PER_BYTE = 64
+VERIFY_CYCLES_PER_BYTE = 128
 """The most clock cycles a device spends per byte a VERIFY checks (the gateware link checks a byte a
-clock, the compact accelerator's firmware takes some 30)."""
+clock, the compact accelerator's firmware takes about 60)."""
 
 
 def cobs_max_length(n):

@@ -52,10 +52,12 @@ def test_faulty_link_to_the_simulated_board():
     assert link.faults > 10
 
 
-@pytest.mark.parametrize("model,n", [("tiny", 64), ("demo", 32)])
-def test_bench(model, n):
+@pytest.mark.parametrize("model,n,arch", [("tiny", 64, "core"), ("demo", 32, "core"), ("tiny", 3, "compact")])
+def test_bench(model, n, arch):
+    """The full system on Verilator (the compact accelerator: PicoRV32 running the real firmware):
+    every reply of the upload, VERIFY and FEED, and every generated token, as the golden model says."""
     from mmfree.sim.commands import bench
-    r = bench(model, tokens=n)
+    r = bench(model, tokens=n, arch=arch)
     assert r["tokens"] == n and r["all_tokens_match"]
     assert 0 < r["utilisation"] <= 1
 
