@@ -23,12 +23,23 @@ from .core import Core
 from .link import Link, check_arguments, info_for
 from .uart import UARTReceiver, UARTTransmitter, baud_fraction
 
-__all__ = ["Accelerator", "make_accelerator", "PHYS", "DEFAULT_BAUD"]
+__all__ = ["Accelerator", "make_accelerator", "port_members", "PHYS", "DEFAULT_BAUD"]
 
 PHYS = ("uart", "bytes")
 DEFAULT_BAUD = 3_000_000
 HEARTBEAT_HZ = 1
 """Blink rate of status bit 3 (heartbeat)."""
+
+
+def port_members(phy):
+    """The ports of an accelerator with ``phy`` (:data:`PHYS`): serial pins or byte streams, and
+    ``status``."""
+    if phy == "uart":
+        members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
+    else:
+        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
+    members["status"] = Out(4)
+    return members
 
 
 class Accelerator(wiring.Component):
@@ -71,12 +82,7 @@ class Accelerator(wiring.Component):
         self.baud = baud
         self.phy = phy
         self.token_history = token_history
-        if phy == "uart":
-            members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
-        else:
-            members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
-        members["status"] = Out(4)
-        super().__init__(members)
+        super().__init__(port_members(phy))
 
     @property
     def info(self):

@@ -89,7 +89,7 @@ from amaranth.lib.wiring import In, Out
 
 from mmfree import memory_map
 
-from .accelerator import DEFAULT_BAUD, HEARTBEAT_HZ, PHYS
+from .accelerator import DEFAULT_BAUD, HEARTBEAT_HZ, PHYS, port_members
 from .config import HwConfig
 from .link import check_arguments, info_for, region_sizes
 from .uart import UARTReceiver, UARTTransmitter, baud_fraction
@@ -712,12 +712,7 @@ class CompactAccelerator(wiring.Component):
         self.fast_mul = bool(fast_mul)
         self.map = smap
         self._firmware = firmware
-        if phy == "uart":
-            members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
-        else:
-            members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
-        members["status"] = Out(4)
-        super().__init__(members)
+        super().__init__(port_members(phy))
 
     @property
     def info(self):

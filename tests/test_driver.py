@@ -12,6 +12,7 @@ from mmfree.golden import GoldenModel, quantize_model
 from mmfree.image import ImageError, image_bytes
 from mmfree.model import HGRNBitConfig, HGRNBitForCausalLM
 from mmfree.sampler import reference_generate, temperature_code
+from malformed import malformed_burst, valid_frames
 from mmfree.driver import (Device, GoldenBoard, BoardServer, FaultyTransport, DeviceError, DeviceNak,
                            DeviceTimeout, IncompatibleImage, TokenLost, check_image, upload)
 
@@ -224,45 +225,15 @@ def test_ten_thousand_malformed_frames(image):
     board = GoldenBoard(image)
     _replies(board, p.encode_frame(1, p.Cmd.FEED, p.FeedRequest((1, 2)).pack()))
     rng = random.Random(7)
-    valid = [p.Frame(rng.randrange(256), c, bytes(rng.randrange(256) for _ in range(lo)))
-             for c, (lo, _) in p.REQUEST_LENGTHS.items()]
-    sent = 0
+    valid = valid_frames(rng)
     for burst in range(100):
-        chunk = bytearray()
-        for _ in range(100):
-            kind = rng.randrange(7)
-            if kind == 0:                       # random bytes, zeros included
-                chunk += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
-            elif kind == 1:                     # truncated frame
-                w = rng.choice(valid).encode()
-                chunk += w[:rng.randrange(1, len(w) - 1)]
-            elif kind == 2:                     # one damaged byte
-                w = bytearray(rng.choice(valid).encode())
-                w[rng.randrange(1, len(w) - 1)] ^= rng.randrange(1, 256)
-                chunk += w
-            elif kind == 3:                     # overlong
-                chunk += b"\x00" + bytes(rng.randrange(1, 256) for _ in range(rng.randrange(273, 400))) + b"\x00"
-            elif kind == 4:                     # intact frame, any code, any payload length
-                payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
-                chunk += p.encode_frame(rng.randrange(256), rng.randrange(256), payload)
-            elif kind == 5:                     # intact command with a random payload of a legal length
-                code = rng.choice(list(p.REQUEST_LENGTHS))
-                lo, hi = p.REQUEST_LENGTHS[code]
-                n = lo if code != p.Cmd.WRITE else rng.randrange(lo, hi + 1)
-                payload = bytearray(rng.randrange(256) for _ in range(n))
-                if code == p.Cmd.WRITE:
-                    payload[0] = rng.randrange(3)
-                chunk += p.encode_frame(rng.randrange(256), code, bytes(payload))
-            else:                               # COBS-valid body too short to be a frame
-                chunk += b"\x00" + p.cobs_encode(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 6)))) + b"\x00"
-            sent += 1
-        board.receive(bytes(chunk))
+        chunk = malformed_burst(rng, valid)
+        board.receive(chunk)
         board.transmit()
         seq = burst & 0xFF
         replies = _replies(board, p.encode_frame(seq, p.Cmd.INFO))
         infos = [f for f in replies if f.seq == seq and f.code == p.Reply.ACK]
         assert infos and p.Info.unpack(infos[-1].payload).protocol_version == p.PROTOCOL_VERSION, burst
-    assert sent == 10_000
     assert board.internal_errors == 0 and board.frames_rejected > 3000
 
 

@@ -14,6 +14,7 @@ import zlib
 
 import pytest
 
+from malformed import malformed_burst, valid_frames
 from mmfree import protocol as p
 from mmfree.driver import Device, DeviceNak, FaultyTransport, GoldenBoard
 from mmfree.hw.config import HwConfig, TINY_SHAPE
@@ -328,42 +329,20 @@ def test_malformed_frame_storm(pair):
     """Thousands of random, truncated, damaged, overlong and well-formed-but-wrong frames: the two
     byte streams that come back are identical."""
     rng = random.Random(7)
-    valid = [p.Frame(rng.randrange(256), c, bytes(rng.randrange(256) for _ in range(lo)))
-             for c, (lo, _) in p.REQUEST_LENGTHS.items()]
+    valid = valid_frames(rng)
+
+    def shape(rng, code, payload):
+        if code == p.Cmd.WRITE:             # regions without the model descriptor, in range
+            payload[0] = rng.randrange(3)
+            n = len(payload)
+            payload[4:8] = rng.randrange(SIZES[payload[0]] - (n - 8) + 1).to_bytes(4, "little")
+        elif code == p.Cmd.VERIFY:
+            payload[0] = rng.randrange(5)
+            payload[4:12] = p.VerifyRequest(0, rng.randrange(1000), rng.randrange(30000)).pack()[4:]
+
     for burst in range(30):
-        chunk = bytearray()
-        for _ in range(100):
-            kind = rng.randrange(7)
-            if kind == 0:                       # random bytes, zeros included
-                chunk += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
-            elif kind == 1:                     # truncated frame
-                w = rng.choice(valid).encode()
-                chunk += w[:rng.randrange(1, len(w) - 1)]
-            elif kind == 2:                     # one damaged byte
-                w = bytearray(rng.choice(valid).encode())
-                w[rng.randrange(1, len(w) - 1)] ^= rng.randrange(1, 256)
-                chunk += w
-            elif kind == 3:                     # overlong
-                chunk += b"\x00" + bytes(rng.randrange(1, 256) for _ in range(rng.randrange(273, 400))) + b"\x00"
-            elif kind == 4:                     # intact frame, any code, any payload length
-                payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
-                chunk += p.encode_frame(rng.randrange(256), rng.randrange(256), payload)
-            elif kind == 5:                     # intact command with a random payload of a legal length
-                code = rng.choice(list(p.REQUEST_LENGTHS))
-                lo, hi = p.REQUEST_LENGTHS[code]
-                n = lo if code != p.Cmd.WRITE else rng.randrange(lo, hi + 1)
-                payload = bytearray(rng.randrange(256) for _ in range(n))
-                if code == p.Cmd.WRITE:         # regions without the model descriptor, in range
-                    payload[0] = rng.randrange(3)
-                    payload[4:8] = rng.randrange(SIZES[payload[0]] - (n - 8) + 1).to_bytes(4, "little")
-                elif code == p.Cmd.VERIFY:
-                    payload[0] = rng.randrange(5)
-                    payload[4:12] = p.VerifyRequest(0, rng.randrange(1000), rng.randrange(30000)).pack()[4:]
-                chunk += p.encode_frame(rng.randrange(256), code, bytes(payload))
-            else:                               # COBS-valid body too short to be a frame
-                body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 6)))
-                chunk += b"\x00" + p.cobs_encode(body) + b"\x00"
-        pair.send(bytes(chunk))
+        chunk = malformed_burst(rng, valid, shape=shape)
+        pair.send(chunk)
         frames = pair.send(p.encode_frame(burst, p.Cmd.INFO))   # its 00 may end a partial frame first
         assert p.Info.unpack(frames[-1].payload) == pair.fw.info
     for r in range(4):
