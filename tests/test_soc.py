@@ -85,6 +85,46 @@ def test_board_flow_accepts_it():
     check_design(CompactAccelerator(TINY4, firmware=bytes(4)))
 
 
+def test_arch_picks_the_accelerator():
+    """``HwConfig.arch`` chooses the design everywhere one is made from a configuration: the board
+    flow's preset, the simulated board and the bench (with the processor's Verilog), export-verilog."""
+    from mmfree.hw.accelerator import Accelerator, make_accelerator
+    from mmfree.hw.config import PRESETS, COMPACT_CLOCK_HZ
+    from mmfree.sim.board import _config_for, accelerator_sources
+    ice = PRESETS["icebreaker"]
+    assert (ice.arch, ice.lanes, ice.clk_freq) == ("compact", 4, COMPACT_CLOCK_HZ)
+    assert isinstance(make_accelerator(ice, phy="bytes"), CompactAccelerator)
+    assert isinstance(make_accelerator(PRESETS["tiny"], phy="bytes"), Accelerator)
+    assert _config_for(TINY_SHAPE, None, "compact") == ice
+    assert _config_for(TINY_SHAPE, None, "core") == PRESETS["tiny"]
+    assert accelerator_sources(ice) == (str(soc.picorv32_source()),)
+    assert accelerator_sources(PRESETS["tiny"]) == ()
+    with pytest.raises(ValueError, match="arch must be one of 'core', 'compact', not 'big'"):
+        HwConfig.for_model(TINY_SHAPE, lanes=4, arch="big")
+
+
+def test_board_flow_builds_the_compact_one_for_the_icebreaker():
+    from mmfree.boards.build import accelerator_design
+    from mmfree.boards.targets import get_board
+    from mmfree.hw.config import PRESETS
+    assert get_board("icebreaker").arch == "compact" and get_board("ulx3s-85f").arch == "core"
+    design = accelerator_design("tiny", arch=get_board("icebreaker").arch)
+    acc = design.make(design.clock_hz, 0x1234)
+    assert isinstance(acc, CompactAccelerator) and acc.config == PRESETS["icebreaker"]
+    assert acc.info.build_hash == 0x1234 and acc.info.lanes == 4
+    with pytest.raises(ValueError, match="arch must be one of"):
+        accelerator_design("tiny", arch="big")
+
+
+def test_export_verilog_stands_alone(tmp_path):
+    """The compact accelerator as one Verilog file: the processor's module is in it."""
+    from mmfree.cli import main
+    out = tmp_path / "acc.v"
+    assert main(["export-verilog", "--preset", "icebreaker", "--phy", "bytes", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module mmfree_accelerator" in text and "module picorv32 " in text
+
+
 # --- the ternary unit alone ----------------------------------------------------------------------
 
 class _UnitBench(wiring.Component):
