@@ -67,6 +67,8 @@ def run(args):
     prompt = encode_prompt(args.prompt, shape.vocab_size)
 
     board = None
+    if args.board is None:
+        args.board = "icebreaker" if args.arch == "compact" else "ulx3s-85f"
     t_start = time.perf_counter()
     if args.port:
         url = args.port
@@ -171,9 +173,10 @@ def register(sub):
     p.add_argument("--arch", choices=("core", "compact"), default="core",
                    help="the accelerator of the simulated board: core (default) or compact (processor "
                         "and ternary unit, as built for the iCEBreaker)")
-    p.add_argument("--board", type=_board_arg, default="ulx3s-85f",
+    p.add_argument("--board", type=_board_arg, default=None,
                    help="with the simulated board: the board whose measured Fmax (from a cached "
-                        "`mmfree build`) projects tokens/s (default ulx3s-85f)")
+                        "`mmfree build`) projects tokens/s (default ulx3s-85f; icebreaker with "
+                        "--arch compact)")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0,
                    help="0 (default): the argmax; otherwise the device samples (8.8 fixed point)")
     p.add_argument("--top-k", type=_uint_arg(16), default=0,

@@ -34,6 +34,20 @@ def test_run_on_the_simulated_board(capfd):
     assert "24 tokens" in err and "cycles/token" in err
 
 
+def test_run_on_the_simulated_compact_board(capfd):
+    """`mmfree run --arch compact`: the compact accelerator's RTL (PicoRV32 running the firmware)
+    behind the simulated board, sampling on the device: the tokens of the golden model and the
+    reference sampler."""
+    from mmfree.sampler import reference_generate, temperature_code
+    assert main(["run", "--model", "tiny", "--arch", "compact", "--prompt", PROMPT, "-n", "2",
+                 "--temperature", "0.8", "--top-k", "20", "--seed", "5"]) == 0
+    out, err = capfd.readouterr()
+    golden = GoldenModel(resolve("tiny").quantized())
+    tokens = list(reference_generate(golden, list(PROMPT.encode()), 2, temperature_code(0.8), 20, 5))
+    assert out == (PROMPT.encode() + bytes(tokens) + b"\n").decode("utf-8", "replace")
+    assert "2 tokens" in err and "at 18.0 MHz" in err and "--board icebreaker" in err
+
+
 def test_faulty_link_to_the_simulated_board():
     """Bytes flipped, dropped and duplicated at 1e-3 between the driver and the RTL: the upload and
     200 generated tokens come out exactly as on a clean link."""
