@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from mmfree import protocol as p
+from mmfree.driver.golden_board import OutputQueue
 
 __all__ = ["FirmwareBoard", "build_library"]
 
@@ -91,7 +92,7 @@ def _load(lib):
     return dll
 
 
-class FirmwareBoard:
+class FirmwareBoard(OutputQueue):
     """The firmware of a compact accelerator built for ``config`` (a
     :class:`~mmfree.hw.config.HwConfig`), running in this process.
 
@@ -137,19 +138,6 @@ class FirmwareBoard:
             if self._lib.host_receive(chunk, len(chunk)) != len(chunk):
                 raise RuntimeError("the firmware's receive queue overflowed")
             self._service()
-
-    def transmit(self, size=-1):
-        """Take up to ``size`` (all if negative) queued bytes for the host."""
-        if size < 0 or size >= len(self._out):
-            out, self._out = bytes(self._out), bytearray()
-        else:
-            out = bytes(self._out[:size])
-            del self._out[:size]
-        return out
-
-    @property
-    def pending(self):
-        return len(self._out)
 
     @property
     def status_bits(self):

@@ -48,7 +48,24 @@ class _Generation:
         self.reason = p.DoneReason.COMPLETE
 
 
-class GoldenBoard:
+class OutputQueue:
+    """The bytes a software device has sent and the host has not read yet (``self._out``)."""
+
+    def transmit(self, size=-1):
+        """Take up to ``size`` (all if negative) queued bytes for the host."""
+        if size < 0 or size >= len(self._out):
+            out, self._out = bytes(self._out), bytearray()
+        else:
+            out = bytes(self._out[:size])
+            del self._out[:size]
+        return out
+
+    @property
+    def pending(self):
+        return len(self._out)
+
+
+class GoldenBoard(OutputQueue):
     """An in-process mmfree device backed by :class:`mmfree.golden.GoldenModel`.
 
     ``image``: optional weight image bytes preloaded into region 0. The other arguments are what INFO
@@ -109,19 +126,6 @@ class GoldenBoard:
                 self._send_nak(item.seq, item.error, item.code)
             else:
                 self._command(item)
-
-    def transmit(self, size=-1):
-        """Take up to ``size`` (all if negative) queued bytes for the host."""
-        if size < 0 or size >= len(self._out):
-            out, self._out = bytes(self._out), bytearray()
-        else:
-            out = bytes(self._out[:size])
-            del self._out[:size]
-        return out
-
-    @property
-    def pending(self):
-        return len(self._out)
 
     @property
     def generating(self):
