@@ -39,6 +39,7 @@ ARCHS = ("core", "compact")
 ternary unit, for the iCE40UP5K); :func:`~mmfree.hw.accelerator.make_accelerator` makes either."""
 
 MAX_LANES = 1024
+MAX_ROWS = 64
 MAX_LAYERS = 1024
 MAX_VOCAB = 1 << 20
 _MAX_ROW = (1 << 24) // 127          # longest row the quantiser and the exact accumulators accept
@@ -70,6 +71,12 @@ class HwConfig:
     arch : str
         Which accelerator the configuration is built as (:data:`ARCHS`): ``"core"`` (the default) or
         ``"compact"``. Both read the same memory regions and answer the same protocol.
+    rows : int
+        ``R``, the *row units*: rows of a matrix computed at once, each on its own ``lanes`` lanes
+        (``R P`` ternary weights a clock in all, :attr:`total_lanes`). A power of two from 1 (the
+        default) to :data:`MAX_ROWS`; every matrix of a model (``H``, ``2 I`` and ``V`` rows) must have
+        a multiple of ``R`` rows. TRITS then holds ``R`` streams side by side
+        (:mod:`mmfree.memory_map`). Only the ``"core"`` architecture has more than one.
 
     Memory words (what the write ports of :class:`~mmfree.hw.core.Core` take): TRITS
     :attr:`trit_word_bytes` bytes of base-3 trits (:func:`~mmfree.memory_map.trit_word_bytes`: 72 bits
@@ -86,6 +93,7 @@ class HwConfig:
     lanes: int = 32
     clk_freq: int = 50_000_000
     arch: str = "core"
+    rows: int = 1
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -98,6 +106,14 @@ class HwConfig:
                 raise TypeError(f"{f.name} must be an int, not {value!r}")
             if value < 1:
                 raise ValueError(f"{f.name} must be positive, not {value}")
+        R = self.rows
+        if R > MAX_ROWS or R & (R - 1):
+            raise ValueError(f"rows must be a power of two from 1 to {MAX_ROWS}, not {R}")
+        if R > 1 and self.arch != "core":
+            raise ValueError(f"the {self.arch} architecture has one row unit, not {R}")
+        for name in ("max_hidden", "max_vocab"):
+            if getattr(self, name) % R:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of rows ({R})")
         P = self.lanes
         if P < 4 or P > MAX_LANES or P & (P - 1):
             raise ValueError(f"lanes must be a power of two from 4 to {MAX_LANES}, not {P}")
@@ -122,9 +138,14 @@ class HwConfig:
         return self.lanes.bit_length() - 1
 
     @property
+    def total_lanes(self):
+        """Ternary weights a clock in all: ``lanes * rows``."""
+        return self.lanes * self.rows
+
+    @property
     def trit_word_bytes(self):
-        """Bytes per TRITS word: :func:`mmfree.memory_map.trit_word_bytes` of ``lanes``."""
-        return memory_map.trit_word_bytes(self.lanes)
+        """Bytes per TRITS word: :func:`mmfree.memory_map.trit_word_bytes` of ``lanes`` and ``rows``."""
+        return memory_map.trit_word_bytes(self.lanes, self.rows)
 
     @property
     def trit_word_bits(self):
@@ -189,8 +210,12 @@ class HwConfig:
         for what, value in (("hidden size", H), ("intermediate size", I)):
             if value % self.lanes:
                 out.append(f"{what} {value} is not a multiple of {self.lanes} lanes")
+        for what, value in (("hidden size", H), ("twice the intermediate size", 2 * I),
+                            ("vocabulary", V)):
+            if value % self.rows:
+                out.append(f"{what} {value} is not a multiple of {self.rows} row units")
         if not out:
-            sizes = memory_map.region_sizes(shape, self.lanes)
+            sizes = memory_map.region_sizes(shape, self.lanes, self.rows)
             need = sizes[memory_map.REGION_TRITS]
             if need > self.trit_bytes:
                 out.append(f"the trits need {need} bytes, the device holds {self.trit_bytes}")
@@ -209,13 +234,13 @@ class HwConfig:
             raise MemoryMapError("the model does not fit the hardware: " + "; ".join(problems))
 
     @classmethod
-    def for_model(cls, shape, lanes=32, **kwargs):
+    def for_model(cls, shape, lanes=32, rows=1, **kwargs):
         """The smallest configuration that holds a model of ``shape`` exactly."""
-        sizes = memory_map.region_sizes(shape, lanes)          # checks lanes against the row lengths
+        sizes = memory_map.region_sizes(shape, lanes, rows)    # checks lanes and rows against the shape
         return cls(max_hidden=shape.hidden_size, max_layers=shape.num_layers,
                    max_intermediate=shape.intermediate_size, max_vocab=shape.vocab_size,
                    trit_bytes=sizes[memory_map.REGION_TRITS],
-                   param_words=sizes[memory_map.REGION_PARAMS] // 2, lanes=lanes, **kwargs)
+                   param_words=sizes[memory_map.REGION_PARAMS] // 2, lanes=lanes, rows=rows, **kwargs)
 
     @classmethod
     def preset(cls, name):

@@ -120,13 +120,13 @@ REGION_PORTS = {memory_map.REGION_TRITS: "trits", memory_map.REGION_PARAMS: "par
 """Region number -> the name of its ``wr_<name>`` and ``rd_<name>`` ports."""
 
 
-def region_words(regions, lanes):
+def region_words(regions, lanes, rows=1):
     """The words the ``wr_<region>`` ports take, from the bytes :func:`~mmfree.memory_map.to_regions`
     makes: ``{region: [int, ...]}``, little-endian words of :func:`~mmfree.memory_map.word_bytes`.
     """
     out = {}
     for region, blob in regions.items():
-        size = memory_map.word_bytes(region, lanes)
+        size = memory_map.word_bytes(region, lanes, rows)
         if len(blob) % size:
             raise ValueError(f"region {memory_map.REGION_NAMES[region]} holds {len(blob)} bytes, "
                              f"not a multiple of its {size}-byte word")

@@ -65,7 +65,7 @@ def config_header(config, build_hash=0, token_history=256, emulated=False):
     d = lines.append
 
     d("/* the build (INFO) */")
-    for name, value in (("LANES", config.lanes), ("MAX_VOCAB", config.max_vocab),
+    for name, value in (("LANES", config.lanes), ("ROWS", config.rows), ("MAX_VOCAB", config.max_vocab),
                         ("MAX_HIDDEN", config.max_hidden), ("MAX_LAYERS", config.max_layers),
                         ("MAX_INTERMEDIATE", config.max_intermediate), ("MAX_K", config.max_k),
                         ("CLOCK_HZ", f"{config.clk_freq}u"), ("BUILD_HASH", f"0x{build_hash:08x}u"),

@@ -196,7 +196,8 @@ def info_for(config, build_hash=0, token_history=256):
                     for r, size in sorted(region_sizes(config).items()))
     return p.Info(p.PROTOCOL_VERSION, config.lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION,
                   config.max_vocab, config.max_hidden, config.max_intermediate, config.max_layers,
-                  config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag.SAMPLING, regions)
+                  config.clk_freq, build_hash, p.MAX_WRITE, token_history, p.InfoFlag.SAMPLING, regions,
+                  config.rows)
 
 
 def check_arguments(config, build_hash, token_history):

@@ -66,7 +66,7 @@ def link_throughput(nbytes=None, baud=3_000_000, progress=False):
     if not 1 <= nbytes <= room:
         raise ValueError(f"nbytes must be 1 to {room} (the TRITS region of the tiny board), not {nbytes}")
     byte_cycles = math.ceil(config.clk_freq * 10 / baud)
-    data = mm.to_regions(resolve("demo").quantized(), config.lanes)[mm.REGION_TRITS][:nbytes]
+    data = mm.to_regions(resolve("demo").quantized(), config.lanes, config.rows)[mm.REGION_TRITS][:nbytes]
     with tempfile.TemporaryDirectory(prefix="mmfree-link-") as d:
         stats = Path(d) / "stats.jsonl"
         with SimulatedBoard(config, byte_cycles=byte_cycles, stats=stats, progress=progress) as board:

@@ -51,7 +51,7 @@ def make_vectors(q, config, prompt, n, build_hash=0, token_history=256, sample=N
     wire, expect = {k: b"" for k in PHASES}, {k: b"" for k in PHASES}
     s, w = frame(p.Cmd.INFO)
     wire["info"], expect["info"] = w, reply(s, payload=info_for(config, build_hash, token_history).pack())
-    regions = mm.to_regions(q, config.lanes)
+    regions = mm.to_regions(q, config.lanes, config.rows)
     for r, blob in sorted(regions.items()):
         for k in range(0, len(blob), p.MAX_WRITE):
             s, w = frame(p.Cmd.WRITE, p.WriteRequest(r, k, blob[k:k + p.MAX_WRITE]).pack())

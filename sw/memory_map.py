@@ -26,7 +26,13 @@ SCALARS(3) 4 bytes (uint32)        the model descriptor: ``V, H, L, I``, then pe
 
 All multi-byte words are little-endian. A TRITS word is :data:`TRIT_UNIT_BYTES` (9) bytes, 45 trits,
 72 bits (the width of two 36-bit block RAM columns), or as many such units as it takes to hold at
-least ``lanes`` trits, so that one word a clock keeps every lane busy. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
+least ``lanes`` trits, so that one word a clock keeps every lane busy.
+
+A device with ``rows = R`` *row units* (``R`` rows of a matrix computed at once, each on its own
+``lanes`` lanes) reads TRITS as ``R`` streams side by side: row ``r`` of every matrix belongs to
+stream ``r mod R`` (every matrix has a multiple of ``R`` rows), each stream is its rows in the order
+above, packed on its own, and a TRITS word is ``R`` such sub-words, stream 0's first
+(:func:`trit_streams`). With ``R = 1`` that is the one sequence above. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
 exponent as a sign-extended 32-bit integer.
 """
 
@@ -41,7 +47,7 @@ from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 __all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
            "REGION_TAGS", "WORD_BYTES", "TRITS_PER_BYTE", "TRIT_UNIT_BYTES", "trit_word_bytes",
            "word_bytes", "trit_region_bytes", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
-           "from_regions", "MemoryMapError"]
+           "from_regions", "trit_subword_bytes", "trit_streams", "MemoryMapError"]
 
 REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
 REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "gates",
@@ -96,40 +102,112 @@ def scalar_names(shape):
     return out
 
 
-def trit_word_bytes(lanes):
-    """Bytes of one TRITS word on a device with ``lanes`` lanes: the fewest whole units of
-    :data:`TRIT_UNIT_BYTES` that hold at least ``lanes`` trits."""
+def trit_word_bytes(lanes, rows=1):
+    """Bytes of one TRITS word on a device with ``lanes`` lanes and ``rows`` row units: ``rows``
+    sub-words, each the fewest whole units of :data:`TRIT_UNIT_BYTES` that hold at least ``lanes``
+    trits."""
+    return rows * trit_subword_bytes(lanes)
+
+
+def trit_subword_bytes(lanes):
+    """Bytes of one row unit's part of a TRITS word (:func:`trit_word_bytes` with one row unit)."""
     unit = TRITS_PER_BYTE * TRIT_UNIT_BYTES
     return TRIT_UNIT_BYTES * max(1, -(-lanes // unit))
 
 
-def word_bytes(region, lanes):
-    """Bytes of one word of ``region`` on a device with ``lanes`` lanes."""
-    return trit_word_bytes(lanes) if region == REGION_TRITS else WORD_BYTES[region]
+def word_bytes(region, lanes, rows=1):
+    """Bytes of one word of ``region`` on a device with ``lanes`` lanes and ``rows`` row units."""
+    return trit_word_bytes(lanes, rows) if region == REGION_TRITS else WORD_BYTES[region]
 
 
-def trit_region_bytes(n, lanes):
-    """Bytes of the TRITS region that holds ``n`` trits: whole words of :func:`trit_word_bytes`."""
-    wb = trit_word_bytes(lanes)
-    return wb * -(-n // (TRITS_PER_BYTE * wb))
+def trit_region_bytes(n, lanes, rows=1):
+    """Bytes of the TRITS region that holds ``n`` trits (a multiple of ``rows``) on a device with
+    ``lanes`` lanes and ``rows`` row units: whole words of :func:`trit_word_bytes`."""
+    sub = TRITS_PER_BYTE * trit_subword_bytes(lanes)
+    return trit_word_bytes(lanes, rows) * -(-(-(-n // rows)) // sub)
 
 
-def region_sizes(shape, lanes):
-    """Bytes each region needs for a model of ``shape`` on a device with ``lanes`` lanes."""
-    _check_lanes(shape, lanes)
-    trits = trit_region_bytes(shape.ternary_weights, lanes)
+def region_sizes(shape, lanes, rows=1):
+    """Bytes each region needs for a model of ``shape`` on a device with ``lanes`` lanes and ``rows``
+    row units."""
+    _check_lanes(shape, lanes, rows)
+    trits = trit_region_bytes(shape.ternary_weights, lanes, rows)
     params = 2 * sum(n for _, n in param_order(shape))
     gates = 4 * shape.num_layers * shape.hidden_size
     scalars = 4 * (4 + len(scalar_names(shape)))
     return {REGION_TRITS: trits, REGION_PARAMS: params, REGION_GATES: gates, REGION_SCALARS: scalars}
 
 
-def _check_lanes(shape, lanes):
+def _check_lanes(shape, lanes, rows=1):
     if lanes % 4:
         raise MemoryMapError(f"lanes must be a multiple of 4, not {lanes}")
-    for name, rows, cols in matrix_order(shape)[:6] + matrix_order(shape)[-1:]:
+    if not isinstance(rows, int) or rows < 1:
+        raise MemoryMapError(f"rows must be a positive integer, not {rows!r}")
+    for name, nrows, cols in matrix_order(shape)[:6] + matrix_order(shape)[-1:]:
         if cols % lanes:
             raise MemoryMapError(f"rows of {cols} trits ({name}) are not a multiple of {lanes} lanes")
+        if nrows % rows:
+            raise MemoryMapError(f"{nrows} rows ({name}) are not a multiple of {rows} row units")
+
+
+def trit_streams(shape, rows):
+    """``[(name, r0), ...]`` per row unit: the matrices' rows each of the ``rows`` streams of TRITS
+    holds, in order (row ``r`` of a matrix in stream ``r mod rows``); ``r0`` is the first row of
+    ``name`` in the stream, which then takes every ``rows``-th row."""
+    return [[(name, u) for name, _, _ in matrix_order(shape)] for u in range(rows)]
+
+
+def _pack_streams(mats, shape, lanes, rows):
+    """The TRITS bytes of ``mats`` (name -> ``[rows, cols]`` trits): :func:`trit_streams` packed
+    and interleaved sub-word by sub-word."""
+    size = trit_region_bytes(shape.ternary_weights, lanes, rows)
+    sub = trit_subword_bytes(lanes)
+    packed = []
+    for stream in trit_streams(shape, rows):
+        seq = torch.cat([mats[name][r0::rows].reshape(-1).to(torch.int64) for name, r0 in stream])
+        seq = torch.cat([seq, seq.new_zeros(TRITS_PER_BYTE * size // rows - seq.numel())])
+        packed.append(nx.pack_trits_base3(seq).reshape(-1, sub))
+    return torch.stack(packed, dim=1).reshape(-1).numpy().tobytes()
+
+
+def _unpack_streams(trit_bytes, shape, lanes, rows):
+    """Inverse of :func:`_pack_streams`: name -> ``[rows, cols]`` trits."""
+    n = shape.ternary_weights
+    if rows == 1:
+        nbytes = -(-n // TRITS_PER_BYTE)
+        if nbytes > len(trit_bytes):
+            raise MemoryMapError(f"the trits region holds {len(trit_bytes)} bytes, the model needs {nbytes}")
+        streams = [_unpack(trit_bytes[:nbytes], n)]
+    else:
+        size = trit_region_bytes(n, lanes, rows)
+        if size > len(trit_bytes):
+            raise MemoryMapError(f"the trits region holds {len(trit_bytes)} bytes, the model needs {size}")
+        sub = trit_subword_bytes(lanes)
+        words = torch.frombuffer(bytearray(trit_bytes[:size]), dtype=torch.uint8).reshape(-1, rows, sub)
+        streams = [_unpack(words[:, u].reshape(-1).numpy().tobytes(), n // rows) for u in range(rows)]
+    dims = {name: (nrows, cols) for name, nrows, cols in matrix_order(shape)}
+    parts = {name: [] for name in dims}
+    for u, stream in enumerate(trit_streams(shape, rows)):
+        pos = 0
+        for name, r0 in stream:
+            nrows, cols = dims[name]
+            k = (nrows // rows) * cols
+            parts[name].append(streams[u][pos:pos + k].reshape(-1, cols))
+            pos += k
+    out = {}
+    for name, (nrows, cols) in dims.items():
+        t = torch.empty(nrows, cols, dtype=torch.int8)
+        for u, part in enumerate(parts[name]):
+            t[u::rows] = part.to(torch.int8)
+        out[name] = t
+    return out
+
+
+def _unpack(data, n):
+    try:
+        return nx.unpack_trits_base3(torch.frombuffer(bytearray(data), dtype=torch.uint8), n)
+    except ValueError as e:
+        raise MemoryMapError(f"the trits region: {e}") from None
 
 
 def _get(qmodel, name):
@@ -152,14 +230,13 @@ def _pf_from_word(w):
     return nx.PFloat(w & 0xFFFF, exp - 0x10000 if exp & 0x8000 else exp)
 
 
-def to_regions(qmodel, lanes):
-    """The bytes to write into each region for ``qmodel`` (a :class:`~mmfree.golden.QuantizedModel`)."""
+def to_regions(qmodel, lanes, rows=1):
+    """The bytes to write into each region for ``qmodel`` (a :class:`~mmfree.golden.QuantizedModel`)
+    on a device with ``lanes`` lanes and ``rows`` row units."""
     shape = qmodel.shape
-    _check_lanes(shape, lanes)
-    seq = torch.cat([_get(qmodel, n).trits.reshape(-1).to(torch.int64) for n, _, _ in matrix_order(shape)])
-    size = trit_region_bytes(seq.numel(), lanes)
-    seq = torch.cat([seq, seq.new_zeros(TRITS_PER_BYTE * size - seq.numel())])
-    trits = nx.pack_trits_base3(seq).numpy().tobytes()
+    _check_lanes(shape, lanes, rows)
+    trits = _pack_streams({n: _get(qmodel, n).trits for n, _, _ in matrix_order(shape)}, shape, lanes,
+                          rows)
     params = b"".join(_get(qmodel, n).mant.reshape(-1).to(torch.int16).numpy().astype("<i2").tobytes()
                       for n, _ in param_order(shape))
     gates = b"".join(qmodel.layers[l]["lower_bound"].to(torch.int64).numpy().astype("<u4").tobytes()
@@ -173,8 +250,11 @@ def to_regions(qmodel, lanes):
     return {REGION_TRITS: trits, REGION_PARAMS: params, REGION_GATES: gates, REGION_SCALARS: scalars}
 
 
-def from_regions(regions):
-    """Rebuild the :class:`~mmfree.golden.QuantizedModel` that region contents describe."""
+def from_regions(regions, lanes=None, rows=1):
+    """Rebuild the :class:`~mmfree.golden.QuantizedModel` that region contents describe, laid out for
+    ``rows`` row units of ``lanes`` lanes (``lanes`` matters only with more than one row unit)."""
+    if rows != 1 and lanes is None:
+        raise ValueError("lanes is needed to read TRITS laid out for several row units")
     sc = regions[REGION_SCALARS]
     if len(sc) < 16:
         raise MemoryMapError("the scalars region holds no model descriptor")
@@ -202,20 +282,14 @@ def from_regions(regions):
         if name == "embeddings":
             mant = mant.reshape(V, H)
         bfp[name] = BFP16(mant, signed32(scal[f"{name}.exp"]))
-    trit_bytes = regions[REGION_TRITS]
-    n = shape.ternary_weights
-    nbytes = -(-n // TRITS_PER_BYTE)
-    if nbytes > len(trit_bytes):
-        raise MemoryMapError(f"the trits region holds {len(trit_bytes)} bytes, the model needs {nbytes}")
-    try:
-        seq = nx.unpack_trits_base3(torch.frombuffer(bytearray(trit_bytes[:nbytes]), dtype=torch.uint8), n)
-    except ValueError as e:
-        raise MemoryMapError(f"the trits region: {e}") from None
-    mats, pos = {}, 0
-    for name, rows, cols in matrix_order(shape):
-        t = seq[pos:pos + rows * cols].reshape(rows, cols).to(torch.int8)
-        pos += rows * cols
-        mats[name] = TernaryMatrix(t, _pf_from_word(scal[f"{name}.scale"]), bfp[f"{name}.norm"])
+    if rows != 1:
+        try:
+            _check_lanes(shape, lanes, rows)
+        except MemoryMapError as e:
+            raise MemoryMapError(f"the model descriptor does not fit the layout: {e}") from None
+    trits = _unpack_streams(regions[REGION_TRITS], shape, lanes, rows)
+    mats = {name: TernaryMatrix(trits[name], _pf_from_word(scal[f"{name}.scale"]), bfp[f"{name}.norm"])
+            for name, _, _ in matrix_order(shape)}
     gates = regions[REGION_GATES]
     if len(gates) < 4 * L * H:
         raise MemoryMapError("the gates region is shorter than the model needs")

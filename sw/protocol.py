@@ -42,7 +42,7 @@ __all__ = [
     "command_name", "error_name",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Reported by INFO; bumped on any change to this module that changes bytes on the wire."""
 
 INFO_MAGIC = b"MMFD"
@@ -396,9 +396,10 @@ class Info:
     token_history: int
     flags: int
     regions: tuple = ()
+    rows: int = 1
 
-    STRUCT = _fixed("4sBBHHHIIIIIIHHI")
-    SIZE = STRUCT.size           # 44, then 8 bytes per region
+    STRUCT = _fixed("4sBBHHHIIIIIIHHIHH")
+    SIZE = STRUCT.size           # 48, then 8 bytes per region
     REGION = _fixed("4sI")
 
     def pack(self):
@@ -407,21 +408,23 @@ class Info:
         head = self.STRUCT.pack(INFO_MAGIC, self.protocol_version, len(self.regions), self.lanes,
                                 self.image_format_version, self.numeric_spec_version, self.max_vocab,
                                 self.max_hidden, self.max_intermediate, self.max_layers, self.clock_hz,
-                                self.build_hash, self.max_write, self.token_history, int(self.flags))
+                                self.build_hash, self.max_write, self.token_history, int(self.flags),
+                                self.rows, 0)
         return head + b"".join(self.REGION.pack(r.tag.ljust(4, b"\0")[:4], r.size) for r in self.regions)
 
     @classmethod
     def unpack(cls, payload):
         if len(payload) < cls.SIZE:
             raise PayloadError(f"INFO payload is {len(payload)} bytes, shorter than {cls.SIZE}")
-        (magic, pv, nreg, lanes, fv, nv, mv, mh, mi, ml, clk, bh, mw, th, flags) = cls.STRUCT.unpack_from(payload)
+        (magic, pv, nreg, lanes, fv, nv, mv, mh, mi, ml, clk, bh, mw, th, flags, rows,
+         _) = cls.STRUCT.unpack_from(payload)
         if magic != INFO_MAGIC:
             raise PayloadError(f"INFO magic {magic!r}, expected {INFO_MAGIC!r}", Err.BAD_ARGUMENT)
         if len(payload) != cls.SIZE + cls.REGION.size * nreg:
             raise PayloadError(f"INFO payload is {len(payload)} bytes for {nreg} regions")
         regions = tuple(Region(*cls.REGION.unpack_from(payload, cls.SIZE + cls.REGION.size * i))
                         for i in range(nreg))
-        return cls(pv, lanes, fv, nv, mv, mh, mi, ml, clk, bh, mw, th, InfoFlag(flags), regions)
+        return cls(pv, lanes, fv, nv, mv, mh, mi, ml, clk, bh, mw, th, InfoFlag(flags), regions, rows)
 
 
 @dataclass(frozen=True)

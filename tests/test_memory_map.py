@@ -37,3 +37,43 @@ def test_trits_region_is_sequential_in_execution_order():
 def test_bad_descriptor_refused():
     with pytest.raises(mm.MemoryMapError, match="descriptor"):
         mm.from_regions({0: b"", 1: b"", 2: b"", 3: b"\0" * 16})
+
+
+@pytest.mark.parametrize("lanes,rows", [(16, 2), (16, 4), (64, 2)])
+def test_row_units_round_trip_bit_exact(lanes, rows):
+    q = quantize_model(small_model(24, hidden=64, layers=2, intermediate=128, vocab=48))
+    regions = mm.to_regions(q, lanes, rows)
+    assert {k: len(v) for k, v in regions.items()} == mm.region_sizes(q.shape, lanes, rows)
+    assert len(regions[mm.REGION_TRITS]) % mm.trit_word_bytes(lanes, rows) == 0
+    q2 = mm.from_regions(regions, lanes, rows)
+    for name, _, _ in mm.matrix_order(q.shape):
+        assert torch.equal(mm._get(q2, name).trits, mm._get(q, name).trits), name
+
+
+def test_row_units_layout():
+    """Word k of TRITS is the k-th sub-word of every row unit's stream, stream 0 first; stream u is
+    rows u, u + R, ... of each matrix in execution order."""
+    q = quantize_model(small_model(25, hidden=32, layers=1, intermediate=64, vocab=48))
+    lanes, rows = 16, 2
+    blob = mm.to_regions(q, lanes, rows)[mm.REGION_TRITS]
+    sub = mm.trit_subword_bytes(lanes)
+    assert sub == 9 and mm.trit_word_bytes(lanes, rows) == 18
+    for u in range(rows):
+        part = b"".join(blob[k + u * sub:k + (u + 1) * sub] for k in range(0, len(blob), rows * sub))
+        trits = mm.nx.unpack_trits_base3(torch.frombuffer(bytearray(part), dtype=torch.uint8),
+                                         5 * len(part))
+        expect = []
+        for name, nrows, cols in mm.matrix_order(q.shape):
+            t = mm._get(q, name).trits
+            for r in range(u, nrows, rows):
+                expect += t[r].tolist()
+        assert trits[:len(expect)].tolist() == expect
+        assert not trits[len(expect):].any()
+
+
+def test_row_units_must_divide_rows():
+    q = quantize_model(small_model(26, hidden=32, layers=1, intermediate=64, vocab=48))
+    with pytest.raises(mm.MemoryMapError, match="48 rows .lm_head. are not a multiple of 32 row units"):
+        mm.to_regions(q, 16, 32)
+    with pytest.raises(ValueError, match="lanes is needed"):
+        mm.from_regions(mm.to_regions(q, 16, 2), rows=2)

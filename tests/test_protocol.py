@@ -158,10 +158,11 @@ def test_truncated_and_short_frames():
 
 def test_payload_round_trips():
     info = p.Info(1, 64, 1, 1, 256, 512, 1536, 12, 50_000_000, 0xDEADBEEF, 256, 256,
-                  p.InfoFlag.SAMPLING, (p.Region(b"TRIT", 1 << 20), p.Region(b"PARM", 65536)))
+                  p.InfoFlag.SAMPLING, (p.Region(b"TRIT", 1 << 20), p.Region(b"PARM", 65536)), 4)
     raw = info.pack()
-    assert len(raw) == p.Info.SIZE + 16 == 60 and raw[:4] == p.INFO_MAGIC
-    assert p.Info.unpack(raw) == info
+    assert len(raw) == p.Info.SIZE + 16 == 64 and raw[:4] == p.INFO_MAGIC
+    assert raw[44:48] == b"\x04\x00\x00\x00" and raw[48:52] == b"TRIT"
+    assert p.Info.unpack(raw) == info and p.Info.unpack(raw).rows == 4
     assert p.Info.unpack(raw).regions[0].name == "TRIT"
     st = p.Status(1000, 5, 20, 100, 3, 4, p.Err.BAD_CRC, p.DeviceState.GENERATING,
                   p.StatusFlag.LOADED | p.StatusFlag.CONTEXT)
@@ -194,7 +195,7 @@ def test_payload_length_errors():
     with pytest.raises(ValueError, match="FEED carries 1..64 tokens"):
         p.FeedRequest(tuple(range(65))).pack()
     with pytest.raises(p.PayloadError, match="magic"):
-        p.Info.unpack(b"XXXX" + bytes(40))
+        p.Info.unpack(b"XXXX" + bytes(p.Info.SIZE - 4))
 
 
 # --- sampler -------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ generates as fast as it can, like hardware.
 
 Memory, ``layout="image"`` (the default): region 0 (tag ``IMG``) holds a weight image file as it is
 (:data:`mmfree.driver.DEFAULT_MAP`). ``layout="accelerator"``: the four regions of the accelerator
-(:mod:`mmfree.memory_map`, tags ``TRIT PARM GATE SCAL``), sized for ``lanes`` and the ``max_*``
-limits, so the board is a software twin of the hardware down to where every byte goes. The model is
+(:mod:`mmfree.memory_map`, tags ``TRIT PARM GATE SCAL``), sized and laid out for ``lanes`` and
+``rows`` (row units) and the ``max_*`` limits, so the board is a software twin of the hardware down to where every byte goes. The model is
 rebuilt from memory when a FEED or GENERATE first needs it after a WRITE; if the memory does not hold a
 valid model, those commands get ``NOT_LOADED``. Cycle counts are reported as 0 (INFO
 flag ``EMULATED``).
@@ -77,7 +77,7 @@ class GoldenBoard(OutputQueue):
 
     def __init__(self, image=None, *, image_region_size=1 << 22, lanes=1, max_vocab=65536,
                  max_hidden=4096, max_layers=64, max_intermediate=16384, clock_hz=0,
-                 token_history=256, build_hash=GOLDEN_BUILD_HASH, layout="image"):
+                 token_history=256, build_hash=GOLDEN_BUILD_HASH, layout="image", rows=1):
         from ..image import FORMAT_VERSION
         from ..numerics import NUMERIC_SPEC_VERSION
         if layout not in ("image", "accelerator"):
@@ -90,14 +90,16 @@ class GoldenBoard(OutputQueue):
             from ..golden import ModelShape
             if lanes % 4:
                 raise ValueError(f"lanes must be a multiple of 4 for the accelerator layout, not {lanes}")
+            if rows < 1 or rows & (rows - 1):
+                raise ValueError(f"rows must be a power of two, not {rows}")
             biggest = ModelShape(max_vocab, max_hidden, max_layers, max_intermediate)
             sizes = mm.region_sizes(biggest, 4)
-            sizes[mm.REGION_TRITS] = mm.trit_region_bytes(biggest.ternary_weights, lanes)
+            sizes[mm.REGION_TRITS] = mm.trit_region_bytes(biggest.ternary_weights, lanes, rows)
             regions = tuple(p.Region(mm.REGION_TAGS[r], sizes[r]) for r in sorted(sizes))
         self.memory = [bytearray(r.size) for r in regions]
         self.info = p.Info(p.PROTOCOL_VERSION, lanes, FORMAT_VERSION, NUMERIC_SPEC_VERSION, max_vocab,
                            max_hidden, max_intermediate, max_layers, clock_hz, build_hash, p.MAX_WRITE,
-                           token_history, p.InfoFlag.SAMPLING | p.InfoFlag.EMULATED, regions)
+                           token_history, p.InfoFlag.SAMPLING | p.InfoFlag.EMULATED, regions, rows)
         self._rx = p.FrameReceiver()
         self._out = bytearray()
         self._last = None             # (seq, crc, reply bytes) of the last command executed
@@ -264,7 +266,8 @@ class GoldenBoard(OutputQueue):
             try:
                 if self.layout == "accelerator":
                     from ..memory_map import from_regions
-                    self._golden = GoldenModel(from_regions({i: bytes(m) for i, m in enumerate(self.memory)}))
+                    self._golden = GoldenModel(from_regions({i: bytes(m) for i, m in enumerate(self.memory)},
+                                                            self.info.lanes, self.info.rows))
                 else:
                     mem = self.memory[self.IMAGE_REGION]
                     hdr = parse_header(bytes(mem[:64]))

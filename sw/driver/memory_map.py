@@ -85,24 +85,25 @@ DEFAULT_MAP = WholeImageMap()
 
 class AcceleratorMap(MemoryMap):
     """The accelerator's four regions (:mod:`mmfree.memory_map`): the image is decoded and laid out
-    for a device with ``lanes`` ternary lanes."""
+    for a device with ``lanes`` ternary lanes in each of its ``rows`` row units."""
 
-    def __init__(self, lanes):
+    def __init__(self, lanes, rows=1):
         from .. import memory_map as mm
         self.lanes = lanes
+        self.rows = rows
         self.regions = dict(mm.REGION_TAGS)
 
     def place(self, image, header, sections):
         from .. import memory_map as mm
         from ..image import read_image
         try:
-            regions = mm.to_regions(read_image(image), self.lanes)
+            regions = mm.to_regions(read_image(image), self.lanes, self.rows)
         except mm.MemoryMapError as e:
             raise IncompatibleImage(f"the model does not fit the device: {e}") from None
         return [Placement(mm.REGION_NAMES[rid], rid, 0, data) for rid, data in sorted(regions.items())]
 
     def __repr__(self):
-        return f"AcceleratorMap(lanes={self.lanes})"
+        return f"AcceleratorMap(lanes={self.lanes}, rows={self.rows})"
 
 
 def memory_map_for(info):
@@ -110,7 +111,7 @@ def memory_map_for(info):
     from .. import memory_map as mm
     tags = [r.tag.rstrip(b"\0") for r in info.regions]
     if tags[:len(mm.REGION_TAGS)] == [mm.REGION_TAGS[i] for i in range(len(mm.REGION_TAGS))]:
-        return AcceleratorMap(info.lanes)
+        return AcceleratorMap(info.lanes, info.rows)
     if tags and tags[0] == b"IMG":
         return DEFAULT_MAP
     names = ", ".join(t.decode("ascii", "replace") for t in tags) or "none"
