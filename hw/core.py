@@ -354,6 +354,7 @@ class Core(wiring.Component):
         self._probe = {}                                # for tests: name -> internal unit
         cfg = self.config
         P, LP = cfg.lanes, cfg.lanes_log2
+        R, LR = cfg.rows, cfg.rows.bit_length() - 1        # row units
         HMAX, IMAX, LMAX, VMAX, KMAX = (cfg.max_hidden, cfg.max_intermediate, cfg.max_layers,
                                         cfg.max_vocab, cfg.max_k)
         busy = Signal()
@@ -392,15 +393,19 @@ class Core(wiring.Component):
         m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
         # spread_control: the activation buffer's block RAM read through its own output register (an
         # inferred one has none, and its slow output then had to reach a lane across the device)
-        m.submodules.matvec = linear = TernaryMatVec(P, KMAX, spread_control=True)
+        m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True)
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
         self._probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
         # accumulators queue up too, so that the weights keep streaming while a projection's scale is
         # still being computed (it can take longer than the codes and the first rows).
         m.submodules.scale_fifo = scale_fifo = fifo.SyncFIFOBuffered(width=32, depth=4)
-        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFOBuffered(width=linear.acc_width + 1,
-                                                                 depth=_ADEPTH)
+        # (a row group's R accumulators an entry, handed to the rescale stage one a clock)
+        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFOBuffered(width=R * linear.acc_width + 1,
+                                                                 depth=max(4, _ADEPTH // R))
+        acc_unit = Signal(range(R))                   # the row unit whose accumulator goes next
+        acc_all = acc_fifo.r_data[:R * linear.acc_width]
+        acc_fifo_last = acc_fifo.r_data[R * linear.acc_width]
         m.d.comb += [
             scale_fifo.w_data.eq(quant.scale.payload.as_value()),
             scale_fifo.w_en.eq(quant.scale.valid),
@@ -413,9 +418,14 @@ class Core(wiring.Component):
             acc_fifo.w_en.eq(linear.o.valid),
             linear.o.ready.eq(acc_fifo.w_rdy),
             rescale.i.valid.eq(acc_fifo.r_rdy),
-            rescale.i.payload.as_value().eq(acc_fifo.r_data),
-            acc_fifo.r_en.eq(rescale.i.ready),
+            rescale.i.payload.acc.eq(Array(acc_all.word_select(u, linear.acc_width).as_signed()
+                                           for u in range(R))[acc_unit]),
+            rescale.i.payload.last.eq(acc_fifo_last & (acc_unit == R - 1)),
+            acc_fifo.r_en.eq(rescale.i.ready & (acc_unit == R - 1)),
         ]
+        if R > 1:
+            with m.If(rescale.i.valid & rescale.i.ready):
+                m.d.sync += acc_unit.eq(Mux(acc_unit == R - 1, 0, acc_unit + 1))
 
         # codes, one per cycle, packed into beats of P codes
         col = Signal(8 * P)
@@ -453,7 +463,7 @@ class Core(wiring.Component):
         I2_1 = Signal(range(2 * IMAX))                 # 2 I - 1: rows of gate
         req_token = Signal.like(self.req.payload.token)
         shape_ok = Signal(5)                           # the descriptor's fields and the token in range
-        max_beats = max(HMAX * HMAX, 2 * IMAX * HMAX, VMAX * HMAX) // P
+        max_beats = max(HMAX * HMAX, 2 * IMAX * HMAX, VMAX * HMAX) // (P * R)
         nb_hh = Signal(range(max_beats + 1))           # beats of an H x H matrix
         nb_ih = Signal(range(max_beats + 1))           # beats of down (H x I); gate has twice as many
         nb_vh = Signal(range(max_beats + 1))           # beats of lm_head
@@ -808,22 +818,30 @@ class Core(wiring.Component):
         st_proj = Signal(range(7))
         st_layer = Signal(range(LMAX + 1))
         st_left = Signal(range(max_beats + 1))
-        m.submodules.trit_stream = ts = TritStream(P, cfg.trit_word_bytes, cfg.trit_words,
-                                                   latency=REGION_READ_LATENCY)
-        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=2 * P + 1, depth=_WDEPTH)
+        # one stream per row unit, each decoding its part of every TRITS word (memory_map.trit_streams);
+        # the streams see the same controls and so run in lockstep, at the same address
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=2 * P * R + 1, depth=_WDEPTH)
+        sub_bytes = memory_map.trit_subword_bytes(P)
+        streams = []
+        for u in range(R):
+            ts = TritStream(P, sub_bytes, cfg.trit_words, latency=REGION_READ_LATENCY)
+            m.submodules["trit_stream" if R == 1 else f"trit_stream{u}"] = ts
+            m.d.comb += [
+                ts.rd.data.eq(trits_rp.data.word_select(u, 8 * sub_bytes)),
+                ts.start.eq(start),
+                ts.active.eq(st_active),
+                ts.o.ready.eq(wfifo.w_rdy),
+            ]
+            streams.append(ts)
         issue = Signal()
         m.d.comb += [
-            trits_rp.addr.eq(Mux(busy, ts.rd.addr, self.rd_trits.addr)),
-            ts.rd.data.eq(trits_rp.data),
-            ts.start.eq(start),
-            ts.active.eq(st_active),
-            ts.o.ready.eq(wfifo.w_rdy),
-            issue.eq(ts.o.valid & ts.o.ready),
-            wfifo.w_data.eq(Cat(ts.o.payload, st_left == 0)),
+            trits_rp.addr.eq(Mux(busy, streams[0].rd.addr, self.rd_trits.addr)),
+            issue.eq(streams[0].o.valid & wfifo.w_rdy),
+            wfifo.w_data.eq(Cat(*(ts.o.payload for ts in streams), st_left == 0)),
             wfifo.w_en.eq(issue),
             linear.w.valid.eq(wfifo.r_rdy),
-            linear.w.payload.trits.eq(wfifo.r_data[:2 * P]),
-            linear.w.payload.last.eq(wfifo.r_data[2 * P]),
+            linear.w.payload.trits.eq(wfifo.r_data[:2 * P * R]),
+            linear.w.payload.last.eq(wfifo.r_data[2 * P * R]),
             wfifo.r_en.eq(linear.w.ready),
         ]
         # the beat counts less one, in registers: set in PRODUCTS, needed from START (two clocks on)
@@ -875,7 +893,8 @@ class Core(wiring.Component):
         with m.If(busy):
             m.d.sync += count.eq(count + 1)
 
-        hp = H >> LP
+        hp = H >> LP                                  # beats of a row of H
+        hr = H >> LR                                  # rows of H a row unit computes
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -902,8 +921,9 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 rv, rh, rl, ri = raw
                 m.d.sync += shape_ok.eq(Cat(
-                    (rh >= 1) & (rh <= HMAX) & (rh[:LP] == 0), (ri >= 1) & (ri <= IMAX) & (ri[:LP] == 0),
-                    (rl >= 1) & (rl <= LMAX), (rv >= 1) & (rv <= VMAX), req_token < rv))
+                    (rh >= 1) & (rh <= HMAX) & (rh[:max(LP, LR)] == 0),
+                    (ri >= 1) & (ri <= IMAX) & (ri[:max(LP, LR - 1)] == 0),
+                    (rl >= 1) & (rl <= LMAX), (rv >= 1) & (rv <= VMAX) & (rv[:LR] == 0), req_token < rv))
                 m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0),
                              V_1.eq(rv - 1), H_1.eq(rh - 1), L_1.eq(rl - 1), I_1.eq(ri - 1),
                              I2_1.eq((ri << 1) - 1)]
@@ -922,8 +942,10 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
                 # step k chooses the operands of the product stored at step k + mul_lat
-                products = [(V, H, emb_end), (tok, H, tok_row), (H, hp, nb_hh), (I, hp, nb_ih),
-                            (V, hp, nb_vh)]
+                # beats a row unit takes: H/R rows of H/P beats; H/R rows of I/P (down; gate
+                # has twice as many); V/R rows of H/P (lm_head)
+                products = [(V, H, emb_end), (tok, H, tok_row), (hr, hp, nb_hh), (I >> LP, hr, nb_ih),
+                            (V >> LR, hp, nb_vh)]
                 assert len(products) == _PRODUCTS
                 with m.Switch(step):
                     for k in range(len(products) + mul_lat):

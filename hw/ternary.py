@@ -2,7 +2,9 @@
 
 :class:`TernaryMatVec` computes ``acc[n] = sum_k trit[n, k] * code[k]`` for a ternary matrix that streams
 in ``lanes`` trits per clock and an int8 activation vector held in a local, double-buffered buffer. It
-uses additions only: no multiplier, no DSP block.
+uses additions only: no multiplier, no DSP block. With ``rows = R`` it is ``R`` such row units in
+lockstep, each on its own row of the matrix and its own ``lanes`` lanes, all fed from the one
+activation buffer: ``R`` rows at once, ``R * lanes`` trits per clock.
 
 :class:`Rescale` turns those accumulators into the golden model's ACT values,
 ``numerics.rescale(acc, scale)`` bit for bit, with the scale (a :class:`~mmfree.numerics.PFloat`)
@@ -42,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 from .. import numerics as nx
 from .ecp5 import check_arch, dp16kd_ram, mult18x18d, platform_arch, register_copy
 
-__all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "acc_width_for"]
+__all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "MAX_ROWS", "acc_width_for"]
 
 
 ACT_MEMORIES = ("block", "distributed", "registers")
@@ -60,6 +62,8 @@ DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
 
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
+MAX_ROWS = 64
+"""The most row units (``rows``) :class:`TernaryMatVec` accepts."""
 
 CODE_BITS = nx.CODE.width
 PF_MANT_BITS = 16
@@ -97,7 +101,8 @@ class TernaryMatVec(wiring.Component):
     Parameters
     ----------
     lanes : int
-        ``P``, the trits consumed per clock: 1 to 1024. Every row length must be a multiple of it.
+        ``P``, the trits consumed per clock and row unit: 1 to 1024. Every row length must be a
+        multiple of it.
     max_k : int
         The longest row (and vector) the unit holds: a multiple of ``lanes``, at most :data:`MAX_K`.
         The activation buffer holds two vectors of ``max_k`` codes.
@@ -128,6 +133,13 @@ class TernaryMatVec(wiring.Component):
         beats are taken one every three clocks instead of one a clock: a matrix of at least three
         times as many weight beats as the next vector has beats still hides the load. Same bits.
         Default ``False``.
+    rows : int
+        ``R``, the row units: 1 (the default) to 64. The unit then computes ``R`` rows at once (a *row
+        group*), each on its own ``P`` lanes, pair stage, adder tree and accumulator, all ``R`` in
+        lockstep at the same column and fed the same codes from the one activation buffer:
+        ``R * P`` trits per clock. A weight beat is one clock of all ``R`` units, and everything
+        said below of a row (its beats, ``last``, the flow control, the output buffer) holds for a row
+        group. The matrix's row count must then be a multiple of ``R``.
 
     Interfaces
     ----------
@@ -148,9 +160,20 @@ class TernaryMatVec(wiring.Component):
         when ``P`` is a multiple of 4). ``payload.last`` on the final beat of a row says that this row is
         the last one that uses the current vector: after it the unit releases that buffer and moves to
         the next vector. ``last`` on any other beat is ignored.
+
+        With ``rows = R > 1``, ``payload.trits`` is ``2PR`` bits, row unit ``r``'s ``P`` trits at bits
+        ``[2Pr, 2P(r + 1))`` (each as above within its slice), and the beats go row group after row
+        group: beat ``b`` of group ``g`` holds columns ``bP .. bP + P - 1`` of rows ``gR .. gR + R - 1``
+        (unit ``r`` gets row ``gR + r``). In ``pack_trits`` terms: the image of the ``[N, K]`` matrix
+        reshaped to ``[N / R, R, K / P, P]`` and transposed to ``[N / R, K / P, R, P]``.
+        ``payload.last`` is set on the final beat of a row group.
     o : ``Out(stream.Signature(acc_layout))``
         One accumulator per row, in row order: ``payload.acc`` (``signed(acc_width)``, sign-extend to
         :data:`~mmfree.numerics.ACC`) and ``payload.last`` (copied from the row's final weight beat).
+        With ``rows = R > 1``, one beat per row group: ``payload.acc`` is
+        ``data.ArrayLayout(signed(acc_width), R)`` (``acc[r]``, row ``gR + r``'s sum) and
+        ``payload.last``; ``payload.as_value()`` is ``acc[0], acc[1], ..., acc[R - 1], last`` from bit
+        0 up (for ``R = 1``, the layout above).
 
     Throughput and latency
     ----------------------
@@ -171,13 +194,17 @@ class TernaryMatVec(wiring.Component):
     The activation buffer is block RAM (``2 * max_k / P`` words of ``8P`` bits: ``ceil(8P / 36)``
     DP16KD on ECP5, whatever the depth, since a LUT RAM that wide would cost more than the lanes),
     unless ``act_memory`` and ``act_lut_lanes`` say otherwise.
+    The lanes, pairs, adder tree and accumulator are ``R`` times those of one row unit (``R`` times
+    the lanes' LUTs, ``R`` accumulators); the activation buffer and the control are shared (its read
+    data fans out to ``R`` units), and the output buffer is ``R * acc_width + 1`` bits wide.
     No multiplier. See the module docstring for the lane design and ``python -m mmfree.hw.synth``
     for measured figures.
     """
 
     def __init__(self, lanes, max_k, *, arch=None, act_memory="block", act_lut_lanes=0,
-                 spread_control=False):
+                 spread_control=False, rows=1):
         _check_int("lanes", lanes, 1, MAX_LANES)
+        _check_int("rows", rows, 1, MAX_ROWS)
         _check_int("act_lut_lanes", act_lut_lanes, 0, lanes)
         _check_int("max_k", max_k, 1, MAX_K)
         if max_k % lanes:
@@ -193,6 +220,7 @@ class TernaryMatVec(wiring.Component):
         self._act_memory = act_memory
         self._act_lut_lanes = act_lut_lanes
         self._lanes = lanes
+        self._rows = rows
         self._max_k = max_k
         self._acc_width = acc_width_for(max_k)
         self._depth = max(1, (lanes - 1).bit_length())      # adder tree levels, lane pairs included
@@ -203,6 +231,7 @@ class TernaryMatVec(wiring.Component):
         })
 
     lanes = property(lambda self: self._lanes)
+    rows = property(lambda self: self._rows)
     max_k = property(lambda self: self._max_k)
     acc_width = property(lambda self: self._acc_width)
     act_memory = property(lambda self: self._act_memory)
@@ -216,11 +245,14 @@ class TernaryMatVec(wiring.Component):
 
     @property
     def weight_layout(self):
-        return data.StructLayout({"trits": unsigned(2 * self._lanes), "last": unsigned(1)})
+        return data.StructLayout({"trits": unsigned(2 * self._lanes * self._rows), "last": unsigned(1)})
 
     @property
     def acc_layout(self):
-        return data.StructLayout({"acc": signed(self._acc_width), "last": unsigned(1)})
+        acc = signed(self._acc_width)
+        if self._rows > 1:
+            acc = data.ArrayLayout(acc, self._rows)
+        return data.StructLayout({"acc": acc, "last": unsigned(1)})
 
     @property
     def latency(self):
@@ -234,7 +266,7 @@ class TernaryMatVec(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, W = self._lanes, self._max_k // self._lanes
+        P, R, W = self._lanes, self._rows, self._max_k // self._lanes
         arch = self._arch or platform_arch(platform)
         col_bits = (W - 1).bit_length()
 
@@ -351,47 +383,81 @@ class TernaryMatVec(wiring.Component):
         ]
 
         # --- stage 1: buffer read; trits and row flags registered alongside ---------------------
-        s1_trits = Signal(2 * P, reset_less=True)
+        s1_trits = Signal(2 * P * R, reset_less=True)
         s1_flags = Signal(4)                             # valid, start of row, end of row, last
         trits, flags = self.w.payload.trits, Cat(take, r_col == 0, eor, eor & self.w.payload.last)
         # the beat waits for the address copies and the memories' output registers
         for i in range(2 * self._spread):
-            s0_trits = Signal(2 * P, name=f"s0_trits{i}", reset_less=True)
+            s0_trits = Signal(2 * P * R, name=f"s0_trits{i}", reset_less=True)
             s0_flags = Signal(4, name=f"s0_flags{i}")
             m.d.sync += [s0_trits.eq(trits), s0_flags.eq(flags)]
             trits, flags = s0_trits, s0_flags
         m.d.sync += [s1_trits.eq(trits), s1_flags.eq(flags)]
 
+        # --- stages 2 .. 2 + depth: per row unit, its lanes and adder tree; the flags alongside -------
+        totals = [self._row_unit(m, rdata, s1_trits[2 * P * r:2 * P * (r + 1)], arch,
+                                 f"r{r}_" if R > 1 else "")
+                  for r in range(R)]
+        flags = s1_flags
+        for name in ["s2_flags", "t1_flags"] + [f"t{level}_flags" for level in range(2, self._depth + 1)]:
+            f = Signal(4, name=name)
+            m.d.sync += f.eq(flags)
+            flags = f
+
+        # --- accumulators ----------------------------------------------------------------------------
+        f_valid, f_sor, f_eor, f_last = flags
+        acc_nexts = []
+        for r, (total, cin) in enumerate(totals):
+            pre = f"r{r}_" if R > 1 else ""
+            acc = Signal(signed(self._acc_width), name=f"{pre}acc", reset_less=True)
+            acc_next = Signal(signed(self._acc_width), name=f"{pre}acc_next")
+            m.d.comb += acc_next.eq(self._add_cin(Mux(f_sor, 0, acc), total, cin))
+            with m.If(f_valid):
+                m.d.sync += acc.eq(acc_next)
+            acc_nexts.append(acc_next)
+
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=R * self._acc_width + 1, depth=self.fifo_depth)
+        m.d.comb += [
+            out.w_data.eq(Cat(*acc_nexts, f_last)),
+            out.w_en.eq(f_valid & f_eor),
+            self.o.valid.eq(out.r_rdy),
+            self.o.payload.eq(out.r_data),
+            out.r_en.eq(self.o.ready),
+        ]
+        m.d.sync += inflight.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
+        return m
+
+    def _row_unit(self, m, rdata, trits, arch, pre):
+        """One row unit's lanes (stage 2), lane pairs (stage 3) and the rest of its adder tree, from the
+        shared codes ``rdata`` and its own ``2P`` trits; signal names start with ``pre``. Returns the
+        tree's root (registered, ``depth + 1`` clocks after ``trits``) and the carry-in it still owes."""
+        P = self._lanes
         # --- stage 2: lanes: the code, cleared by a zero trit (a flip-flop's synchronous reset) ------
         lanes = []
         for j in range(P):
             x = rdata[CODE_BITS * j:CODE_BITS * (j + 1)]
-            nz, neg = s1_trits[2 * j], s1_trits[2 * j + 1]
-            g = Signal(signed(CODE_BITS), name=f"lane{j}", reset_less=True)
-            n = Signal(name=f"lane{j}_neg", reset_less=True)
+            nz, neg = trits[2 * j], trits[2 * j + 1]
+            g = Signal(signed(CODE_BITS), name=f"{pre}lane{j}", reset_less=True)
+            n = Signal(name=f"{pre}lane{j}_neg", reset_less=True)
             m.d.sync += [g.eq(Mux(nz, x, 0)), n.eq(neg)]
             lanes.append((g, n))
-        flags = Signal(4, name="s2_flags")
-        m.d.sync += flags.eq(s1_flags)
 
         # --- stage 3: pairs of lanes: (g_a ^ -n_a) + (g_b ^ -n_b) + n_a; n_b is owed upwards ----------
         items = []
         for i in range(0, P, 2):
             idx = len(items)
+            name = f"{pre}t1_{idx}"
             ga, na = lanes[i]
             if i + 1 == P:                               # an odd lane on its own
-                r = Signal(signed(CODE_BITS), name=f"t1_{idx}", reset_less=True)
+                r = Signal(signed(CODE_BITS), name=name, reset_less=True)
                 m.d.sync += r.eq(ga ^ na.replicate(CODE_BITS).as_signed())
-                items.append((r, nx.CODE.min, nx.CODE.max, self._delay(m, [na], f"t1_{idx}")))
+                items.append((r, nx.CODE.min, nx.CODE.max, self._delay(m, [na], name)))
                 continue
             gb, nb = lanes[i + 1]
             lo, hi = 2 * nx.CODE.min, 2 * nx.CODE.max + 1
-            r = Signal(_range_shape(lo, hi), name=f"t1_{idx}", reset_less=True)
-            m.d.sync += r.eq(self._pair(m, ga, na, gb, nb, len(r), arch, f"t1_{idx}"))
-            items.append((r, lo, hi, self._delay(m, [nb], f"t1_{idx}")))
-        f = Signal(4, name="t1_flags")
-        m.d.sync += f.eq(flags)
-        flags = f
+            r = Signal(_range_shape(lo, hi), name=name, reset_less=True)
+            m.d.sync += r.eq(self._pair(m, ga, na, gb, nb, len(r), arch, name))
+            items.append((r, lo, hi, self._delay(m, [nb], name)))
 
         # --- stages 4 .. 2 + depth: the rest of the adder tree ---------------------------------------
         level = 1
@@ -400,44 +466,25 @@ class TernaryMatVec(wiring.Component):
             nxt = []
             for i in range(0, len(items), 2):
                 idx = len(nxt)
+                name = f"{pre}t{level}_{idx}"
                 if i + 1 == len(items):                  # odd one out: delay a stage
                     v, lo, hi, pend = items[i]
-                    r = Signal(v.shape(), name=f"t{level}_{idx}", reset_less=True)
+                    r = Signal(v.shape(), name=name, reset_less=True)
                     m.d.sync += r.eq(v)
-                    nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
+                    nxt.append((r, lo, hi, self._delay(m, pend, name)))
                     continue
                 (a, alo, ahi, apend), (b, blo, bhi, bpend) = items[i], items[i + 1]
                 pend = apend + bpend
                 cin = pend.pop(0)
                 lo, hi = alo + blo, ahi + bhi + 1
-                r = Signal(_range_shape(lo, hi), name=f"t{level}_{idx}", reset_less=True)
+                r = Signal(_range_shape(lo, hi), name=name, reset_less=True)
                 m.d.sync += r.eq(self._add_cin(a, b, cin))
-                nxt.append((r, lo, hi, self._delay(m, pend, f"t{level}_{idx}")))
+                nxt.append((r, lo, hi, self._delay(m, pend, name)))
             items = nxt
-            f = Signal(4, name=f"t{level}_flags")
-            m.d.sync += f.eq(flags)
-            flags = f
+        assert level == self._depth
         (total, _, _, pend), = items
         assert len(pend) == 1
-
-        # --- accumulator -----------------------------------------------------------------------------
-        acc = Signal(signed(self._acc_width), reset_less=True)
-        f_valid, f_sor, f_eor, f_last = flags
-        acc_next = Signal(signed(self._acc_width))
-        m.d.comb += acc_next.eq(self._add_cin(Mux(f_sor, 0, acc), total, pend[0]))
-        with m.If(f_valid):
-            m.d.sync += acc.eq(acc_next)
-
-        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=self._acc_width + 1, depth=self.fifo_depth)
-        m.d.comb += [
-            out.w_data.eq(Cat(acc_next, f_last)),
-            out.w_en.eq(f_valid & f_eor),
-            self.o.valid.eq(out.r_rdy),
-            self.o.payload.eq(out.r_data),
-            out.r_en.eq(self.o.ready),
-        ]
-        m.d.sync += inflight.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
-        return m
+        return total, pend[0]
 
     @staticmethod
     def _pair(m, ga, na, gb, nb, width, arch, name):

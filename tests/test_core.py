@@ -140,12 +140,14 @@ def _run(dut, bench):
 
 
 @pytest.mark.sim
-def test_core_amaranth_small():
+@pytest.mark.parametrize("lanes, rows", [(8, 1), (8, 2), (4, 4)])
+def test_core_amaranth_small(lanes, rows):
     """A model smaller than the configuration (shape read at run time), greedy tokens, state
-    persistence and ``RESET_STATE``, logits readable after the token, bad requests answered."""
+    persistence and ``RESET_STATE``, logits readable after the token, bad requests answered; with
+    one row unit and with several."""
     q = _model(40, vocab=32, hidden=16, layers=2, intermediate=32)
-    cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=8)
-    words = region_words(mm.to_regions(q, cfg.lanes), cfg.lanes)
+    cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=lanes, rows=rows)
+    words = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)
     dut = Core(cfg)
     golden = GoldenModel(q)
     got, want = [], []
@@ -199,7 +201,7 @@ def test_core_amaranth_reload_and_full_rate_rows():
 
     async def bench(ctx):
         for q in models:
-            await _load(ctx, dut, region_words(mm.to_regions(q, cfg.lanes), cfg.lanes))
+            await _load(ctx, dut, region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows))
             await _request(ctx, dut, Command.RESET_STATE)
             golden = GoldenModel(q)
             tok = 1
@@ -240,11 +242,11 @@ def core_vectors(q, config, script):
     ``script`` is a list of ``("step", token or None)`` (``None``: feed back the previous answer) and
     ``("reset",)``; the golden model gives every expected answer.
     """
-    P = config.lanes
-    words = region_words(mm.to_regions(q, P), P)
+    P, R = config.lanes, config.rows
+    words = region_words(mm.to_regions(q, P, R), P, R)
     vec = {}
     for region, ws in words.items():
-        size = mm.word_bytes(region, P)
+        size = mm.word_bytes(region, P, R)
         vec[f"region__{REGION_PORTS[region]}"] = np.frombuffer(
             b"".join(w.to_bytes(size, "little") for w in ws), dtype=np.uint8).reshape(len(ws), size)
     golden = GoldenModel(q)
@@ -263,7 +265,7 @@ def core_vectors(q, config, script):
     vec["commands"] = np.array(cmds, dtype=np.int64)
     vec["expect"] = np.array(expect, dtype=np.int64)
     vec["weights_per_token"] = np.array(q.shape.ternary_weights)
-    vec["lanes"] = np.array(P)
+    vec["lanes"] = np.array(P * R)
     return vec
 
 

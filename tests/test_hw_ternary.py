@@ -9,8 +9,10 @@ matrix-vector unit computes more than 10,000 rows and the rescale stage more tha
 
 import random
 
+import numpy as np
 import pytest
 import torch
+from amaranth import signed
 
 from mmfree import numerics as nx
 from mmfree.hw.ternary import TernaryMatVec, Rescale, TernaryLinear, MAX_K, acc_width_for
@@ -423,3 +425,185 @@ def test_matvec_spread_control_cocotb(simulator, tmp_path):
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_spread", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=4))
+
+
+# --- row units (rows > 1) --------------------------------------------------------------------------
+
+def group_jobs(jobs, rows, seed):
+    """The jobs with every matrix padded with random trit rows to a multiple of ``rows`` rows."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for codes, trits, scale in jobs:
+        trits = torch.as_tensor(trits, dtype=torch.int64)
+        pad = (-trits.shape[0]) % rows
+        out.append((codes, torch.cat([trits, torch.randint(-1, 2, (pad, trits.shape[1]), generator=g)]), scale))
+    return out
+
+
+def steady_group_jobs(lanes, max_k, rows, seed=7):
+    """:func:`steady_jobs` with ``rows`` times the rows: the same weight beats per matrix."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return [(c, torch.randint(-1, 2, (t.shape[0] * rows, t.shape[1]), generator=g), s)
+            for c, t, s in steady_jobs(lanes, max_k, seed)]
+
+
+def group_beats(jobs, lanes, rows, acc_width):
+    """Payload integers ``(act, w, o)`` of a unit with ``rows`` row units, built trit by trit from
+    ``TRIT_CODE`` and a numpy ``trits @ codes`` (independently of :mod:`mmfree.sim.vectors`' packing)."""
+    act, _ = V.ternary_beats(jobs, lanes)
+    w, o = [], []
+    mask = (1 << acc_width) - 1
+    for codes, trits, _ in jobs:
+        t = np.asarray(trits, dtype=np.int64)
+        n, k = t.shape
+        assert n % rows == 0 and k % lanes == 0
+        acc = t @ np.asarray(codes, dtype=np.int64)
+        groups, words = n // rows, k // lanes
+        for gr in range(groups):
+            for b in range(words):
+                v = 0
+                for r in range(rows):
+                    for j in range(lanes):
+                        v |= nx.TRIT_CODE[int(t[gr * rows + r, b * lanes + j])] << (2 * (lanes * r + j))
+                w.append(v | (int(gr == groups - 1 and b == words - 1) << (2 * lanes * rows)))
+            v = 0
+            for r in range(rows):
+                v |= (int(acc[gr * rows + r]) & mask) << (acc_width * r)
+            o.append(v | (int(gr == groups - 1) << (rows * acc_width)))
+    return act, w, o
+
+
+def group_vectors(jobs, lanes, rows, acc_width, **extra):
+    act, w, o = group_beats(jobs, lanes, rows, acc_width)
+    fields = [f"acc{r}:{r * acc_width}:{acc_width}:s" for r in range(rows)] + [f"last:{rows * acc_width}:1:u"]
+    return dict(in__act=V.payload_rows(act, 8 * lanes + 1), in__w=V.payload_rows(w, 2 * lanes * rows + 1),
+                out__o=V.payload_rows(o, rows * acc_width + 1), fields__o=np.array(fields), **extra)
+
+
+@pytest.mark.parametrize("rows, exc, msg", [
+    (0, ValueError, "rows must be between 1 and 64, not 0"),
+    (65, ValueError, "rows must be between 1 and 64, not 65"),
+    (2.0, TypeError, "rows must be an integer, not 2.0"),
+    (True, TypeError, "rows must be an integer, not True"),
+])
+def test_matvec_rows_rejects(rows, exc, msg):
+    with pytest.raises(exc, match=msg):
+        TernaryMatVec(4, 16, rows=rows)
+
+
+def test_matvec_rows_layout():
+    """rows = R: 2PR trit bits a beat; acc[0] .. acc[R - 1], last on o; rows = 1 as before."""
+    from amaranth.lib import data
+    one = unused(TernaryMatVec(4, 16))
+    assert one.rows == 1 and one.acc_layout.size == one.acc_width + 1
+    assert one.acc_layout["acc"].shape == one.o.payload.acc.shape() == signed(one.acc_width)
+    for rows in (2, 3, 64):
+        u = unused(TernaryMatVec(4, 16, rows=rows))
+        assert u.rows == rows and u.latency == one.latency and u.fifo_depth == one.fifo_depth
+        assert u.weight_layout.size == 2 * 4 * rows + 1 and u.weight_layout["last"].offset == 2 * 4 * rows
+        assert u.acc_layout["acc"].shape == data.ArrayLayout(signed(u.acc_width), rows)
+        assert u.acc_layout["last"].offset == rows * u.acc_width and u.acc_layout.size == rows * u.acc_width + 1
+        assert len(u.o.payload.as_value()) == rows * u.acc_width + 1
+
+
+def test_matvec_rows_weight_image():
+    """The documented image: pack_trits of the matrix as [N/R, K/P, R, P] gives the weight beats."""
+    lanes, rows, k, n = 4, 3, 12, 6
+    t = torch.randint(-1, 2, (n, k), generator=torch.Generator().manual_seed(3))
+    _, w, _ = group_beats([([1] * k, t, None)], lanes, rows, 13)
+    image = nx.pack_trits(t.reshape(n // rows, rows, k // lanes, lanes).permute(0, 2, 1, 3))
+    bits, width = int.from_bytes(image.numpy().tobytes(), "little"), 2 * lanes * rows
+    assert [b & ((1 << width) - 1) for b in w] == [(bits >> (width * i)) & ((1 << width) - 1) for i in range(len(w))]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, max_k, rows, kwargs", [
+    (4, 16, 2, {}), (3, 12, 3, {}), (4, 16, 4, {}), (1, 4, 2, {}),
+    (5, 20, 3, dict(act_lut_lanes=2, spread_control=True)),
+])
+def test_matvec_rows_pysim(lanes, max_k, rows, kwargs):
+    """R row units against numpy: random matrices back to back, random stalls on every stream."""
+    dut = TernaryMatVec(lanes, max_k, rows=rows, **kwargs)
+    jobs = group_jobs(random_jobs(200 + lanes + rows, lanes, max_k, 20 * rows, max_rows=4 * rows)
+                      + edge_jobs(lanes, max_k), rows, seed=rows)
+    run_streams(dut, group_vectors(jobs, lanes, rows, dut.acc_width, stall=0.3, seed=rows + lanes))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, max_k, rows", [(4, 16, 2), (4, 16, 4), (5, 5, 3)])
+def test_matvec_rows_throughput(lanes, max_k, rows):
+    """Fed without stalls, R row units take a weight beat (R P trits) every clock."""
+    dut = TernaryMatVec(lanes, max_k, rows=rows)
+    jobs = steady_group_jobs(lanes, max_k, rows)
+    stats = run_streams(dut, group_vectors(jobs, lanes, rows, dut.acc_width, measure="w"))
+    beats = sum(t.numel() // (lanes * rows) for _, t, _ in jobs)
+    assert stats["transfers"] == beats
+    assert stats["span"] == beats, f"{beats} weight beats took {stats['span']} cycles"
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, rows", [(4, 3), (1, 2)])
+def test_matvec_rows_latency(lanes, rows):
+    """A single-beat row group's accumulators appear ``latency`` cycles after its beat, as with one unit."""
+    from amaranth.sim import Simulator
+    dut = TernaryMatVec(lanes, lanes, rows=rows)
+    codes = [3 * j - 5 for j in range(lanes)]
+    trits = torch.randint(-1, 2, (rows, lanes), generator=torch.Generator().manual_seed(lanes))
+    act, w, _ = group_beats([(codes, trits, None)], lanes, rows, dut.acc_width)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.act.payload.as_value(), act[0])
+        ctx.set(dut.act.valid, 1)
+        await ctx.tick().until(dut.act.ready)
+        ctx.set(dut.act.valid, 0)
+        await ctx.tick().until(dut.w.ready)
+        ctx.set(dut.w.payload.as_value(), w[0])
+        ctx.set(dut.w.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.w.valid, 0)
+        for cycle in range(1, 30):
+            if ctx.get(dut.o.valid):
+                seen["cycle"] = cycle
+                seen["acc"] = [ctx.get(dut.o.payload.acc[r]) for r in range(rows)]
+                seen["last"] = ctx.get(dut.o.payload.last)
+                break
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    expect = (trits @ torch.tensor(codes)).tolist()
+    assert seen == {"cycle": unused(TernaryMatVec(lanes, lanes)).latency, "acc": expect, "last": 1}
+
+
+def test_matvec_rows_ecp5():
+    """On ECP5 every row unit has its own CCU2C lane pairs; names are per unit, the buffer is shared."""
+    from amaranth.back import rtlil, verilog
+    one = rtlil.convert(TernaryMatVec(5, 20, arch="ecp5"), emit_src=False)
+    three = rtlil.convert(TernaryMatVec(5, 20, arch="ecp5", rows=3), emit_src=False)
+    assert one.count("cell \\CCU2C") > 0 and three.count("cell \\CCU2C") == 3 * one.count("cell \\CCU2C")
+    assert three.count('attribute \\ram_style "block"') == one.count('attribute \\ram_style "block"') == 1
+    for r in range(3):
+        assert f"r{r}_lane4" in three and f"r{r}_acc" in three and f"r{r}_t1_0_ccu0" in three
+    assert "r0_" not in one and "lane4" in one
+    spread = verilog.convert(TernaryMatVec(96, 384, arch="ecp5", act_lut_lanes=20, spread_control=True, rows=2),
+                             emit_src=False)
+    assert "DP16KD" in spread and "r1_t1_47_ccu0" in spread
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("arch", ["generic", "ecp5"])
+def test_matvec_rows_cocotb(simulator, arch, tmp_path):
+    """Two row units on the generated Verilog (ECP5: through the cell models), random stalls."""
+    need(simulator)
+    lanes, max_k, rows = 4, 32, 2
+    dut = TernaryMatVec(lanes, max_k, arch=arch, rows=rows)
+    jobs = group_jobs(random_jobs(90, lanes, max_k, 1200) + edge_jobs(lanes, max_k), rows, seed=5)
+    run_cocotb(dut, simulator=simulator, test_module=TB, name=f"matvec_rows_{arch}", run_dir=tmp_path,
+               sources=[ecp5_cell_models()] if arch == "ecp5" else (),
+               vectors=group_vectors(jobs, lanes, rows, dut.acc_width, stall=0.25, seed=6))
