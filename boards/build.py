@@ -651,11 +651,12 @@ def selftest_design(baud=3_000_000):
     return Design(name="selftest", make=make, key=json.dumps({"baud": baud}), info={"baud": baud})
 
 
-def accelerator_design(model="demo", lanes=None, baud=None, arch="core"):
+def accelerator_design(model="demo", lanes=None, baud=None, arch="core", rows=None):
     """The accelerator sized for a bundled model, built as ``arch`` (:data:`mmfree.hw.config.ARCHS`).
 
     ``model`` names a hardware preset of :mod:`mmfree.hw.config` (``tiny``, ``demo``, ...); ``lanes``
-    overrides its lane count (the memories are resized to hold the same model). ``arch="core"`` builds
+    overrides its lane count and ``rows`` its row units (the memories are resized to hold the same
+    model). ``arch="core"`` builds
     :class:`mmfree.hw.accelerator.Accelerator` at the preset's ``clk_freq``; ``arch="compact"``
     :class:`mmfree.hw.soc.CompactAccelerator` (default 4 lanes) at
     :data:`~mmfree.hw.config.COMPACT_CLOCK_HZ`, unless the build asks for another clock.
@@ -671,12 +672,13 @@ def accelerator_design(model="demo", lanes=None, baud=None, arch="core"):
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
     base = HwConfig.preset(model)
-    if lanes is not None or arch != base.arch:
+    if lanes is not None or arch != base.arch or rows not in (None, base.rows):
         from mmfree.golden import ModelShape
         shape = ModelShape(vocab_size=base.max_vocab, hidden_size=base.max_hidden,
                            num_layers=base.max_layers, intermediate_size=base.max_intermediate)
         clock = base.clk_freq if arch == base.arch else COMPACT_CLOCK_HZ if arch == "compact" else 50_000_000
         base = HwConfig.for_model(shape, lanes=lanes or (4 if arch == "compact" else base.lanes),
+                                  rows=rows or (1 if arch != base.arch else base.rows),
                                   clk_freq=clock, arch=arch)
 
     def make(clock_hz, build_hash):
@@ -686,4 +688,4 @@ def accelerator_design(model="demo", lanes=None, baud=None, arch="core"):
 
     return Design(name="accelerator", make=make, clock_hz=base.clk_freq,
                   key=json.dumps({"config": base.to_dict(), "baud": baud}, sort_keys=True),
-                  info={"model": model, "lanes": base.lanes, "arch": base.arch})
+                  info={"model": model, "lanes": base.lanes, "rows": base.rows, "arch": base.arch})

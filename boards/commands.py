@@ -68,14 +68,14 @@ def cmd_build(args):
     except UnknownBoardError as e:
         raise UsageError(str(e)) from None
     if args.design == "selftest":
-        if args.model is not None or args.lanes is not None or args.arch is not None:
-            raise UsageError("--model, --lanes and --arch make the accelerator; the self-test design "
-                             "takes none of them")
+        if args.model is not None or args.lanes is not None or args.arch is not None or args.rows is not None:
+            raise UsageError("--model, --lanes, --rows and --arch make the accelerator; the self-test "
+                             "design takes none of them")
         design = selftest_design(baud=args.baud or 3_000_000)
     else:
         try:
             design = accelerator_design(args.model or board.default_model, lanes=args.lanes, baud=args.baud,
-                                        arch=args.arch or board.arch)
+                                        arch=args.arch or board.arch, rows=args.rows)
         except BuildError as e:
             print(f"mmfree: error: {e}", file=sys.stderr)
             return 1
@@ -115,7 +115,10 @@ def register(sub):
                         "(UART echo, LED status)")
     p.add_argument("--model", help="hardware preset the accelerator is sized for (default: demo on "
                                    "ulx3s-85f, tiny elsewhere)")
-    p.add_argument("--lanes", type=_positive, help="ternary lanes of the accelerator")
+    p.add_argument("--lanes", type=_positive, help="ternary lanes of each row unit of the accelerator")
+    p.add_argument("--rows", type=_positive,
+                   help="row units: matrix rows computed at once, each on --lanes lanes (a power of two; "
+                        "default: the preset's)")
     p.add_argument("--arch", choices=("core", "compact"),
                    help="the accelerator: core (the token in gateware) or compact (a processor running "
                         "the model beside a ternary unit); default compact on icebreaker, core elsewhere")

@@ -14,12 +14,12 @@ def cmd_export_verilog(args):
     else:
         from mmfree.registry import resolve
         shape = resolve(args.model).quantized().shape
-        config = HwConfig.for_model(shape, lanes=args.lanes or 32)
+        config = HwConfig.for_model(shape, lanes=args.lanes or 32, rows=args.rows or 1)
     if args.clock:
         from dataclasses import replace
         config = replace(config, clk_freq=int(args.clock * 1e6))
     acc = make_accelerator(config, args.build_hash, baud=args.baud, phy=args.phy)
-    print(f"converting the {config.arch} accelerator ({config.lanes} lanes, H<={config.max_hidden}, L<={config.max_layers}, "
+    print(f"converting the {config.arch} accelerator ({config.lanes} lanes x {config.rows} row units, H<={config.max_hidden}, L<={config.max_layers}, "
           f"I<={config.max_intermediate}, V<={config.max_vocab}) ...", file=sys.stderr, flush=True)
     text = verilog.convert(acc, name=args.name, emit_src=False)
     if config.arch == "compact":            # its processor, so that the file stands alone
@@ -41,7 +41,8 @@ def register(sub):
     g.add_argument("--preset", default=None,
                    help="a named hardware configuration (tiny, demo, ulx3s-85f, icebreaker)")
     g.add_argument("--model", default="demo", help="size the hardware for this model (default demo)")
-    p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit (default 32)")
+    p.add_argument("--rows", type=_positive_arg, default=None, help="row units (default 1)")
     p.add_argument("--clock", type=float, default=None, help="design clock in MHz (sets the UART timing)")
     p.add_argument("--baud", type=_positive_arg, default=3_000_000)
     p.add_argument("--phy", choices=["uart", "bytes"], default="uart")

@@ -275,8 +275,8 @@ closes timing (docs/boards.md); the iCE40's PLL makes it exactly from the iCEBre
 
 PRESETS = {
     "tiny": HwConfig.for_model(TINY_SHAPE, lanes=32),
-    "demo": HwConfig.for_model(DEMO_SHAPE, lanes=32, clk_freq=DEMO_CLOCK_HZ),
-    "ulx3s-85f": HwConfig.for_model(DEMO_SHAPE, lanes=32, clk_freq=DEMO_CLOCK_HZ),
+    "demo": HwConfig.for_model(DEMO_SHAPE, lanes=32, rows=4, clk_freq=DEMO_CLOCK_HZ),
+    "ulx3s-85f": HwConfig.for_model(DEMO_SHAPE, lanes=32, rows=4, clk_freq=DEMO_CLOCK_HZ),
     "icebreaker": HwConfig.for_model(TINY_SHAPE, lanes=4, clk_freq=COMPACT_CLOCK_HZ, arch="compact"),
 }
 """Named configurations: ``tiny`` and ``demo`` hold exactly the bundled models of those names;

@@ -91,7 +91,7 @@ matrix-vector unit. The state persists across tokens; a per-layer flag set by ``
 reset) makes the next token read a layer's state as zero.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -317,6 +317,10 @@ _ADEPTH = 32                                                 # accumulators wait
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
 _PRODUCTS = 5                                                # products of a shape, in PRODUCTS
 
+QUANT_WIDTH = 4
+"""Codes a clock of the quantiser's second pass (:class:`~mmfree.hw.rmsnorm.RMSNormQuantizer`'s
+``width``; at most ``lanes``): the pass is exposed at every projection boundary, ``K / width`` clocks."""
+
 
 class Core(wiring.Component):
     """One token of an HGRNBit model per ``STEP`` request; see the module documentation.
@@ -390,10 +394,14 @@ class Core(wiring.Component):
         m.d.comb += self.rd_logits.data.eq(y_data)
 
         # --- compute units -------------------------------------------------------------------------
-        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)))
-        # spread_control: the activation buffer's block RAM read through its own output register (an
-        # inferred one has none, and its slow output then had to reach a lane across the device)
-        m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True)
+        Q = min(P, QUANT_WIDTH)
+        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q)
+        # spread_control: the activation buffer's memories read through a second register, each
+        # driven by registered copies of its controls (a slow output once had to reach a lane across
+        # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
+        # DP16KD at 32 lanes, which the TRITS region and the quantiser's banks need
+        m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True,
+                                                     act_memory="distributed")
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
         self._probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
@@ -427,16 +435,16 @@ class Core(wiring.Component):
             with m.If(rescale.i.valid & rescale.i.ready):
                 m.d.sync += acc_unit.eq(Mux(acc_unit == R - 1, 0, acc_unit + 1))
 
-        # codes, one per cycle, packed into beats of P codes
+        # codes, Q a clock, packed into beats of P codes
         col = Signal(8 * P)
-        cnt = Signal(range(P))
+        cnt = Signal(range(P // Q))
         beat = Signal(8 * P)
         beat_valid = Signal()
         beat_last = Signal()
         codes = quant.codes
         complete = Signal()
         m.d.comb += [
-            complete.eq((cnt == P - 1) | codes.payload.last),
+            complete.eq((cnt == P // Q - 1) | codes.payload.last),
             codes.ready.eq(~complete | ~beat_valid | linear.act.ready),
             linear.act.valid.eq(beat_valid),
             linear.act.payload.codes.as_value().eq(beat),
@@ -445,7 +453,7 @@ class Core(wiring.Component):
         with m.If(linear.act.valid & linear.act.ready):
             m.d.sync += beat_valid.eq(0)
         with m.If(codes.valid & codes.ready):
-            new_col = Cat(col[8:], codes.payload.code)
+            new_col = Cat(col[8 * Q:], Value.cast(codes.payload.code))
             with m.If(complete):
                 m.d.sync += [beat.eq(new_col), beat_valid.eq(1), beat_last.eq(codes.payload.last),
                              cnt.eq(0)]

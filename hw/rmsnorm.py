@@ -38,6 +38,8 @@ _ZMAG_WIDTH = _Z_WIDTH - 1                              # |v * w_mant| <= 2**38
 _Z_EXP_SHAPE = signed(8)                                # ACT.frac + w_exp: -20 .. 75
 _EXP_WIDTH = 18                                         # exponents inside OutputScale
 _NORM_WIDTH = 64
+_PASS2_STAGES = 13                                      # buffer read 2, magnitude, shift, numerator,
+                                                        # divider 7, sign
 
 
 def _ss_width(max_length):
@@ -278,40 +280,57 @@ class RMSNormQuantizer(wiring.Component):
     ----------
     lengths : int or sequence of int
         The vector lengths ``K`` the unit serves (e.g. ``(hidden, intermediate)``); the buffer holds the
-        longest. ``numerics.pf_recip(K)`` of each is a constant built at elaboration.
+        longest. ``numerics.pf_recip(K)`` of each is a constant built at elaboration. Each must be a
+        multiple of ``width``.
+    width : int
+        ``Q``, the codes pass 2 emits per cycle: a power of two from 1 (default) to 16.
 
     Interface
     ---------
     ``i`` : stream In, one transfer per element: ``v`` signed(24) ACT, ``w_mant`` signed(16),
         ``w_exp`` signed(7), ``m`` :data:`PFLOAT_LAYOUT`, ``last``. ``w_exp`` and ``m`` are taken
         from the ``last`` element; the element count at ``last`` is ``K``.
-    ``codes`` : stream Out, ``code`` signed(8) (-127..127), ``last``: K codes in input order.
+    ``codes`` : stream Out, one transfer per group of ``Q`` consecutive elements, ``K / Q`` per vector
+        in input order, ``last`` on the final one. For ``Q == 1`` the payload is ``code`` signed(8)
+        (-127..127), ``last``; for ``Q > 1`` it is ``code`` ``data.ArrayLayout(signed(8), Q)``,
+        ``last``, ``code[j]`` being element ``g Q + j`` of the vector in group ``g`` (as a value:
+        ``code[0]`` in the low 8 bits, then ``code[1]``, ..., ``last`` on top).
     ``scale`` : stream Out, :data:`PFLOAT_LAYOUT`, one per vector.
     ``length_error`` : Out(1), sticky: a vector had a length not in ``lengths`` (its scale is zero)
-        or more elements than the buffer holds (the excess is dropped).
+        or more elements than the buffer holds (the excess is dropped). Such a vector's codes come
+        in ``ceil(K' / Q)`` groups (``K'`` the elements kept); the lanes of its last group past
+        ``K'`` carry unspecified codes.
 
     Operation, latency, throughput
     ------------------------------
     Pass 1 accepts one element per cycle (``i.ready`` stays high until ``last``): ``z = v * w_mant`` goes
-    to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. Pass 2 then
-    reads the buffer back: ``s = max(0, bitlen(max|z|) - 24)``, ``A = max|z| >> s``, and per element
-    ``(254 (|z| >> s) + A) // (2 A)`` through a 7-stage pipelined restoring divider (13 stages in all).
-    The first code is valid :attr:`CODE_LATENCY` (24) cycles after the ``last`` transfer, if the
-    previous vector's codes have left the pipeline and its scale has been taken; one code follows per
-    cycle while ``codes.ready`` is high (a stalled ``codes`` stalls pass 2). In parallel
-    :class:`OutputScale` computes the scale, valid about 125 to 140 cycles after ``last``.
-    The next vector is accepted as soon as pass 2 has read the whole buffer, so a stream of vectors
-    takes about ``max(2 K + 10, 135)`` cycles each (below ``K`` of about 60 the scale is the slower
-    part). ``i.ready`` does not depend on the outputs combinationally.
+    to a buffer of ``max(lengths)`` x 40 bits, ``max|z|`` and ``sum(v*v)`` accumulate. The buffer is
+    ``Q`` memories (banks) of ``max(lengths) / Q`` words: element ``k`` goes to bank ``k mod Q`` at
+    address ``k // Q``. Pass 2 then reads the buffer back, one address of every bank (a group of ``Q``
+    elements) per cycle: ``s = max(0, bitlen(max|z|) - 24)``, ``A = max|z| >> s``, and per element
+    ``(254 (|z| >> s) + A) // (2 A)`` through a 7-stage pipelined restoring divider (13 stages in all),
+    in ``Q`` copies of that pipeline sharing one control. The first group is valid
+    :attr:`CODE_LATENCY` (24) cycles after the ``last`` transfer, if the previous vector's codes have
+    left the pipeline and its scale has been taken; one group follows per cycle while ``codes.ready``
+    is high (a stalled ``codes`` stalls pass 2). In parallel :class:`OutputScale` computes the scale,
+    valid about 125 to 140 cycles after ``last``. The next vector is accepted as soon as pass 2 has
+    read the whole buffer, so a stream of vectors takes about ``max(K + K / Q + 10, 135)`` cycles each
+    (below ``K`` of about 60 to 120 the scale is the slower part). ``i.ready`` does not depend on the
+    outputs combinationally.
 
-    Resources: multipliers 24x16 and 24x24 (pass 1), 16x16 (scale), a ``max(lengths) x 40`` bit
-    memory; no divider beyond the 7 compare-subtract stages and the sequential ones of the scale.
+    Resources: multipliers 24x16 and 24x24 (pass 1), 16x16 (scale), ``Q`` memories of
+    ``max(lengths) / Q`` x 40 bits, ``Q`` copies of the pass-2 pipeline (no divider beyond their 7
+    compare-subtract stages each and the sequential ones of the scale).
     """
 
     CODE_LATENCY = 20 + max(mul_latency(ACT_SHAPE, MANT_SHAPE), mul_latency(ACT_SHAPE, ACT_SHAPE))
     """Cycles from the ``last`` transfer to the first ``codes.valid`` (checked by the tests)."""
 
-    def __init__(self, lengths):
+    def __init__(self, lengths, *, width=1):
+        if not isinstance(width, int) or isinstance(width, bool):
+            raise TypeError(f"width must be an int, not {width!r}")
+        if width not in (1, 2, 4, 8, 16):
+            raise ValueError(f"width must be a power of two in 1..16, not {width}")
         if isinstance(lengths, int) and not isinstance(lengths, bool):
             lengths = (lengths,)
         try:
@@ -325,6 +344,9 @@ class RMSNormQuantizer(wiring.Component):
                 raise TypeError(f"lengths must hold ints, not {k!r}")
             if not 1 <= k <= MAX_LENGTH:
                 raise ValueError(f"each of lengths must be in 1..{MAX_LENGTH}, not {k}")
+            if k % width:
+                raise ValueError(f"each of lengths must be a multiple of width {width}, not {k}")
+        self._width = width
         self.lengths = tuple(sorted(set(lengths)))
         self.max_length = max(self.lengths)
         super().__init__({
@@ -335,14 +357,25 @@ class RMSNormQuantizer(wiring.Component):
                 "m": PFLOAT_LAYOUT,
                 "last": 1,
             }))),
-            "codes": Out(stream.Signature(data.StructLayout({"code": signed(CODE.width), "last": 1}))),
+            "codes": Out(stream.Signature(data.StructLayout({
+                "code": signed(CODE.width) if width == 1 else data.ArrayLayout(signed(CODE.width), width),
+                "last": 1,
+            }))),
             "scale": Out(stream.Signature(PFLOAT_LAYOUT)),
             "length_error": Out(1),
         })
 
+    @property
+    def width(self):
+        """``Q``: the codes pass 2 emits per cycle (one ``codes`` transfer)."""
+        return self._width
+
     def elaborate(self, platform):
         m = Module()
         kmax = self.max_length
+        q = self._width
+        lq = q.bit_length() - 1                         # log2 Q
+        groups = kmax // q                              # words per bank
         m.submodules.scale_unit = su = OutputScale(kmax)
         wiring.connect(m, wiring.flipped(self.scale), su.o)
 
@@ -389,16 +422,22 @@ class RMSNormQuantizer(wiring.Component):
         en = Signal()
         m.d.comb += en.eq(~self.codes.valid | self.codes.ready)
         p = Pipeline(m, en, platform_arch(platform))
-        # the buffer: written by pass 1, read by pass 2 (never both in one clock: LOAD and EMIT),
-        # from registers of its own, a clock after pass 1 (pass 2 starts four clocks after the last
-        # write at the soonest, through FLUSH, SETTLE and WAIT): the write enable's comparison, out to
-        # the buffer's block RAM, was the longest path of the demo accelerator's 80 MHz build
-        buf = p.buffer(signed(_Z_WIDTH), kmax, name="buffer")
-        m.d.sync += [buf.w_addr.eq(pass1_write[0]), buf.w_data.eq(pass1_write[1]),
-                     buf.w_en.eq(pass1_write[2])]
-        k = Signal(range(kmax + 1))
-        k_1 = Signal(range(kmax + 1))                   # k - 1 (k >= 1 once emitting)
-        rptr = Signal(range(kmax + 1))
+        # the buffer, Q banks: written by pass 1, read by pass 2 (never both in one clock: LOAD and
+        # EMIT), from registers of its own, a clock after pass 1 (pass 2 starts four clocks after the
+        # last write at the soonest, through FLUSH, SETTLE and WAIT): the write enable's comparison,
+        # out to the buffer's block RAM, was the longest path of the demo accelerator's 80 MHz build.
+        # Element `count` goes to bank count % Q at address count // Q.
+        bufs = []
+        for b in range(q):
+            buf = p.buffer(signed(_Z_WIDTH), groups, name="buffer" if q == 1 else f"buffer{b}")
+            w_en = pass1_write[2] if q == 1 else pass1_write[2] & (pass1_write[0][:lq] == b)
+            w_addr = pass1_write[0] if q == 1 else pass1_write[0] >> lq
+            m.d.sync += [buf.w_addr.eq(w_addr), buf.w_data.eq(pass1_write[1]),
+                         buf.w_en.eq(w_en)]
+            bufs.append(buf)
+        k = Signal(range(groups + 1))                   # groups of the vector
+        k_1 = Signal(range(groups + 1))                 # k - 1 (k >= 1 once emitting)
+        rptr = Signal(range(groups + 1))                # the group read next
         emitting = Signal()
         shift = Signal(range(_ZMAG_WIDTH - QUANT_BITS + 1))
         amax = Signal(QUANT_BITS)                       # max|z| >> s
@@ -407,42 +446,55 @@ class RMSNormQuantizer(wiring.Component):
         issue = emitting & (rptr != k)
         with m.If(en & issue):
             m.d.sync += rptr.eq(rptr + 1)
+
+        # the control, shared by the Q lanes: valid and last through the 13 stages
         valid = [issue]
         last = [rptr == k_1]
 
-        def stage():
+        def lane(buf, sfx):
+            """One element's code from bank ``buf``: a generator, advanced once per stage; its
+            :data:`_PASS2_STAGES`-th step yields the code."""
+            # stages 1, 2: the buffer's output, registered
+            zr = buf.read(rptr, name="zr" + sfx)
+            yield
+            yield
+            # stage 3: magnitude and sign; stage 4: the common shift s
+            neg = p.reg(zr < 0, name="neg" + sfx)
+            mag = p.reg(Mux(zr < 0, -zr, zr), unsigned(_ZMAG_WIDTH), name="mag" + sfx)
+            yield
+            mag = p.reg(mag >> shift, unsigned(QUANT_BITS), name="mag_s" + sfx)
+            neg = p.reg(neg, name="neg" + sfx)
+            yield
+            # stage 5: numerator 254 |z| + A
+            num = p.reg((mag << 8) - (mag << 1) + amax, unsigned(QUANT_BITS + 8), name="num" + sfx)
+            neg = p.reg(neg, name="neg" + sfx)
+            yield
+            # stages 6-12: restoring division by 2A, one quotient bit per stage (the quotient is <= 127)
+            quo = Const(0, 7)
+            for bit in reversed(range(7)):
+                diff = num - (amax << (bit + 1))
+                ge = diff >= 0
+                quo = p.reg(quo | (ge << bit), unsigned(7), name="quo" + sfx)
+                num = p.reg(Mux(ge, diff, num), unsigned(QUANT_BITS + 8), name="num" + sfx)
+                neg = p.reg(neg, name="neg" + sfx)
+                yield
+            # stage 13: sign
+            yield p.reg(Mux(zero, 0, Mux(neg, -quo, quo)), signed(CODE.width), name="code" + sfx)
+
+        # the lanes and the control built stage by stage (for Q == 1 in the order, and so with the
+        # names, of the single pipeline this was)
+        lanes = [lane(buf, "" if q == 1 else f"_{j}") for j, buf in enumerate(bufs)]
+        for _ in range(_PASS2_STAGES):
+            codes = [next(g) for g in lanes]
             valid.append(p.reg(valid[-1], name="valid"))
             last.append(p.reg(last[-1], name="last"))
-
-        # stages 1, 2: the buffer's output, registered
-        zr = buf.read(rptr, name="zr")
-        stage(); stage()
-        # stage 3: magnitude and sign; stage 4: the common shift s
-        neg = p.reg(zr < 0, name="neg")
-        mag = p.reg(Mux(zr < 0, -zr, zr), unsigned(_ZMAG_WIDTH), name="mag")
-        stage()
-        mag = p.reg(mag >> shift, unsigned(QUANT_BITS), name="mag_s")
-        neg = p.reg(neg, name="neg")
-        stage()
-        # stage 5: numerator 254 |z| + A
-        num = p.reg((mag << 8) - (mag << 1) + amax, unsigned(QUANT_BITS + 8), name="num")
-        neg = p.reg(neg, name="neg")
-        stage()
-        # stages 6-12: restoring division by 2A, one quotient bit per stage (the quotient is <= 127)
-        quo = Const(0, 7)
-        for bit in reversed(range(7)):
-            diff = num - (amax << (bit + 1))
-            ge = diff >= 0
-            quo = p.reg(quo | (ge << bit), unsigned(7), name="quo")
-            num = p.reg(Mux(ge, diff, num), unsigned(QUANT_BITS + 8), name="num")
-            neg = p.reg(neg, name="neg")
-            stage()
-        # stage 13: sign
-        code = p.reg(Mux(zero, 0, Mux(neg, -quo, quo)), signed(CODE.width), name="code")
-        stage()
+        if q == 1:
+            m.d.comb += self.codes.payload.code.eq(codes[0])
+        else:
+            for j, code in enumerate(codes):
+                m.d.comb += self.codes.payload.code[j].eq(code)
         m.d.comb += [
             self.codes.valid.eq(valid[-1]),
-            self.codes.payload.code.eq(code),
             self.codes.payload.last.eq(last[-1]),
         ]
         busy2 = Signal()
@@ -491,7 +543,10 @@ class RMSNormQuantizer(wiring.Component):
                 # the previous vector's codes must be out of the pipeline (it uses A, s) and its
                 # scale delivered before this vector's are started
                 with m.If(~busy2 & su.i.ready):
-                    m.d.sync += [shift.eq(shift_next), k.eq(count), k_1.eq(count - 1),
+                    # ceil(count / Q) groups (count >= 1: a vector ends with an element)
+                    k_next, k_1_next = ((count, count - 1) if q == 1 else
+                                        (((count - 1) >> lq) + 1, (count - 1) >> lq))
+                    m.d.sync += [shift.eq(shift_next), k.eq(k_next), k_1.eq(k_1_next),
                                  k_recip.eq(recip)]
                     with m.If(~match):
                         m.d.sync += self.length_error.eq(1)

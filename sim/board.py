@@ -28,17 +28,17 @@ _SOURCE_SUFFIXES = (".py", ".c", ".h", ".S")         # the gateware generators a
 DEFAULT_LANES = {"core": 32, "compact": 4}
 
 
-def _config_for(shape, lanes=None, arch="core"):
-    """The bundled preset of ``arch`` sized exactly for ``shape`` (and ``lanes``, if given), else one
-    made for it."""
+def _config_for(shape, lanes=None, arch="core", rows=None):
+    """The bundled preset of ``arch`` sized exactly for ``shape`` (and ``lanes`` and ``rows``, if
+    given), else one made for it."""
     from mmfree.hw.config import COMPACT_CLOCK_HZ, HwConfig, PRESETS
     for preset in PRESETS.values():
         sizes = (preset.max_vocab, preset.max_hidden, preset.max_layers, preset.max_intermediate)
         if sizes == (shape.vocab_size, shape.hidden_size, shape.num_layers, shape.intermediate_size) \
-                and lanes in (None, preset.lanes) and preset.arch == arch:
+                and lanes in (None, preset.lanes) and rows in (None, preset.rows) and preset.arch == arch:
             return preset
     clock = {"clk_freq": COMPACT_CLOCK_HZ} if arch == "compact" else {}
-    return HwConfig.for_model(shape, lanes=lanes or DEFAULT_LANES[arch], arch=arch, **clock)
+    return HwConfig.for_model(shape, lanes=lanes or DEFAULT_LANES[arch], rows=rows or 1, arch=arch, **clock)
 
 
 def _source_digest():
@@ -102,9 +102,9 @@ class SimulatedBoard:
         self._dir = None
 
     @classmethod
-    def for_model(cls, shape, *, lanes=None, arch="core", **kwargs):
+    def for_model(cls, shape, *, lanes=None, arch="core", rows=None, **kwargs):
         """A board whose configuration holds a model of ``shape`` (a bundled preset when one fits)."""
-        return cls(_config_for(shape, lanes, arch), **kwargs)
+        return cls(_config_for(shape, lanes, arch, rows), **kwargs)
 
     @property
     def url(self):
@@ -190,10 +190,11 @@ def cmd_sim_board(args):
     else:
         shape = src.quantized().shape
     byte_cycles = 1
-    board = SimulatedBoard.for_model(shape, lanes=args.lanes, arch=args.arch, port=args.port,
+    board = SimulatedBoard.for_model(shape, lanes=args.lanes, arch=args.arch, rows=args.rows, port=args.port,
                                      host=args.host, byte_cycles=byte_cycles, progress=True)
     board.start()
-    print(f"simulated board for {args.model} ({board.config.lanes} lanes) on {board.url}; "
+    print(f"simulated board for {args.model} ({board.config.lanes} lanes x {board.config.rows} row "
+          f"units) on {board.url}; "
           f"Ctrl-C stops it", flush=True)
     try:
         while board.process.poll() is None:
@@ -212,7 +213,8 @@ def register(sub):
     p.add_argument("--model", default="demo", help="the model the board must hold (sizes the hardware)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit")
+    p.add_argument("--rows", type=_positive_arg, default=None, help="row units")
     p.add_argument("--arch", choices=("core", "compact"), default="core",
                    help="the accelerator: core (default) or compact (processor and ternary unit)")
     p.set_defaults(func=cmd_sim_board)

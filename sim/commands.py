@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["bench", "register"]
 
 
-def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, arch="core", progress=False):
+def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, arch="core", rows=None, progress=False):
     """Run the full-system simulation; returns the report dict (raises on any mismatch)."""
     from mmfree.registry import resolve
     from mmfree.sim.board import _config_for, accelerator_sources, accelerator_verilog
@@ -23,14 +23,14 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, arch="core", 
     from mmfree.sim.tb_accelerator import make_vectors
 
     q = resolve(model).quantized()
-    config = _config_for(q.shape, lanes, arch)
+    config = _config_for(q.shape, lanes, arch, rows)
     ids = list(prompt.encode("utf-8"))
     t0 = time.monotonic()
     if progress:
         print(f"bench: golden reference for {tokens} tokens ...", file=sys.stderr, flush=True)
     vec = make_vectors(q, config, ids, tokens)
     if progress:
-        print(f"bench: simulating the accelerator ({config.lanes} lanes; a first build of a "
+        print(f"bench: simulating the accelerator ({_lanes_text(config)}; a first build of a "
               f"configuration takes minutes) ...", file=sys.stderr, flush=True)
     text = accelerator_verilog(config)
     with tempfile.TemporaryDirectory(prefix="mmfree-bench-") as d:
@@ -38,13 +38,21 @@ def bench(model="tiny", *, tokens=32, prompt="ROMEO:", lanes=None, arch="core", 
         run_cocotb(text, simulator="verilator", test_module="mmfree.sim.tb_accelerator", name="accel",
                    vectors=vec, run_dir=d, opt_fast="-O2", sources=accelerator_sources(config))
         report = json.loads((Path(d) / "accelerator_report.json").read_text())
-    report.update(model=model, lanes=config.lanes, clock_hz=config.clk_freq, prompt_tokens=len(ids),
-                  ideal_cycles_per_token=report["weights_per_token"] / config.lanes,
+    report.update(model=model, lanes=config.total_lanes, lanes_per_row=config.lanes, rows=config.rows,
+                  clock_hz=config.clk_freq, prompt_tokens=len(ids),
+                  ideal_cycles_per_token=report["weights_per_token"] / config.total_lanes,
                   all_tokens_match=report["matched"] == report["tokens"],
                   simulation_s=time.monotonic() - t1, total_s=time.monotonic() - t0)
     report["tokens_per_s_at_clock"] = config.clk_freq / report["cycles_per_token"]
-    report["compute_bound_tokens_per_s"] = config.clk_freq * config.lanes / report["weights_per_token"]
+    report["compute_bound_tokens_per_s"] = config.clk_freq * config.total_lanes / report["weights_per_token"]
     return report
+
+
+def _lanes_text(config):
+    """``32 lanes``, or with row units ``128 lanes (4 row units of 32)``."""
+    if config.rows == 1:
+        return f"{config.lanes} lanes"
+    return f"{config.total_lanes} lanes ({config.rows} row units of {config.lanes})"
 
 
 def link_throughput(nbytes=None, baud=3_000_000, progress=False):
@@ -102,7 +110,7 @@ def cmd_bench(args):
     from mmfree.sim.runner import SimulationError
     try:
         r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes, arch=args.arch,
-                  progress=sys.stderr.isatty() or not args.json)
+                  rows=args.rows, progress=sys.stderr.isatty() or not args.json)
     except SimulationError as e:
         lines = [l for l in str(e).splitlines() if "Error" in l or "assert" in l.lower()]
         print(f"mmfree: error: the full-system simulation failed: {(lines or [str(e)])[0].strip()}",
@@ -112,7 +120,8 @@ def cmd_bench(args):
         print(json.dumps({k: v for k, v in r.items() if k != "cycles"}, indent=2))
         return 0
     f = r["clock_hz"] / 1e6
-    print(f"{r['model']}: {r['weights_per_token']:,} ternary weights per token, {r['lanes']} lanes")
+    lanes = f"{r['lanes']} lanes" + (f" ({r['rows']} row units of {r['lanes_per_row']})" if r["rows"] > 1 else "")
+    print(f"{r['model']}: {r['weights_per_token']:,} ternary weights per token, {lanes}")
     print(f"  tokens generated      {r['tokens']} after a {r['prompt_tokens']}-token prompt, "
           f"{r['matched']} identical to the golden model")
     print(f"  cycles per token      {r['cycles_per_token']:,.0f}   (ideal {r['ideal_cycles_per_token']:,.0f}: "
@@ -130,7 +139,9 @@ def register(sub):
     p.add_argument("--model", default="tiny", help="bundled name, folder or image (default tiny)")
     p.add_argument("-n", type=_positive_arg, default=32, help="tokens to generate (default 32)")
     p.add_argument("--prompt", default="ROMEO:")
-    p.add_argument("--lanes", type=_positive_arg, default=None)
+    p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit")
+    p.add_argument("--rows", type=_positive_arg, default=None,
+                   help="row units: rows computed at once, each on --lanes lanes (a power of two)")
     p.add_argument("--arch", choices=("core", "compact"), default="core",
                    help="the accelerator: core (default) or compact (processor and ternary unit, iCE40)")
     p.add_argument("--link", action="store_true",

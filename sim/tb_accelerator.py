@@ -96,7 +96,7 @@ def make_vectors(q, config, prompt, n, build_hash=0, token_history=256, sample=N
         vec["sample_tokens"] = np.array(sampled, dtype=np.int64)
     vec["weights_per_token"] = np.array(q.shape.ternary_weights)
     vec["verified_bytes"] = np.array(sum(len(blob) for blob in regions.values()))
-    vec["lanes"] = np.array(config.lanes)
+    vec["lanes"] = np.array(config.total_lanes)
     return vec
 
 

@@ -33,16 +33,17 @@ def _progress_bar(total, desc):
 
 
 def _build_args(config):
-    """The `mmfree build` arguments (``--model``, ``--lanes``, ``--arch``) of the accelerator that the
-    simulated board runs, or ``None`` when no bundled preset sizes it."""
+    """The `mmfree build` arguments (``model``, ``lanes``, ``rows``, ``arch``: those of
+    :func:`~mmfree.boards.build.accelerator_design`) of the accelerator that the simulated board runs,
+    or ``None`` when no bundled preset sizes it."""
     from .hw.config import PRESETS
     sizes = lambda c: (c.max_vocab, c.max_hidden, c.max_layers, c.max_intermediate)
     for name, preset in PRESETS.items():
         if preset == config:
-            return name, None, config.arch
+            return {"model": name, "lanes": None, "rows": None, "arch": config.arch}
     for name, preset in PRESETS.items():
         if sizes(preset) == sizes(config):
-            return name, config.lanes, config.arch
+            return {"model": name, "lanes": config.lanes, "rows": config.rows, "arch": config.arch}
     return None
 
 
@@ -51,7 +52,7 @@ def _board_fmax(board, config):
     simulated board runs, for ``board``; ``None`` without one."""
     from .boards.build import accelerator_design, cached_build
     args = _build_args(config)
-    hit = cached_build(board, accelerator_design(*args)) if args else None
+    hit = cached_build(board, accelerator_design(**args)) if args else None
     if hit is None:
         return None
     manifest, report = hit
@@ -75,7 +76,8 @@ def run(args):
         device = Device(url, baudrate=args.baud)
     else:
         from .sim.board import SimulatedBoard
-        board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes, arch=args.arch)
+        board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes, arch=args.arch,
+                                         rows=args.rows)
         board.start()
         url = board.url
         # a simulation runs some ten thousand clock cycles a second: wait accordingly
@@ -122,8 +124,9 @@ def run(args):
             parts.append(f"{clock / per_token:,.0f} tokens/s at {clock / 1e6:.1f} MHz")
             if board is not None:
                 build = _build_args(board.config)
-                how = (f"`mmfree build --board {args.board} --model {build[0]}"
-                       + (f" --lanes {build[1]}" if build[1] else "") + f" --arch {build[2]}`"
+                how = (f"`mmfree build --board {args.board} --model {build['model']}"
+                       + (f" --lanes {build['lanes']}" if build["lanes"] else "")
+                       + (f" --rows {build['rows']}" if build["rows"] else "") + f" --arch {build['arch']}`"
                        + " measures its Fmax"
                        if build else "no bundled preset sizes it")
                 note = f"design clock: no {args.board} build of this design is cached; {how}"
@@ -169,7 +172,9 @@ def register(sub):
                    help="serial port or pyserial URL of a device; default: start the simulated board")
     p.add_argument("--baud", type=_positive_arg, default=3_000_000,
                    help="serial baud rate with --port (default 3000000)")
-    p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of the simulated board")
+    p.add_argument("--lanes", type=_positive_arg, default=None,
+                   help="lanes of each row unit of the simulated board")
+    p.add_argument("--rows", type=_positive_arg, default=None, help="row units of the simulated board")
     p.add_argument("--arch", choices=("core", "compact"), default="core",
                    help="the accelerator of the simulated board: core (default) or compact (processor "
                         "and ternary unit, as built for the iCEBreaker)")

@@ -25,8 +25,10 @@ def test_config_presets():
     assert tiny.fits(TINY_SHAPE) and tiny.lanes == 32
     assert tiny.trit_words == -(-TINY_SHAPE.ternary_weights // tiny.trits_per_word)
     demo = HwConfig.preset("ulx3s-85f")
-    assert demo.trit_word_bytes == 9 and demo.trits_per_word == 45 and demo.trit_word_bits == 72
-    assert demo.fits(DEMO_SHAPE) and demo.trit_words == -(-DEMO_SHAPE.ternary_weights // 45)
+    # four row units of 32 lanes: a word is four 9-byte sub-words, one per row unit's stream
+    assert demo.rows == 4 and demo.total_lanes == 128
+    assert demo.trit_word_bytes == 36 and demo.trits_per_word == 180 and demo.trit_word_bits == 288
+    assert demo.fits(DEMO_SHAPE) and demo.trit_words == -(-DEMO_SHAPE.ternary_weights // 4 // 45)
     assert not tiny.fits(DEMO_SHAPE)
     assert HwConfig.from_dict(demo.to_dict()) == demo
     with pytest.raises(ValueError, match="no hardware preset 'nope'"):
@@ -53,6 +55,10 @@ def test_config_presets_hold_bundled_models():
     (dict(trit_bytes=12), ValueError, r"trit_bytes \(12\) must be a multiple of 9 bytes"),
     (dict(trit_bytes=1035, lanes=64, max_hidden=128), ValueError,
      r"trit_bytes \(1035\) must be a multiple of 18 bytes"),
+    (dict(rows=3), ValueError, "rows must be a power of two from 1 to 64, not 3"),
+    (dict(rows=128), ValueError, "rows must be a power of two from 1 to 64, not 128"),
+    (dict(rows=2, arch="compact"), ValueError, "the compact architecture has one row unit, not 2"),
+    (dict(rows=4, trit_bytes=1026), ValueError, r"trit_bytes \(1026\) must be a multiple of 36 bytes"),
 ])
 def test_config_errors(kwargs, error, message):
     base = dict(max_hidden=64, max_layers=2, max_intermediate=256, max_vocab=256, trit_bytes=1026,
@@ -73,6 +79,10 @@ def test_config_check():
         HwConfig(**{**cfg.to_dict(), "trit_bytes": 1026}).check(TINY_SHAPE)
     with pytest.raises(MemoryMapError, match="not a multiple of 32 lanes"):
         HwConfig.for_model(ModelShape(256, 48, 2, 256), lanes=32)
+    four = HwConfig.for_model(TINY_SHAPE, lanes=32, rows=4)
+    assert four.fits(TINY_SHAPE)
+    with pytest.raises(MemoryMapError, match="vocabulary 250 is not a multiple of 4 row units"):
+        four.check(ModelShape(250, 64, 2, 256))
 
 
 def test_core_rejects_bad_config():

@@ -133,24 +133,38 @@ def _pf(p):
     return {"mant": p.mant, "exp": p.exp}
 
 
-def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3):
-    dut = RMSNormQuantizer(lengths)
+def _lanes(value, width):
+    """The ``width`` signed 8-bit codes packed in ``value`` (``code[0]`` lowest)."""
+    return [((value >> (8 * j)) & 0xFF) - (((value >> (8 * j)) & 0x80) << 1) for j in range(width)]
+
+
+def _ungroup(groups, width):
+    """``(code, last)`` per element from ``(packed codes, last)`` per group; ``last`` on the group's
+    final element."""
+    if width == 1:
+        return groups
+    return [(c, l if j == width - 1 else 0) for g, l in groups for j, c in enumerate(_lanes(g, width))]
+
+
+def _run_norm(lengths, vecs, seed, stall_in=0.3, stall_out=0.3, width=1):
+    dut = RMSNormQuantizer(lengths, width=width)
     rng = random.Random(seed)
     items, _, _ = norm_beats(vecs)
-    codes, scales = [], []
+    groups, scales = [], []
 
     async def tx(ctx):
         await _send(ctx, dut.i, items, random.Random(rng.random()), stall_in)
 
     async def rx_codes(ctx):
-        await _recv(ctx, dut.codes, len(items), random.Random(rng.random()), stall_out, codes,
-                    ("code", "last"))
+        await _recv(ctx, dut.codes, len(items) // width, random.Random(rng.random()), stall_out,
+                    groups, ("code", "last"))
 
     async def rx_scale(ctx):
         await _recv(ctx, dut.scale, len(vecs), random.Random(rng.random()), stall_out, scales,
                     ("mant", "exp"))
 
     _run(dut, tx, rx_codes, rx_scale)
+    codes = _ungroup(groups, width)
     pos = 0
     for n, (v, w, e, mm) in enumerate(vecs):
         ref_codes, ref_scale = norm_reference((v, w, e, mm))
@@ -196,12 +210,16 @@ def test_output_scale_unit():
 
 
 @pytest.mark.sim
-def test_rmsnorm_length_error():
-    dut = RMSNormQuantizer((4, 8))
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_rmsnorm_length_error(width):
+    """A length not in ``lengths`` (5, not a multiple of 2 or 4 either: ceil(5 / Q) groups, the lanes
+    past the fifth element unspecified): a zero scale and the error."""
+    dut = RMSNormQuantizer((4, 8), width=width)
     items = [{"v": 100 * (j + 1), "w_mant": 1 << 14, "w_exp": 14, "m": _pf(PFloat(40000, -20)),
               "last": j == 4} for j in range(5)]
     rng = random.Random(27)
-    scales, codes, err = [], [], []
+    scales, groups, err = [], [], []
+    n = -(-5 // width)
 
     async def tx(ctx):
         await _send(ctx, dut.i, items, rng, 0.0)
@@ -211,11 +229,45 @@ def test_rmsnorm_length_error():
         err.append(ctx.get(dut.length_error))
 
     async def rxc(ctx):
-        await _recv(ctx, dut.codes, 5, rng, 0.0, codes, ("code", "last"))
+        await _recv(ctx, dut.codes, n, rng, 0.0, groups, ("code", "last"))
 
     _run(dut, tx, rx, rxc)
     assert scales == [(0, 0)] and err == [1]
-    assert [c for c, _ in codes] == nx.quantize_activations(_t([100 * (j + 1) for j in range(5)]))[0].tolist()
+    codes = _ungroup(groups, width)
+    assert [c for c, _ in codes[:5]] == nx.quantize_activations(_t([100 * (j + 1) for j in range(5)]))[0].tolist()
+    assert [l for _, l in groups] == [0] * (n - 1) + [1]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_rmsnorm_too_long(width):
+    """A vector longer than the buffer: the excess is dropped (its codes are those of the whole vector
+    without it: max|z| covers it), the error is set, and the next vector is exact again."""
+    dut = RMSNormQuantizer((4, 8), width=width)
+    rng = random.Random(29)
+    v = [rng.randint(-5000, 5000) for _ in range(11)]
+    w = [rng.randint(1, 1 << 14) for _ in range(11)]
+    good = norm_cases(random.Random(30), (8,), 9)[-1]
+    items, _, _ = norm_beats([(v, w, 14, PFloat(40000, -20)), good])
+    scales, groups, err = [], [], []
+
+    async def tx(ctx):
+        await _send(ctx, dut.i, items, rng, 0.0)
+
+    async def rx(ctx):
+        await _recv(ctx, dut.scale, 2, rng, 0.2, scales, ("mant", "exp"))
+        err.append(ctx.get(dut.length_error))
+
+    async def rxc(ctx):
+        await _recv(ctx, dut.codes, 16 // width, rng, 0.2, groups, ("code", "last"))
+
+    _run(dut, tx, rx, rxc)
+    assert err == [1]
+    codes = _ungroup(groups, width)
+    assert [c for c, _ in codes[:8]] == nx.quantize_activations(_t(v) * _t(w))[0].tolist()[:8]
+    assert [l for _, l in codes] == ([0] * 7 + [1]) * 2
+    ref_codes, ref_scale = norm_reference(good)
+    assert [c for c, _ in codes[8:]] == ref_codes and scales[1] == ref_scale
 
 
 def test_rmsnorm_arguments():
@@ -230,6 +282,87 @@ def test_rmsnorm_arguments():
     with pytest.raises(ValueError, match="max_length must be in"):
         OutputScale(MAX_LENGTH + 1)
     assert RMSNormQuantizer((64, 16, 64)).lengths == (16, 64)
+    for width in (3, 0, 32, -2):
+        with pytest.raises(ValueError, match=f"width must be a power of two in 1..16, not {width}"):
+            RMSNormQuantizer(16, width=width)
+    for width in (2.0, "2", True):
+        with pytest.raises(TypeError, match="width must be an int, not"):
+            RMSNormQuantizer(16, width=width)
+    with pytest.raises(ValueError, match="each of lengths must be a multiple of width 4, not 18"):
+        RMSNormQuantizer((16, 18), width=4)
+    with pytest.raises(ValueError, match="each of lengths must be a multiple of width 16, not 8"):
+        RMSNormQuantizer(8, width=16)
+
+
+def test_rmsnorm_width_interface():
+    """The ``codes`` payload: ``code`` signed(8) and ``last`` for width 1, an array of width codes
+    (``code[0]`` lowest) and ``last`` otherwise."""
+    from amaranth.hdl import signed
+    from amaranth.lib import data
+    dut = RMSNormQuantizer((16, 64))
+    assert dut.width == 1
+    assert dut.codes.payload.shape() == data.StructLayout({"code": signed(8), "last": 1})
+    for width in (2, 4, 8, 16):
+        dut = RMSNormQuantizer((16, 64), width=width)
+        assert dut.width == width
+        layout = dut.codes.payload.shape()
+        assert layout == data.StructLayout({"code": data.ArrayLayout(signed(8), width), "last": 1})
+        assert layout["code"].offset == 0 and layout["last"].offset == 8 * width
+    assert _lanes(0x80_7F_FF_01, 4) == [1, -1, 127, -128]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("width,lengths,count", [(2, (24, 40), 12), (4, (24, 40), 12), (8, (16, 64), 10)])
+def test_rmsnorm_quantizer_width(width, lengths, count):
+    """Q codes per transfer: random vectors and norm weights of every length, random stalls on every
+    stream."""
+    rng = random.Random(100 + width)
+    _run_norm(lengths, norm_cases(rng, lengths, count), 200 + width, width=width)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("width", [2, 4])
+def test_rmsnorm_quantizer_width_back_to_back(width):
+    """No stalls: vectors of two lengths above the scale latency, one after the other."""
+    rng = random.Random(300 + width)
+    _run_norm((160, 200), norm_cases(rng, (160, 200), 4), 400 + width, stall_in=0.0, stall_out=0.0,
+              width=width)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_rmsnorm_quantizer_throughput(width):
+    """With ``codes.ready`` high, pass 2 emits one group every clock (K / Q consecutive transfers per
+    vector), and a stream of vectors takes ``max(K + K / Q + 10, 135)`` cycles or fewer each."""
+    k, n = 256, 3
+    dut = RMSNormQuantizer(k, width=width)
+    vecs = norm_cases(random.Random(500 + width), (k,), 8)[-n:]
+    items, _, _ = norm_beats(vecs)
+    cycles, groups = [], []
+
+    async def tx(ctx):
+        await _send(ctx, dut.i, items, random.Random(1), 0.0)
+
+    async def rx(ctx):
+        ctx.set(dut.codes.ready, 1)
+        ctx.set(dut.scale.ready, 1)
+        t = 0
+        while len(groups) < n * k // width:
+            _, _, valid, payload = await ctx.tick().sample(dut.codes.valid, dut.codes.payload)
+            t += 1
+            if valid:
+                cycles.append(t)
+                groups.append((_field(payload, "code"), _field(payload, "last")))
+
+    _run(dut, tx, rx)
+    codes = _ungroup(groups, width)
+    g = k // width
+    for v in range(n):
+        run = cycles[v * g:(v + 1) * g]
+        assert run == list(range(run[0], run[0] + g)), f"vector {v}: a gap in pass 2"
+        assert [c for c, _ in codes[v * k:(v + 1) * k]] == norm_reference(vecs[v])[0]
+    period = [cycles[(v + 1) * g] - cycles[v * g] for v in range(n - 1)]
+    assert period == [max(k + g + 10, 135)] * (n - 1), period
 
 
 # --- MLGRU ---------------------------------------------------------------------------------------
@@ -391,7 +524,8 @@ def test_latencies():
         t["latency"] = cycles
     _run(dut, bench, deadline=2000)
     assert t["latency"] == MLGRU.LATENCY
-    dut = RMSNormQuantizer(8)
     items = [{"v": 1, "w_mant": 1, "w_exp": 0, "m": {"mant": 1 << 15, "exp": 0}, "last": j == 7}
              for j in range(8)]
-    assert first_out(dut, dut.i, items, dut.codes) == RMSNormQuantizer.CODE_LATENCY
+    for width in (1, 2, 4, 8):
+        dut = RMSNormQuantizer(8, width=width)
+        assert first_out(dut, dut.i, items, dut.codes) == RMSNormQuantizer.CODE_LATENCY, width
