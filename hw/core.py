@@ -91,6 +91,8 @@ matrix-vector unit. The state persists across tokens; a per-layer flag set by ``
 reset) makes the next token read a layer's state as zero.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -374,7 +376,17 @@ class Core(wiring.Component):
             m.d.comb += rd.data.eq(rp.data)
             return rp
 
-        trits_rp = region("trits", cfg.trit_words, TRITS_BANK)
+        # TRITS: a memory of its own per row unit, each holding its stream's sub-words (so that each
+        # unit's words come from block RAM beside it), all read at the same address
+        sub_bits = 8 * memory_map.trit_subword_bytes(P)
+        trits_rps = []
+        for u in range(R):
+            wr = self.wr_trits
+            if R > 1:
+                wr = SimpleNamespace(addr=wr.addr, data=wr.data.word_select(u, sub_bits), en=wr.en)
+            trits_rps.append(_BankedReadPort(m, "trits" if R == 1 else f"trits{u}", sub_bits,
+                                             cfg.trit_words, TRITS_BANK, wr, arch))
+        m.d.comb += self.rd_trits.data.eq(Cat(*(rp.data for rp in trits_rps)))
         params_rp = region("params", cfg.param_words, PARAMS_BANK)
         gates_rp = region("gates", cfg.gate_words, GATES_BANK)
         scalars_rp = region("scalars", cfg.scalar_words, SCALARS_BANK)
@@ -835,15 +847,16 @@ class Core(wiring.Component):
             ts = TritStream(P, sub_bytes, cfg.trit_words, latency=REGION_READ_LATENCY)
             m.submodules["trit_stream" if R == 1 else f"trit_stream{u}"] = ts
             m.d.comb += [
-                ts.rd.data.eq(trits_rp.data.word_select(u, 8 * sub_bytes)),
+                ts.rd.data.eq(trits_rps[u].data),
                 ts.start.eq(start),
                 ts.active.eq(st_active),
                 ts.o.ready.eq(wfifo.w_rdy),
             ]
             streams.append(ts)
         issue = Signal()
+        trits_addr = Mux(busy, streams[0].rd.addr, self.rd_trits.addr)
         m.d.comb += [
-            trits_rp.addr.eq(Mux(busy, streams[0].rd.addr, self.rd_trits.addr)),
+            *(rp.addr.eq(trits_addr) for rp in trits_rps),
             issue.eq(streams[0].o.valid & wfifo.w_rdy),
             wfifo.w_data.eq(Cat(*(ts.o.payload for ts in streams), st_left == 0)),
             wfifo.w_en.eq(issue),

@@ -289,7 +289,7 @@ class TernaryMatVec(wiring.Component):
             name = "buf" if n == 0 else f"buf{n}"
             if self._spread and arch == "ecp5" and style == "block" and depth <= DP16KD_DEPTH:
                 port = _ram_ports(name, CODE_BITS * (hi - lo), depth)
-                reads.append(self._dp16kd(m, name, port))
+                reads.append([self._dp16kd(m, name, port)] * R)
                 wports.append((port.write, lo, hi))
                 rports.append(port.read)
                 continue
@@ -301,18 +301,28 @@ class TernaryMatVec(wiring.Component):
             # and, with no_rw_check, needs no collision logic (a bank is never read while written).
             rports.append(buf.read_port(domain="comb"))
             read = rports[-1].data
-            for i in range(2 if self._spread else 0):    # as the DP16KD: latch, output register
-                r = Signal(len(read), name=f"{name}_rdata{i}", reset_less=True)
-                m.d.sync += r.eq(read)
-                read = r
-            reads.append(read)
-        # the codes of every lane: one clock after the read address (this register, which Yosys merges
-        # into the block RAM), or with spread_control two after each memory's copy of it (read above)
-        rdata = Signal(CODE_BITS * P, reset_less=True)
+            if not self._spread:
+                reads.append([read] * R)
+                continue
+            # as the DP16KD: latch, output register; with several row units, the output register in a
+            # copy per unit (kept apart by synthesis), so that each unit's lanes are fed from beside them
+            r = Signal(len(read), name=f"{name}_rdata0", reset_less=True)
+            m.d.sync += r.eq(read)
+            if R == 1:
+                out = Signal(len(read), name=f"{name}_rdata1", reset_less=True)
+                m.d.sync += out.eq(r)
+                reads.append([out])
+            else:
+                reads.append([register_copy(m, r, f"{name}_rdata1_r{u}", arch) for u in range(R)])
+        # the codes of every lane, per row unit: one clock after the read address (this register, which
+        # Yosys merges into the block RAM), or with spread_control two after each memory's copy of it
+        # (read above)
         if self._spread:
-            m.d.comb += rdata.eq(Cat(*reads))
+            rdatas = [Cat(*(group[u] for group in reads)) for u in range(R)]
         else:
-            m.d.sync += rdata.eq(Cat(*reads))
+            rdata = Signal(CODE_BITS * P, reset_less=True)
+            m.d.sync += rdata.eq(Cat(*(group[0] for group in reads)))
+            rdatas = [rdata] * R
 
         full = Signal(2)                    # bank holds a complete vector
         # act.ready comes straight from a register: the write enable it makes drives every block RAM
@@ -395,7 +405,7 @@ class TernaryMatVec(wiring.Component):
         m.d.sync += [s1_trits.eq(trits), s1_flags.eq(flags)]
 
         # --- stages 2 .. 2 + depth: per row unit, its lanes and adder tree; the flags alongside -------
-        totals = [self._row_unit(m, rdata, s1_trits[2 * P * r:2 * P * (r + 1)], arch,
+        totals = [self._row_unit(m, rdatas[r], s1_trits[2 * P * r:2 * P * (r + 1)], arch,
                                  f"r{r}_" if R > 1 else "")
                   for r in range(R)]
         flags = s1_flags

@@ -598,12 +598,16 @@ def test_matvec_rows_ecp5():
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("arch", ["generic", "ecp5"])
-def test_matvec_rows_cocotb(simulator, arch, tmp_path):
-    """Two row units on the generated Verilog (ECP5: through the cell models), random stalls."""
+@pytest.mark.parametrize("spread", [False, True])
+def test_matvec_rows_cocotb(simulator, arch, spread, tmp_path):
+    """Two row units on the generated Verilog (ECP5: through the cell models), random stalls; with
+    spread_control, a LUT RAM buffer whose output register is a copy per row unit."""
     need(simulator)
     lanes, max_k, rows = 4, 32, 2
-    dut = TernaryMatVec(lanes, max_k, arch=arch, rows=rows)
+    dut = TernaryMatVec(lanes, max_k, arch=arch, rows=rows, spread_control=spread,
+                        act_memory="distributed" if spread else "block")
     jobs = group_jobs(random_jobs(90, lanes, max_k, 1200) + edge_jobs(lanes, max_k), rows, seed=5)
-    run_cocotb(dut, simulator=simulator, test_module=TB, name=f"matvec_rows_{arch}", run_dir=tmp_path,
+    run_cocotb(dut, simulator=simulator, test_module=TB,
+               name=f"matvec_rows_{arch}{'_spread' if spread else ''}", run_dir=tmp_path,
                sources=[ecp5_cell_models()] if arch == "ecp5" else (),
                vectors=group_vectors(jobs, lanes, rows, dut.acc_width, stall=0.25, seed=6))
