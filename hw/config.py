@@ -30,7 +30,8 @@ TINY_SHAPE = _bundled_shape("tiny")
 """The bundled ``tiny`` model (H=64, L=2, I=256: about 150 k ternary weights)."""
 DEMO_SHAPE = _bundled_shape("demo")
 """The bundled ``demo`` model (H=160, L=4, I=512: 1,433,600 ternary weights). Its row lengths 160 and
-512 have the common power-of-two divisor 32, so it runs on at most 32 lanes."""
+512 have the common power-of-two divisor 32, so it runs on at most 32 lanes a row unit (its presets:
+four row units, 128 lanes)."""
 
 ARCHS = ("core", "compact")
 """The accelerator architectures a configuration can be built as: ``"core"``
