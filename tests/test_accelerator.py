@@ -8,6 +8,7 @@
   generated tokens, each identical to the golden model's (:mod:`mmfree.sim.tb_accelerator`).
 """
 
+import dataclasses
 import gc
 import json
 import zlib
@@ -83,12 +84,16 @@ def _golden_run(q, prompt, n):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_accelerator_amaranth_small():
-    """Upload with WRITE frames, VERIFY every region, FEED a prompt, GENERATE 8 tokens, STATUS."""
+@pytest.mark.parametrize("rows", [1, 2])
+def test_accelerator_amaranth_small(rows):
+    """Upload with WRITE frames, VERIFY every region, FEED a prompt, GENERATE 8 tokens, STATUS; with
+    one row unit and with two (TRITS words of two streams' sub-words)."""
     q = _small()
-    dut = Accelerator(SMALL_CONFIG, 0x1234, phy="bytes")
+    config = dataclasses.replace(SMALL_CONFIG, rows=rows,
+                                 trit_bytes=mm.region_sizes(q.shape, SMALL_CONFIG.lanes, rows)[mm.REGION_TRITS])
+    dut = Accelerator(config, 0x1234, phy="bytes")
     host = Host(dut, seed=11)
-    regions = mm.to_regions(q, SMALL_CONFIG.lanes)
+    regions = mm.to_regions(q, config.lanes, config.rows)
     prompt = (3, 17, 5, 30)
     (position, argmax), tokens = _golden_run(q, prompt, 8)
     seen = {}
