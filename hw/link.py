@@ -76,6 +76,7 @@ BANK_READ_LATENCY = BUFFER_READ_LATENCY
 """Clocks from a frame bank's read address to its byte: the block RAM and a register after it
 (:meth:`mmfree.hw.activations.Pipeline.buffer`)."""
 
+_WALK_READ_LATENCY = REGION_READ_LATENCY + 1     # the walk's word address registered, then the port
 _PAYLOAD_AT = p.HEADER_SIZE                     # payload offset in a decoded frame
 _FEED_TOKEN = len(p.FeedRequest((0,)).pack())   # bytes per token id in a FEED
 _FEED_LOG2 = _FEED_TOKEN.bit_length() - 1
@@ -730,10 +731,10 @@ class Link(wiring.Component):
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_lane = Signal(range(wmax))
         s0_addr = Signal(32)
-        # the stages that wait for the memories' words (REGION_READ_LATENCY, see below)
+        # the stages that wait for the memories' words (_WALK_READ_LATENCY, see below)
         waits = [{"valid": Signal(name=f"sw{k}_valid"), "first": Signal(name=f"sw{k}_first"),
                   "last": Signal(name=f"sw{k}_last"), "lane": Signal(range(wmax), name=f"sw{k}_lane"),
-                  "addr": Signal(32, name=f"sw{k}_addr")} for k in range(REGION_READ_LATENCY)]
+                  "addr": Signal(32, name=f"sw{k}_addr")} for k in range(_WALK_READ_LATENCY)]
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_lane = Signal(range(wmax))
         s1_addr = Signal(32)
@@ -764,10 +765,16 @@ class Link(wiring.Component):
         # each region's word is registered as it leaves its memory, and again after the region
         # multiplexer
         rdata = Signal(8 * wmax)
+        # the word address goes to the region ports through a register of its own, so that the walk's
+        # counting stays beside the executor and only this register's output crosses to the memories
+        # (the count's enable, out to the address registers by the memories, was the longest path
+        # of a demo build with four row units)
+        waddr_q = Signal.like(waddr)
+        m.d.sync += waddr_q.eq(waddr)
         for r, (wb, depth, bits) in words.items():
             name = REGION_PORTS[r]
             rd, wr = getattr(core, f"rd_{name}"), getattr(core, f"wr_{name}")
-            m.d.comb += rd.addr.eq(waddr)
+            m.d.comb += rd.addr.eq(waddr_q)
             rword = Signal(bits, name=f"rword_{name}")
             m.d.sync += rword.eq(rd.data)
             with m.If(region == r):
@@ -775,18 +782,18 @@ class Link(wiring.Component):
         # the payload byte of stage 1: the bank answers in BANK_READ_LATENCY clocks, then as many
         # registers as the words pass
         bank_byte = bank_data
-        for k in range(REGION_READ_LATENCY + 2 - BANK_READ_LATENCY):
+        for k in range(_WALK_READ_LATENCY + 2 - BANK_READ_LATENCY):
             q = Signal(8, name=f"bank_q{k}")
             m.d.sync += q.eq(bank_byte)
             bank_byte = q
         m.submodules.sampler = sampler = Sampler(cfg.max_vocab, cfg.y_depth)
         wiring.connect(m, sampler.rd, wiring.flipped(core.rd_logits))
 
-        # stage 0 of the walk addresses the word and the payload byte; the core's region ports answer
-        # REGION_READ_LATENCY clocks later, and the word is registered as it arrives (block RAM
-        # outputs are slow) and after the region multiplexer: the wait stages, one per clock of
-        # REGION_READ_LATENCY, cover the memory's latency and those two registers less stage 0's
-        # clock. Stage 1 merges the byte into the word (WRITE) or picks the byte (VERIFY); stage 2
+        # stage 0 of the walk addresses the word and the payload byte; the word address reaches the
+        # core's region ports a clock later (waddr_q), they answer REGION_READ_LATENCY clocks after
+        # that, and the word is registered as it arrives (block RAM outputs are slow) and after the
+        # region multiplexer: the wait stages, one per clock of _WALK_READ_LATENCY, cover the address
+        # register, the memory's latency and those two registers less stage 0's clock. Stage 1 merges the byte into the word (WRITE) or picks the byte (VERIFY); stage 2
         # writes the merged word or feeds the CRC.
         s2_valid, s2_last = Signal(), Signal()
         s2_addr = Signal(32)
