@@ -95,7 +95,7 @@ reset) makes the next token read a layer's state as zero.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -160,15 +160,6 @@ class _Mode(enum.Enum, shape=3):
     FEED = 2
     MLGRU = 3
     GLU = 4
-
-
-def _split(value, widths):
-    """``value`` cut into consecutive slices of ``widths`` bits, from bit 0."""
-    out, pos = [], 0
-    for w in widths:
-        out.append(value[pos:pos + w])
-        pos += w
-    return out
 
 
 def _addr_shape(depth):
@@ -845,80 +836,87 @@ class Core(wiring.Component):
                 m.d.sync += [wb_row.eq(wb_row + 1), wb_left.eq(wb_left - 1)]
 
         # --- weight streamers ------------------------------------------------------------------------
-        # One per row unit, each with its TritStream decoding its part of every TRITS word
-        # (memory_map.trit_streams), its own count of the beats and matrices, and its own weight FIFO,
-        # so that no control crosses the device to the streams in one clock (with several units, each
-        # takes the start and the beat counts through registers of its own: a clock later, the same
-        # for all). The matrix-vector unit takes a beat when every unit's FIFO holds one; the units
-        # run in lockstep and so read the same address.
+        # One TritStream per row unit, decoding its part of every TRITS word (memory_map.trit_streams)
+        # into a weight FIFO of its own; the matrix-vector unit takes a beat when every unit's FIFO
+        # holds one. The beats are counted, and the matrices' last beats marked, where they are taken:
+        # a stream only needs to know when to start and whether beats are still wanted, and gets both
+        # through registers of its own (with several units), so that no control crosses the device
+        # to a stream in one clock. A stream may fetch a few beats past the token's last (its FIFO
+        # fills and it waits); its FIFO is emptied at the next start. The units run in lockstep, at
+        # the same address.
         # the beat counts less one, in registers: set in PRODUCTS, needed from START (two clocks on)
         max_left = Shape.cast(range(max_beats + 1))
         nb_hh_1, nb_gate_1, nb_ih_1, nb_vh_1 = (Signal(max_left, name=f"nb_{n}_1")
                                                 for n in ("hh", "gate", "ih", "vh"))
         m.d.sync += [nb_hh_1.eq(nb_hh - 1), nb_gate_1.eq((nb_ih << 1) - 1), nb_ih_1.eq(nb_ih - 1),
                      nb_vh_1.eq(nb_vh - 1)]
+        st_start = Signal()                           # start, a clock later: when the streams start
+        st_active = Signal()
+        st_proj = Signal(range(7))
+        st_layer = Signal(range(LMAX + 1))
+        st_left = Signal(max_left)
+        m.d.sync += st_start.eq(start)
         sub_bytes = memory_map.trit_subword_bytes(P)
         streams, wfifos = [], []
         for u in range(R):
             pre = "" if R == 1 else f"u{u}_"
-            counts = Cat(nb_hh_1, nb_gate_1, nb_ih_1, nb_vh_1, L_1, start)
+            # this stream's start (as st_start) and active (as st_active, a clock later)
+            u_start, u_active = Signal(name=f"{pre}st_start"), Signal(name=f"{pre}st_active")
             if R > 1:
-                counts = register_copy(m, counts, f"{pre}st_counts", arch)
-            u_hh, u_gate, u_ih, u_vh, u_L_1, u_start = _split(counts, [max_left.width] * 4 + [len(L_1), 1])
+                m.d.comb += Cat(u_start, u_active).eq(register_copy(m, Cat(start, st_active),
+                                                                    f"{pre}st_ctl", arch))
+            else:
+                m.d.sync += Cat(u_start, u_active).eq(Cat(start, st_active))
             ts = TritStream(P, sub_bytes, cfg.trit_words, latency=REGION_READ_LATENCY)
             m.submodules["trit_stream" if R == 1 else f"trit_stream{u}"] = ts
-            wfifo = fifo.SyncFIFOBuffered(width=2 * P + 1, depth=_WDEPTH)
+            wfifo = ResetInserter(u_start)(fifo.SyncFIFOBuffered(width=2 * P, depth=_WDEPTH))
             m.submodules[f"{pre}wfifo"] = wfifo
-            st_active = Signal(name=f"{pre}st_active")
-            st_proj = Signal(range(7), name=f"{pre}st_proj")
-            st_layer = Signal(range(LMAX + 1), name=f"{pre}st_layer")
-            st_left = Signal(max_left, name=f"{pre}st_left")
-            issue = Signal(name=f"{pre}issue")
             m.d.comb += [
                 ts.rd.data.eq(trits_rps[u].data),
                 trits_rps[u].addr.eq(Mux(busy, ts.rd.addr, self.rd_trits.addr)),
                 ts.start.eq(u_start),
-                ts.active.eq(st_active),
+                ts.active.eq(u_active),
                 ts.o.ready.eq(wfifo.w_rdy),
-                issue.eq(ts.o.valid & wfifo.w_rdy),
-                wfifo.w_data.eq(Cat(ts.o.payload, st_left == 0)),
-                wfifo.w_en.eq(issue),
+                wfifo.w_data.eq(ts.o.payload),
+                wfifo.w_en.eq(ts.o.valid),
             ]
-            nb_next_1 = Signal(max_left, name=f"{pre}nb_next_1")
-            with m.Switch(st_proj):
-                with m.Case(0, 1, 2):
-                    m.d.comb += nb_next_1.eq(u_hh)                     # after i, f, g: f, g, o
-                with m.Case(3):
-                    m.d.comb += nb_next_1.eq(u_gate)                   # gate
-                with m.Case(4):
-                    m.d.comb += nb_next_1.eq(u_ih)                     # down
-                with m.Case(5):
-                    m.d.comb += nb_next_1.eq(Mux(st_layer == u_L_1, u_vh, u_hh))
-            with m.If(u_start):
-                m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(u_hh)]
-            with m.Elif(issue):
-                with m.If(st_left == 0):
-                    m.d.sync += st_left.eq(nb_next_1)
-                    with m.Switch(st_proj):
-                        with m.Case(5):
-                            m.d.sync += [st_layer.eq(st_layer + 1),
-                                         st_proj.eq(Mux(st_layer == u_L_1, 6, 0))]
-                        with m.Case(6):
-                            m.d.sync += st_active.eq(0)
-                        with m.Default():
-                            m.d.sync += st_proj.eq(st_proj + 1)
-                with m.Else():
-                    m.d.sync += st_left.eq(st_left - 1)
             streams.append(ts)
             wfifos.append(wfifo)
         w_all = Signal()
+        take = Signal()
         m.d.comb += [
-            w_all.eq(Cat(*(f.r_rdy for f in wfifos)).all()),
+            w_all.eq(st_active & Cat(*(f.r_rdy for f in wfifos)).all()),
             linear.w.valid.eq(w_all),
-            linear.w.payload.trits.eq(Cat(*(f.r_data[:2 * P] for f in wfifos))),
-            linear.w.payload.last.eq(wfifos[0].r_data[2 * P]),
+            linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
+            linear.w.payload.last.eq(st_left == 0),
             *(f.r_en.eq(linear.w.ready & w_all) for f in wfifos),
+            take.eq(linear.w.ready & w_all),
         ]
+        nb_next_1 = Signal(max_left)
+        with m.Switch(st_proj):
+            with m.Case(0, 1, 2):
+                m.d.comb += nb_next_1.eq(nb_hh_1)                  # after i, f, g: f, g, o
+            with m.Case(3):
+                m.d.comb += nb_next_1.eq(nb_gate_1)                # gate
+            with m.Case(4):
+                m.d.comb += nb_next_1.eq(nb_ih_1)                  # down
+            with m.Case(5):
+                m.d.comb += nb_next_1.eq(Mux(st_layer == L_1, nb_vh_1, nb_hh_1))
+        with m.If(st_start):
+            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh_1)]
+        with m.Elif(take):
+            with m.If(st_left == 0):
+                m.d.sync += st_left.eq(nb_next_1)
+                with m.Switch(st_proj):
+                    with m.Case(5):
+                        m.d.sync += [st_layer.eq(st_layer + 1),
+                                     st_proj.eq(Mux(st_layer == L_1, 6, 0))]
+                    with m.Case(6):
+                        m.d.sync += st_active.eq(0)
+                    with m.Default():
+                        m.d.sync += st_proj.eq(st_proj + 1)
+            with m.Else():
+                m.d.sync += st_left.eq(st_left - 1)
 
         # --- sequencer -------------------------------------------------------------------------------
         # PRODUCTS' multiplier: the operands chosen in one clock (checked descriptor values, so
