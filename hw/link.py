@@ -691,10 +691,11 @@ class Link(wiring.Component):
         gen_top_k = Signal(16)
         sampled = Signal()                              # next_tok is the sampler's pick for this index
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
-        m.submodules.history = hist = memory.Memory(shape=hist_shape, depth=self.token_history, init=[])
-        hist_w = hist.write_port()
+        # read through a register beside the block RAM (on the ECP5 the DP16KD's own): its output,
+        # straight across the device into held_token, was the longest path of a 99.4 MHz demo build
+        hist = Pipeline(m, Const(1), platform_arch(platform)).buffer(hist_shape, self.token_history,
+                                                                    name="history")
         held_token = Signal(hist_shape)
-        hist_r = hist.read_port()
         hist_bits = (self.token_history - 1).bit_length()
 
         m.d.comb += [
@@ -847,7 +848,8 @@ class Link(wiring.Component):
         (r_index,) = _unpack(p.ResendRequest.STRUCT, hdr)
         w_reg = Mux(ev.code == p.Cmd.WRITE, w_region, v_region)     # WRITE's or VERIFY's region
 
-        m.d.comb += [hist_r.addr.eq(r_index[:hist_bits]), hist_w.addr.eq(produced[:hist_bits])]
+        hist_data = hist.read(r_index[:hist_bits], name="history_rdata")
+        m.d.comb += hist.w_addr.eq(produced[:hist_bits])
 
         # --- helpers: one frame out per command path ----------------------------------------------
         # the sender starts a clock after the decision, from registers (snd_go, snd_len), so that
@@ -1071,7 +1073,7 @@ class Link(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():                          # RESEND (VERDICT knows no other command)
                     with m.If(c_before):
-                        m.next = "RESEND_READ"          # the history read is under way
+                        m.next = "RESEND_WAIT"          # the history read is under way
                     with m.Elif(~gen_active):
                         reply(p.Reply.DONE, _pack(p.Done.STRUCT, produced, gen_reason), p.Done.STRUCT.size)
                         m.next = "IDLE"
@@ -1079,8 +1081,11 @@ class Link(wiring.Component):
                         reply(p.Reply.ACK)
                         m.next = "IDLE"
 
+            with m.State("RESEND_WAIT"):
+                m.next = "RESEND_READ"                  # BUFFER_READ_LATENCY clocks from the index
+
             with m.State("RESEND_READ"):
-                m.d.sync += held_token.eq(hist_r.data)          # block RAM output: register first
+                m.d.sync += held_token.eq(hist_data)
                 m.next = "RESEND_TOKEN"
 
             with m.State("RESEND_TOKEN"):
@@ -1237,8 +1242,8 @@ class Link(wiring.Component):
                 with m.Else():
                     scratch(gen_seq, p.Reply.TOKEN, _pack(p.Token.STRUCT, produced, next_tok, cycles_last),
                             p.Token.STRUCT.size)
-                    m.d.comb += [hist_w.en.eq(1), hist_w.data.token.eq(next_tok),
-                                 hist_w.data.cycles.eq(cycles_last)]
+                    m.d.comb += [hist.w_en.eq(1), hist.w_data.token.eq(next_tok),
+                                 hist.w_data.cycles.eq(cycles_last)]
                     m.d.sync += [produced.eq(produced + 1), sampled.eq(0)]
                     m.next = "GEN_STEP"
 
