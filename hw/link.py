@@ -48,7 +48,7 @@ seeded once per GENERATE. INFO reports the flag ``SAMPLING``. Temperature 0 take
 
 import re
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -693,8 +693,10 @@ class Link(wiring.Component):
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
         # read through a register beside the block RAM (on the ECP5 the DP16KD's own): its output,
         # straight across the device into held_token, was the longest path of a 99.4 MHz demo build
-        hist = Pipeline(m, Const(1), platform_arch(platform)).buffer(hist_shape, self.token_history,
-                                                                    name="history")
+        hist = Pipeline(m, Const(1), platform_arch(platform)).buffer(
+            unsigned(Shape.cast(hist_shape).width), self.token_history, name="history")
+        hist_word = Signal(hist_shape)                  # the entry written
+        m.d.comb += hist.w_data.eq(hist_word)
         held_token = Signal(hist_shape)
         hist_bits = (self.token_history - 1).bit_length()
 
@@ -1242,8 +1244,8 @@ class Link(wiring.Component):
                 with m.Else():
                     scratch(gen_seq, p.Reply.TOKEN, _pack(p.Token.STRUCT, produced, next_tok, cycles_last),
                             p.Token.STRUCT.size)
-                    m.d.comb += [hist.w_en.eq(1), hist.w_data.token.eq(next_tok),
-                                 hist.w_data.cycles.eq(cycles_last)]
+                    m.d.comb += [hist.w_en.eq(1), hist_word.token.eq(next_tok),
+                                 hist_word.cycles.eq(cycles_last)]
                     m.d.sync += [produced.eq(produced + 1), sampled.eq(0)]
                     m.next = "GEN_STEP"
 

@@ -214,3 +214,15 @@ def test_accelerator_verilator_tiny(tmp_path):
           f"generated tokens identical to the golden model; {report['cycles_per_token']:.0f} cycles per "
           f"token, lane utilisation {100 * report['utilisation']:.1f}%; upload of "
           f"{report['upload_bytes']} bytes in {report['phase_cycles']['upload']} cycles")
+
+
+def test_elaborates_for_the_ecp5():
+    """The accelerator as the board flow elaborates it for an ECP5 (its block RAMs and DSP blocks
+    instantiated: the token history, the frame banks, the regions), with one row unit and with four."""
+    from amaranth.back import rtlil
+    from mmfree.hw.synth import ECP5_TARGET
+    for rows in (1, 4):
+        config = dataclasses.replace(SMALL_CONFIG, rows=rows, trit_bytes=mm.region_sizes(
+            _small().shape, SMALL_CONFIG.lanes, rows)[mm.REGION_TRITS])
+        text = rtlil.convert(Accelerator(config, 0x1234), platform=ECP5_TARGET)
+        assert "DP16KD" in text and "MULT18X18D" in text
