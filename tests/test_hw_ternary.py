@@ -230,31 +230,26 @@ def test_matvec_pysim_throughput(lanes, max_k):
     assert stats["span"] == beats, f"{beats} weight beats took {stats['span']} cycles"
 
 
-@pytest.mark.sim
-@pytest.mark.parametrize("lanes, spread", [(1, False), (4, False), (5, False), (4, True)])
-def test_matvec_latency(lanes, spread):
-    """A single-beat row's accumulator appears exactly ``latency`` cycles after its beat."""
+def _one_beat(dut, act, w, read):
+    """Load the vector ``act`` (one beat) into the matrix-vector unit ``dut``, give it the weight beat
+    ``w``, and return ``{"cycle": clocks from that beat to o.valid, **read(ctx)}`` at o.valid."""
     from amaranth.sim import Simulator
-    dut = TernaryMatVec(lanes, lanes, spread_control=spread)
-    codes = [j + 1 for j in range(lanes)]
-    trits = [1, -1, 0] * lanes
-    act, w = V.ternary_beats([(codes, torch.tensor([trits[:lanes]]), None)], lanes)
     seen = {}
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
-        ctx.set(dut.act.payload.as_value(), act[0])
+        ctx.set(dut.act.payload.as_value(), act)
         ctx.set(dut.act.valid, 1)
         await ctx.tick().until(dut.act.ready)
         ctx.set(dut.act.valid, 0)
         await ctx.tick().until(dut.w.ready)
-        ctx.set(dut.w.payload.as_value(), w[0])
+        ctx.set(dut.w.payload.as_value(), w)
         ctx.set(dut.w.valid, 1)
         await ctx.tick()
         ctx.set(dut.w.valid, 0)
         for cycle in range(1, 30):
             if ctx.get(dut.o.valid):
-                seen["cycle"], seen["acc"] = cycle, ctx.get(dut.o.payload.acc)
+                seen.update(cycle=cycle, **read(ctx))
                 break
             await ctx.tick()
 
@@ -262,6 +257,18 @@ def test_matvec_latency(lanes, spread):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return seen
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes, spread", [(1, False), (4, False), (5, False), (4, True)])
+def test_matvec_latency(lanes, spread):
+    """A single-beat row's accumulator appears exactly ``latency`` cycles after its beat."""
+    dut = TernaryMatVec(lanes, lanes, spread_control=spread)
+    codes = [j + 1 for j in range(lanes)]
+    trits = [1, -1, 0] * lanes
+    act, w = V.ternary_beats([(codes, torch.tensor([trits[:lanes]]), None)], lanes)
+    seen = _one_beat(dut, act[0], w[0], lambda ctx: {"acc": ctx.get(dut.o.payload.acc)})
     assert seen == {"cycle": dut.latency, "acc": sum(c * t for c, t in zip(codes, trits))}
     assert dut.latency == 4 + max(1, (lanes - 1).bit_length()) + 2 * spread
 
@@ -545,36 +552,12 @@ def test_matvec_rows_throughput(lanes, max_k, rows):
 @pytest.mark.parametrize("lanes, rows", [(4, 3), (1, 2)])
 def test_matvec_rows_latency(lanes, rows):
     """A single-beat row group's accumulators appear ``latency`` cycles after its beat, as with one unit."""
-    from amaranth.sim import Simulator
     dut = TernaryMatVec(lanes, lanes, rows=rows)
     codes = [3 * j - 5 for j in range(lanes)]
     trits = torch.randint(-1, 2, (rows, lanes), generator=torch.Generator().manual_seed(lanes))
     act, w, _ = group_beats([(codes, trits, None)], lanes, rows, dut.acc_width)
-    seen = {}
-
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
-        ctx.set(dut.act.payload.as_value(), act[0])
-        ctx.set(dut.act.valid, 1)
-        await ctx.tick().until(dut.act.ready)
-        ctx.set(dut.act.valid, 0)
-        await ctx.tick().until(dut.w.ready)
-        ctx.set(dut.w.payload.as_value(), w[0])
-        ctx.set(dut.w.valid, 1)
-        await ctx.tick()
-        ctx.set(dut.w.valid, 0)
-        for cycle in range(1, 30):
-            if ctx.get(dut.o.valid):
-                seen["cycle"] = cycle
-                seen["acc"] = [ctx.get(dut.o.payload.acc[r]) for r in range(rows)]
-                seen["last"] = ctx.get(dut.o.payload.last)
-                break
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = _one_beat(dut, act[0], w[0], lambda ctx: {
+        "acc": [ctx.get(dut.o.payload.acc[r]) for r in range(rows)], "last": ctx.get(dut.o.payload.last)})
     expect = (trits @ torch.tensor(codes)).tolist()
     assert seen == {"cycle": unused(TernaryMatVec(lanes, lanes)).latency, "acc": expect, "last": 1}
 
