@@ -58,7 +58,7 @@ Cycles per token
 The matrices stream back to back except at the five places per layer where a projection's input
 depends on the previous projection's last row (``g -> o``, ``o -> gate``, ``gate -> down``,
 ``down -> i``; ``f`` and ``g`` only wait when the quantiser is slower than a ``H x H`` matrix): there
-the vector unit's latency, the quantiser's second pass (:data:`QUANT_WIDTH` codes a clock, ``K / 4``
+the vector unit's latency, the quantiser's second pass (:data:`QUANT_WIDTH` codes a clock, ``K / QUANT_WIDTH``
 clocks) and the first row group of the next matrix are exposed. With ``R`` row units the weights of a
 matrix stream in ``1 / R`` of the beats, ``R`` rows at a time. Measured on Verilator (``mmfree
 bench``): ``tiny`` (H=64, I=256, 32 lanes) 5,842 cycles per token, 78.9% lane utilisation; ``demo``
