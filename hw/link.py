@@ -819,16 +819,22 @@ class Link(wiring.Component):
         m.d.sync += [b[f].eq(a[f]) for a, b in zip(chain, chain[1:]) for f in a]
         with m.If(s1_valid):
             m.d.sync += [word.eq(merged), v_byte.eq(rdata.word_select(s1_lane, 8))]
+        # which descriptor stage 2 writes, one bit each, found a stage early (the address and region
+        # compared in the clock of the write, the descriptor compare and desc_changed was the longest
+        # path of a demo build placed for 100 MHz)
+        s2_desc = Signal(len(desc))
+        m.d.sync += s2_desc.eq(Cat(s1_valid & writing & s1_last
+                                   & (region == memory_map.REGION_SCALARS) & (s1_addr == k)
+                                   for k in range(len(desc))))
         with m.If(s2_valid & writing & s2_last):
             for r, (wb, depth, bits) in words.items():
                 wr = getattr(core, f"wr_{REGION_PORTS[r]}")
                 m.d.comb += [wr.addr.eq(s2_addr), wr.data.eq(word[:bits]), wr.en.eq(region == r)]
-            with m.If((region == memory_map.REGION_SCALARS) & (s2_addr < len(desc))):
-                for k, d in enumerate(desc):
-                    with m.If(s2_addr == k):
-                        m.d.sync += d.eq(word[:32])
-                        with m.If(d != word[:32]):
-                            m.d.sync += desc_changed.eq(1)
+        for k, d in enumerate(desc):
+            with m.If(s2_desc[k]):
+                m.d.sync += d.eq(word[:32])
+                with m.If(d != word[:32]):
+                    m.d.sync += desc_changed.eq(1)
         with m.If(s2_valid & ~writing):
             m.d.comb += [vcrc.valid.eq(1), vcrc.data.eq(v_byte)]
 

@@ -475,6 +475,34 @@ def test_damaged_frames_like_golden_board():
     run(dut, bench, host)
 
 
+def test_descriptor_rewrite():
+    """Writing the model descriptor again with the same words keeps the context and position; a
+    descriptor that differs in any word (here one byte of V) drops them, as the golden board does."""
+    dut = LinkDut()
+    host = Host(dut, seed=8)
+
+    async def bench(ctx):
+        C = p.Cmd
+
+        async def status():
+            return p.Status.unpack(ack(await host.command(ctx, C.STATUS)))
+
+        ack(await host.command(ctx, C.WRITE, p.WriteRequest(mm.REGION_SCALARS, 0, descriptor()).pack()))
+        ack(await host.command(ctx, C.RESET_STATE))
+        ack(await host.command(ctx, C.FEED, p.FeedRequest((1, 2)).pack()))
+        both = p.StatusFlag.LOADED | p.StatusFlag.CONTEXT
+        st = await status()
+        assert (st.position, st.flags) == (2, both)
+        ack(await host.command(ctx, C.WRITE, p.WriteRequest(mm.REGION_SCALARS, 0, descriptor()).pack()))
+        st = await status()
+        assert (st.position, st.flags) == (2, both)
+        ack(await host.command(ctx, C.WRITE, p.WriteRequest(mm.REGION_SCALARS, 0, b"\x10").pack()))
+        st = await status()
+        assert (st.position, st.flags) == (0, p.StatusFlag.LOADED)
+
+    run(dut, bench, host)
+
+
 def test_back_to_back_frames():
     """Frames sent without a pause (WRITEs in flight) all execute, in order; input stalls while both
     frame banks are held and resumes."""
