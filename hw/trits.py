@@ -143,9 +143,14 @@ class TritStream(wiring.Component):
 
         buf = Signal(2 * cap)
         # the trits in buf, from bit 0 (bits above are 0), as whole beats and the rest: count =
-        # hi P + lo; a beat taken lowers hi, a word inserted adds T to the pair
+        # hi P + lo; a beat taken lowers hi, a word inserted adds T to the pair. lo itself is not
+        # kept: lo_n is what it will be after this clock's insertion (the rest the word behind
+        # fine's will find), carry whether fine's word completes T // P + 1 beats; both are found a
+        # clock ahead, as the word passes decoded (lo's sum and wrap in the clock of the shift,
+        # behind fpend, was the longest path of a demo build placed for 100 MHz)
         hi = Signal(range(cap // P + 1))
-        lo = Signal(range(P))
+        lo_n = Signal(range(P))
+        carry = Signal()
         fetched = Signal(self.latency)                  # bit k: a word was addressed k + 1 clocks ago
         word = Signal(8 * self.word_bytes)              # that word, one clock later
         pend = Signal()                                 # word holds a word to insert
@@ -166,9 +171,8 @@ class TritStream(wiring.Component):
         fine = Signal(2 * (T + P - 1))
         fpend = Signal()                                # fine holds a word to insert
         lo_t, hi_t = T % P, T // P
-        lo_sum = lo + lo_t                              # lo after fine's word, before the wrap
-        lo_next = Mux(fpend, Mux(lo_sum >= P, lo_sum - P, lo_sum), lo)
-        m.d.sync += [fine.eq(decoded << Cat(Const(0, 1), lo_next)), fpend.eq(dpend & ~self.start)]
+        lo_sum = lo_n + lo_t                            # lo after decoded's word, before the wrap
+        m.d.sync += [fine.eq(decoded << Cat(Const(0, 1), lo_n)), fpend.eq(dpend & ~self.start)]
         merged = Signal(2 * cap)
         placed = Array(Cat(Const(0, 2 * P * k), fine) for k in range(A))[hi]
         m.d.comb += merged.eq(buf | Mux(fpend, placed, 0))
@@ -189,13 +193,14 @@ class TritStream(wiring.Component):
             self.rd.addr.eq(ptr),
         ]
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), hi.eq(0), lo.eq(0), fetched.eq(0), pend.eq(0), ptr.eq(0),
-                         ahead.eq(0), ptr_end.eq(0)]
+            m.d.sync += [buf.eq(0), hi.eq(0), lo_n.eq(0), carry.eq(0), fetched.eq(0), pend.eq(0),
+                         ptr.eq(0), ahead.eq(0), ptr_end.eq(0)]
         with m.Else():
             m.d.sync += [
                 buf.eq(Mux(take, merged >> (2 * P), merged)),
-                lo.eq(lo_next),
-                hi.eq(hi + Mux(fpend, hi_t + (lo_sum >= P), 0) - take),
+                lo_n.eq(Mux(dpend, Mux(lo_sum >= P, lo_sum - P, lo_sum), lo_n)),
+                carry.eq(lo_sum >= P),
+                hi.eq(hi + Mux(fpend, hi_t + carry, 0) - take),
                 fetched.eq(Cat(issue, fetched[:-1])),
                 pend.eq(fetched[-1]),
                 ptr.eq(ptr + issue),
