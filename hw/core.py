@@ -836,7 +836,7 @@ class Core(wiring.Component):
                 m.d.sync += [wb_row.eq(wb_row + 1), wb_left.eq(wb_left - 1)]
 
         # --- weight streamers ------------------------------------------------------------------------
-        # One TritStream per row unit, decoding its part of every TRITS word (memory_map.trit_streams)
+        # One TritStream per row unit, decoding its part of every TRITS word (memory_map.to_regions)
         # into a weight FIFO of its own; the matrix-vector unit takes a beat when every unit's FIFO
         # holds one. The beats are counted, and the matrices' last beats marked, where they are taken:
         # a stream only needs to know when to start and whether beats are still wanted, and gets both

@@ -31,8 +31,8 @@ least ``lanes`` trits, so that one word a clock keeps every lane busy.
 A device with ``rows = R`` *row units* (``R`` rows of a matrix computed at once, each on its own
 ``lanes`` lanes) reads TRITS as ``R`` streams side by side: row ``r`` of every matrix belongs to
 stream ``r mod R`` (every matrix has a multiple of ``R`` rows), each stream is its rows in the order
-above, packed on its own, and a TRITS word is ``R`` such sub-words, stream 0's first
-(:func:`trit_streams`). With ``R = 1`` that is the one sequence above. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
+above, packed on its own, and a TRITS word is ``R`` such sub-words, stream 0's first.
+With ``R = 1`` that is the one sequence above. A PFloat is stored as ``mant | (exp & 0xffff) << 16``; a BFP16
 exponent as a sign-extended 32-bit integer.
 """
 
@@ -47,7 +47,7 @@ from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 __all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
            "REGION_TAGS", "WORD_BYTES", "TRITS_PER_BYTE", "TRIT_UNIT_BYTES", "trit_word_bytes",
            "word_bytes", "trit_region_bytes", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
-           "from_regions", "trit_subword_bytes", "trit_streams", "MemoryMapError"]
+           "from_regions", "trit_subword_bytes", "MemoryMapError"]
 
 REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
 REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "gates",
@@ -150,21 +150,16 @@ def _check_lanes(shape, lanes, rows=1):
             raise MemoryMapError(f"{nrows} rows ({name}) are not a multiple of {rows} row units")
 
 
-def trit_streams(shape, rows):
-    """``[(name, r0), ...]`` per row unit: the matrices' rows each of the ``rows`` streams of TRITS
-    holds, in order (row ``r`` of a matrix in stream ``r mod rows``); ``r0`` is the first row of
-    ``name`` in the stream, which then takes every ``rows``-th row."""
-    return [[(name, u) for name, _, _ in matrix_order(shape)] for u in range(rows)]
-
-
 def _pack_streams(mats, shape, lanes, rows):
-    """The TRITS bytes of ``mats`` (name -> ``[rows, cols]`` trits): :func:`trit_streams` packed
-    and interleaved sub-word by sub-word."""
+    """The TRITS bytes of ``mats`` (name -> ``[rows, cols]`` trits): stream ``u`` (rows ``u``,
+    ``u + rows``, ... of every matrix, in :func:`matrix_order`) for each row unit ``u``, each packed
+    on its own, interleaved sub-word by sub-word."""
     size = trit_region_bytes(shape.ternary_weights, lanes, rows)
     sub = trit_subword_bytes(lanes)
     packed = []
-    for stream in trit_streams(shape, rows):
-        seq = torch.cat([mats[name][r0::rows].reshape(-1).to(torch.int64) for name, r0 in stream])
+    for u in range(rows):
+        seq = torch.cat([mats[name][u::rows].reshape(-1).to(torch.int64)
+                         for name, _, _ in matrix_order(shape)])
         seq = torch.cat([seq, seq.new_zeros(TRITS_PER_BYTE * size // rows - seq.numel())])
         packed.append(nx.pack_trits_base3(seq).reshape(-1, sub))
     return torch.stack(packed, dim=1).reshape(-1).numpy().tobytes()
@@ -174,6 +169,7 @@ def _unpack_streams(trit_bytes, shape, lanes, rows):
     """Inverse of :func:`_pack_streams`: name -> ``[rows, cols]`` trits."""
     n = shape.ternary_weights
     if rows == 1:
+        # one stream: its bytes, whatever the word size (lanes may be None)
         nbytes = -(-n // TRITS_PER_BYTE)
         if nbytes > len(trit_bytes):
             raise MemoryMapError(f"the trits region holds {len(trit_bytes)} bytes, the model needs {nbytes}")
@@ -187,10 +183,9 @@ def _unpack_streams(trit_bytes, shape, lanes, rows):
         streams = [_unpack(words[:, u].reshape(-1).numpy().tobytes(), n // rows) for u in range(rows)]
     dims = {name: (nrows, cols) for name, nrows, cols in matrix_order(shape)}
     parts = {name: [] for name in dims}
-    for u, stream in enumerate(trit_streams(shape, rows)):
+    for u in range(rows):
         pos = 0
-        for name, r0 in stream:
-            nrows, cols = dims[name]
+        for name, (nrows, cols) in dims.items():
             k = (nrows // rows) * cols
             parts[name].append(streams[u][pos:pos + k].reshape(-1, cols))
             pos += k
