@@ -116,15 +116,17 @@ class Pipeline:
         self.m.d.comb += [port.addr.eq(addr), port.en.eq(self.en)]
         return self.reg(port.data, name=name) if registered else port.data
 
-    def buffer(self, shape, depth, *, name):
+    def buffer(self, shape, depth, *, name, lut_ram=False):
         """A memory of ``depth`` words of ``shape`` that this pipeline reads, once, through
         :meth:`Buffer.read` (the word :data:`BUFFER_READ_LATENCY` stages after its address, frozen
         with the pipeline), and that is written through :attr:`Buffer.w_addr`, :attr:`Buffer.w_data`
         and :attr:`Buffer.w_en`. On the ECP5, if one ``DP16KD`` is deep enough, its blocks are
         instantiated with their own output register as the second stage
         (:func:`mmfree.hw.ecp5.dp16kd_ram`): a write and a read of one address in one clock then read
-        an undefined word, which the caller must not use."""
-        return Buffer(self, shape, depth, name)
+        an undefined word, which the caller must not use. With ``lut_ram`` the memory is LUT RAM
+        instead (Yosys' ``ram_style`` ``distributed``), its word registered twice: for shallow
+        buffers, where block RAM would hold a few words a block."""
+        return Buffer(self, shape, depth, name, lut_ram)
 
     def mul(self, a, b, *, name="mul"):
         """``a * b``, :func:`mul_latency` stages later: the operand pieces (at most 18 bits each)
@@ -170,8 +172,9 @@ assert DP16KD_LATENCY == BUFFER_READ_LATENCY
 class Buffer:
     """See :meth:`Pipeline.buffer`."""
 
-    def __init__(self, p, shape, depth, name):
+    def __init__(self, p, shape, depth, name, lut_ram=False):
         self._p, self._shape, self._depth, self.name = p, Shape.cast(shape), depth, name
+        self._lut_ram = lut_ram
         self.w_addr = Signal(range(max(depth, 2)), name=f"{name}_waddr")
         self.w_data = Signal(shape, name=f"{name}_wdata")
         self.w_en = Signal(name=f"{name}_we")
@@ -184,14 +187,15 @@ class Buffer:
         self._read = True
         p, m = self._p, self._p.m
         mode = next((w for w in sorted(DP16KD_MODES, reverse=True) if self._depth <= DP16KD_MODES[w]), None)
-        if p.arch == "ecp5" and mode is not None:
+        if p.arch == "ecp5" and mode is not None and not self._lut_ram:
             raddr = Signal(range(max(self._depth, 2)), name=f"{self.name}_raddr")
             m.d.comb += raddr.eq(addr)
             data = Signal(self._shape, name=name)
             m.d.comb += data.eq(dp16kd_ram(m, self.name, self.w_addr, self.w_data, self.w_en,
                                            raddr, data_width=mode, read_en=p.en))
             return data
-        mem = memory.Memory(shape=self._shape, depth=self._depth, init=[])
+        attrs = {"ram_style": "distributed"} if self._lut_ram else {}
+        mem = memory.Memory(shape=self._shape, depth=self._depth, init=[], attrs=attrs)
         m.submodules[self.name] = mem
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]

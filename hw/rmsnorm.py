@@ -284,6 +284,9 @@ class RMSNormQuantizer(wiring.Component):
         multiple of ``width``.
     width : int
         ``Q``, the codes pass 2 emits per cycle: a power of two from 1 (default) to 16.
+    lut_ram : bool
+        Keep the banks in LUT RAM instead of block RAM (default ``False``): for wide units, whose
+        banks are shallow (``max(lengths) / Q`` words of 40 bits take two DP16KD each, however few).
 
     Interface
     ---------
@@ -326,7 +329,7 @@ class RMSNormQuantizer(wiring.Component):
     CODE_LATENCY = 20 + max(mul_latency(ACT_SHAPE, MANT_SHAPE), mul_latency(ACT_SHAPE, ACT_SHAPE))
     """Cycles from the ``last`` transfer to the first ``codes.valid`` (checked by the tests)."""
 
-    def __init__(self, lengths, *, width=1):
+    def __init__(self, lengths, *, width=1, lut_ram=False):
         if not isinstance(width, int) or isinstance(width, bool):
             raise TypeError(f"width must be an int, not {width!r}")
         if width not in (1, 2, 4, 8, 16):
@@ -347,6 +350,7 @@ class RMSNormQuantizer(wiring.Component):
             if k % width:
                 raise ValueError(f"each of lengths must be a multiple of width {width}, not {k}")
         self._width = width
+        self._lut_ram = bool(lut_ram)
         self.lengths = tuple(sorted(set(lengths)))
         self.max_length = max(self.lengths)
         super().__init__({
@@ -429,7 +433,8 @@ class RMSNormQuantizer(wiring.Component):
         # Element `count` goes to bank count % Q at address count // Q.
         bufs = []
         for b in range(q):
-            buf = p.buffer(signed(_Z_WIDTH), groups, name="buffer" if q == 1 else f"buffer{b}")
+            buf = p.buffer(signed(_Z_WIDTH), groups, name="buffer" if q == 1 else f"buffer{b}",
+                           lut_ram=self._lut_ram)
             w_en = pass1_write[2] if q == 1 else pass1_write[2] & (pass1_write[0][:lq] == b)
             w_addr = pass1_write[0] if q == 1 else pass1_write[0] >> lq
             m.d.sync += [buf.w_addr.eq(w_addr), buf.w_data.eq(pass1_write[1]),

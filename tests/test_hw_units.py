@@ -270,6 +270,29 @@ def test_rmsnorm_too_long(width):
     assert [c for c, _ in codes[8:]] == ref_codes and scales[1] == ref_scale
 
 
+@pytest.mark.synth
+@pytest.mark.parametrize("lut_ram", [False, True])
+def test_rmsnorm_banks_memory(lut_ram, tmp_path):
+    """Synthesised for the ECP5, the quantiser's eight banks of 64 words are block RAM (two DP16KD
+    each: 40-bit words) or, with ``lut_ram``, LUT RAM and no block RAM at all."""
+    import re
+    import subprocess
+    from amaranth.back import rtlil
+    from mmfree.hw.synth import ECP5_TARGET, yowasp_env
+    dut = RMSNormQuantizer(tuple(range(32, 513, 32)), width=8, lut_ram=lut_ram)
+    (tmp_path / "q.il").write_text(rtlil.convert(dut, name="q", emit_src=False, platform=ECP5_TARGET))
+    out = subprocess.run([yowasp_env()["YOSYS"], "-q", "-p",
+                          "read_rtlil q.il; synth_ecp5 -top q; tee -o stat.txt stat"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cells = {name: int(n) for n, name in re.findall(r"^\s+(\d+)\s+(\w+)\s*$",
+                                                    (tmp_path / "stat.txt").read_text(), re.M)}
+    if lut_ram:
+        assert "DP16KD" not in cells and cells["TRELLIS_DPR16X4"] >= 8 * 4 * 10
+    else:
+        assert cells["DP16KD"] == 16 and "TRELLIS_DPR16X4" not in cells
+
+
 def test_rmsnorm_arguments():
     with pytest.raises(TypeError, match="lengths must hold ints, not 'x'"):
         RMSNormQuantizer((4, "x"))
