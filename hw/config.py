@@ -264,11 +264,11 @@ class HwConfig:
         return cls(**values)
 
 
-DEMO_CLOCK_HZ = 95_000_000
+DEMO_CLOCK_HZ = 100_000_000
 """The design clock of the ``demo`` sizing (four row units of 32 lanes), which only the ULX3S-85F
-holds: its build closes timing there (Fmax 104.99 MHz; the same design placed for 100 MHz reached
-98.67 MHz; docs/boards.md). The PLL makes it exactly from the board's 25 MHz; 3 Mbaud is 31 2/3
-clocks a bit, which the UART's fractional bit timing keeps exactly."""
+holds: its build closes timing there (Fmax 103.69 MHz, docs/boards.md). The PLL makes it exactly from
+the board's 25 MHz; 3 Mbaud is 33 1/3 clocks a bit, which the UART's fractional bit timing keeps
+exactly."""
 
 COMPACT_CLOCK_HZ = 18_000_000
 """The design clock of the compact accelerator (``arch="compact"``) on the iCE40UP5K, where its build

@@ -409,7 +409,8 @@ class Core(wiring.Component):
 
         # --- compute units -------------------------------------------------------------------------
         Q = min(P, QUANT_WIDTH)
-        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q)
+        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q,
+                                                      lut_ram=Q >= 8)
         # spread_control: the activation buffer's memories read through a second register, each
         # driven by registered copies of its controls (a slow output once had to reach a lane across
         # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
@@ -857,7 +858,7 @@ class Core(wiring.Component):
         st_left = Signal(max_left)
         m.d.sync += st_start.eq(start)
         sub_bytes = memory_map.trit_subword_bytes(P)
-        streams, wfifos = [], []
+        streams, wfifos, actives = [], [], []
         for u in range(R):
             pre = "" if R == 1 else f"u{u}_"
             # this stream's start (as st_start) and active (as st_active, a clock later)
@@ -882,6 +883,13 @@ class Core(wiring.Component):
             ]
             streams.append(ts)
             wfifos.append(wfifo)
+            actives.append(u_active)
+        # Each FIFO is read on its own unit's copy of st_active, so that st_active does not cross the
+        # device to the FIFOs and back to the counters in one clock (the longest path of a demo build
+        # placed for 100 MHz). The units' FIFOs hold the same beats clock for clock, so a FIFO is read
+        # exactly when the beat is taken, except in the clock after st_active falls, when it may drop
+        # one beat fetched past the token's end (dropped at the next start anyway); when st_active
+        # rises, the FIFOs are still empty.
         w_all = Signal()
         take = Signal()
         m.d.comb += [
@@ -889,7 +897,7 @@ class Core(wiring.Component):
             linear.w.valid.eq(w_all),
             linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
             linear.w.payload.last.eq(st_left == 0),
-            *(f.r_en.eq(linear.w.ready & w_all) for f in wfifos),
+            *(f.r_en.eq(linear.w.ready & a & f.r_rdy) for f, a in zip(wfifos, actives)),
             take.eq(linear.w.ready & w_all),
         ]
         nb_next_1 = Signal(max_left)
