@@ -301,6 +301,37 @@ def test_token_gone_from_history_is_an_error(image):
         next(gen)
 
 
+class _DamageNextReply:
+    """The golden board behind a link that flips one byte of the next reply once ``armed``."""
+
+    def __init__(self, board):
+        self.board, self.armed = board, False
+
+    def write(self, data):
+        return self.board.write(data)
+
+    def read(self, size):
+        data = self.board.read(size)
+        if self.armed and len(data) > 4:
+            self.armed = False
+            data = data[:4] + bytes([data[4] ^ 0x40]) + data[5:]
+        return data
+
+
+def test_damaged_reply_to_a_long_feed_is_asked_for_again_soon(image, reference):
+    """A FEED's reply damaged on the way: the FEED is sent again ``timeout`` seconds later and
+    answered from the stored reply, instead of after the FEED's whole allowance (here 150 s)."""
+    link = _DamageNextReply(GoldenBoard(image))
+    dev = fast_device(link, token_timeout=30.0)
+    link.armed = True
+    t = time.monotonic()
+    reply = dev.feed(PROMPT)
+    assert time.monotonic() - t < 10
+    assert reply.argmax == reference[0]
+    assert dev.stats.frames_rejected == 1 and dev.stats.retransmissions == 1
+    assert list(dev.generate(5)) == reference[:5]
+
+
 def test_silent_device_mid_generation_times_out(image):
     board = GoldenBoard(image)
     link = FaultyTransport(board, rate=0)

@@ -2,8 +2,10 @@
 
 Every call is bounded in time: a reply is awaited for ``timeout`` seconds (plus ``token_timeout`` per
 model step the command implies), a command is sent at most ``retries + 1`` times, and a device that
-keeps answering BUSY is given up on after ``busy_timeout``. A command is retransmitted on a timeout or
-on a NAK saying its frame was damaged; retransmission is safe because the device recognises the repeat
+keeps answering BUSY is given up on after ``busy_timeout`` (or the command's own wait, if longer). A
+command is retransmitted on a timeout, on a NAK saying its frame was damaged, and ``timeout`` seconds
+after a damaged frame arrives while its reply is awaited (the reply may have been that frame: a long
+FEED then does not wait out its whole allowance); retransmission is safe because the device recognises the repeat
 by its sequence number and CRC and sends its stored reply instead of executing it again.
 """
 
@@ -191,8 +193,9 @@ class Device:
         self.transport.write(wire)
         self.stats.bytes_sent += len(wire)
 
-    def _receive(self, deadline):
-        """The next intact reply frame, or None once ``deadline`` (time.monotonic) has passed."""
+    def _receive(self, deadline, damaged_wait=None):
+        """The next intact reply frame, or None once ``deadline`` (time.monotonic) has passed; with
+        ``damaged_wait``, at most that many seconds after a damaged frame arrives."""
         while True:
             if self._inbox:
                 return self._inbox.popleft()
@@ -202,6 +205,8 @@ class Device:
                 for item in self._rx.feed(data):
                     if isinstance(item, p.FrameError):
                         self.stats.frames_rejected += 1
+                        if damaged_wait is not None:
+                            deadline = min(deadline, time.monotonic() + damaged_wait)
                     elif item.code & 0x80:              # a reply; commands (a loopback) are ignored
                         self._inbox.append(item)
                 if self._inbox:
@@ -227,13 +232,13 @@ class Device:
         wait = self.timeout if wait is None else wait
         self.stats.commands += 1
         attempts = 0
-        busy_deadline = time.monotonic() + self.busy_timeout
+        busy_deadline = time.monotonic() + max(self.busy_timeout, wait)
         while True:
             self._send(wire)
             deadline = time.monotonic() + wait
             retry_now = False
             while not retry_now:
-                f = self._receive(deadline)
+                f = self._receive(deadline, damaged_wait=self.timeout)
                 if f is None:
                     self.stats.timeouts += 1
                     break
