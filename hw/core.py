@@ -409,8 +409,7 @@ class Core(wiring.Component):
 
         # --- compute units -------------------------------------------------------------------------
         Q = min(P, QUANT_WIDTH)
-        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q,
-                                                      lut_ram=Q >= 8)
+        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q)
         # spread_control: the activation buffer's memories read through a second register, each
         # driven by registered copies of its controls (a slow output once had to reach a lane across
         # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
