@@ -497,3 +497,23 @@ def test_overfull_resources_are_named(tmp_path):
                    "Info: \t ICESTORM_RAM:     183/     30   610%\nInfo: \t SB_IO:  9/ 39  23%\n"
                    "ERROR: Unable to place cell 'x', no BELs remaining\n")
     assert _overfull(log) == [("ICESTORM_LC", 38414, 5280), ("ICESTORM_RAM", 183, 30)]
+
+
+def test_toolchain_pins_every_package_a_build_depends_on():
+    """./dev installs the bitstream tools at the versions of toolchain.txt (the versions the
+    documented builds were made with): every package whose version goes into a build's hash is
+    pinned there, exactly once, and this environment has those versions."""
+    from importlib import metadata
+    from mmfree.boards.build import _PACKAGES
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pins = {}
+    for line in (root / "toolchain.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version and name not in pins, line
+            pins[name] = version
+    needed = {pkg for pkgs in _PACKAGES.values() for pkg in pkgs}
+    assert needed <= set(pins)
+    for name, version in pins.items():
+        assert metadata.version(name) == version, f"{name} {metadata.version(name)}, toolchain.txt {version}"
