@@ -399,7 +399,10 @@ class Core(wiring.Component):
         x_buf = front_p.buffer(ACT_SHAPE, HMAX, name="x_buf")
         v_buf = front_p.buffer(ACT_SHAPE, KMAX, name="v_buf")
         s_buf = front_p.buffer(STATE_SHAPE, LMAX * HMAX, name="state")
-        nwb_buf = front_p.buffer(MANT_SHAPE, HMAX, name="norm_b")
+        # NWB: the quantiser norm weights of the two-tensor passes, in three slots of NW_SLOT words
+        # (0: NORM0 and RES_DOWN, 1: MLGRU, 2: RES_O); one DP16KD at HMAX <= 256
+        nw_bits = (HMAX - 1).bit_length()
+        nwb_buf = front_p.buffer(MANT_SHAPE, 3 << nw_bits, name="norm_b")
         # Y in two copies written alike, one per read: the front's element j (or, while idle,
         # rd_logits) and its element H + j
         y_bufs = [front_p.buffer(ACT_SHAPE, cfg.y_depth, name=n) for n in ("y_buf", "y_buf2")]
@@ -520,6 +523,7 @@ class Core(wiring.Component):
         from_wb = Signal()
         n = Signal(range(KMAX + 1))
         n_1 = Signal(range(KMAX))                      # n - 1: the pass's last element
+        nw_slot = Signal(2)                            # the pass's NWB slot
         with m.Switch(kind):
             with m.Case(_Pass.EMBED):
                 m.d.sync += mode.eq(_Mode.EMBED)
@@ -538,6 +542,7 @@ class Core(wiring.Component):
             from_wb.eq((kind == _Pass.MLGRU) | (kind == _Pass.RES_O) | (kind == _Pass.GLU) |
                        (kind == _Pass.RES_DOWN)),
             n.eq(Mux(kind == _Pass.GLU, I, H)),
+            nw_slot.eq(Mux(kind == _Pass.MLGRU, 1, Mux(kind == _Pass.RES_O, 2, 0))),
             n_1.eq(Mux(kind == _Pass.GLU, I_1, H_1)),
         ]
 
@@ -609,12 +614,33 @@ class Core(wiring.Component):
         prefetching = Signal()
         pf_k = Signal(range(HMAX + 1))
         pf_wr = Signal()
-        pf_addr = Signal(range(HMAX))
+        pf_addr = Signal(range(3 << nw_bits))
+        # The background fetch: the norm weights of the next layer's MLGRU and RES_O passes (o_proj's
+        # and gate_proj's, 5 H and 7 H after RES_DOWN's pointer; for the next token's layer 0, 5 H
+        # and 7 H after the embeddings) into their NWB slots, a word in every clock PARAMS is free
+        # (no element accepted, no prefetch) from RES_DOWN's start, or FINISH's, to the next MLGRU's
+        # SETUP. If it is done by then, and no PARAMS or SCALARS word was written since it started,
+        # MLGRU and RES_O skip their prefetch (nw_ok).
+        bg_go = Signal()
+        bg_hi = Signal()                               # the second tensor (gate_proj's norm)
+        bg_k = Signal(range(HMAX))
+        bg_addr = Signal(range(cfg.param_words))
+        bg_issue = Signal()
+        nw_ok = Signal()
+        nw_dirty = Signal()
+        H5 = Signal(range(5 * HMAX + 1))               # 5 H
+        m.d.comb += bg_issue.eq(bg_go & busy & ~prefetching & ~accept)
+        with m.If(bg_issue):
+            m.d.sync += [bg_k.eq(bg_k + 1), bg_addr.eq(bg_addr + 1)]
+            with m.If(bg_k == H_1):
+                m.d.sync += [bg_k.eq(0), bg_addr.eq(bg_addr + 1 + H), bg_hi.eq(1)]
+                with m.If(bg_hi):
+                    m.d.sync += [bg_go.eq(0), nw_ok.eq(~nw_dirty)]
         base_a = Signal(range(cfg.param_words))
         m.d.comb += base_a.eq(Mux(kind == _Pass.EMBED, tok_row, pp))
         with m.If(busy):
             m.d.comb += [
-                params_rp.addr.eq(Mux(prefetching, pp + H + pf_k, base_a + src_j)),
+                params_rp.addr.eq(Mux(prefetching, pp + H + pf_k, Mux(bg_issue, bg_addr, base_a + src_j))),
                 y_raddr.eq(src_j),
                 gates_rp.addr.eq(lh + src_j),
             ]
@@ -633,7 +659,9 @@ class Core(wiring.Component):
         pf_wrs = [Signal(name=f"pf_wr_d{k}") for k in range(REGION_READ_LATENCY - 1)] + [pf_wr]
         pf_addrs = [Signal.like(pf_addr, name=f"pf_addr_d{k}")
                     for k in range(REGION_READ_LATENCY - 1)] + [pf_addr]
-        m.d.sync += [pf_wrs[0].eq(prefetching & (pf_k != H)), pf_addrs[0].eq(pf_k)]
+        m.d.sync += [pf_wrs[0].eq((prefetching & (pf_k != H)) | bg_issue),
+                     pf_addrs[0].eq(Mux(prefetching, Cat(pf_k[:nw_bits], nw_slot),
+                                        Cat(bg_k[:nw_bits], ~bg_hi, bg_hi)))]
         for chain in (pf_wrs, pf_addrs):
             m.d.sync += [b.eq(a) for a, b in zip(chain, chain[1:])]
 
@@ -663,10 +691,12 @@ class Core(wiring.Component):
         ra_j = Signal.like(src_j, name="buf_raddr")
         ra_yb = Signal(range(cfg.y_depth), name="yb_raddr")
         ra_h = Signal(range(LMAX * HMAX), name="state_raddr")
-        m.d.sync += [ra_j.eq(src_j), ra_yb.eq(H + src_j), ra_h.eq(lh + src_j)]
+        ra_nw = Signal(range(3 << nw_bits), name="nwb_raddr")
+        m.d.sync += [ra_j.eq(src_j), ra_yb.eq(H + src_j), ra_h.eq(lh + src_j),
+                     ra_nw.eq(Cat(src_j[:nw_bits], nw_slot))]
         m.d.comb += [
             s2_ya.eq(y_data), s3_yb.eq(y_bufs[1].read(ra_yb, name="yb_s3")),
-            s3_pb.eq(nwb_buf.read(ra_j, name="nwb_s3")), s3_x.eq(x_buf.read(ra_j, name="x_s3")),
+            s3_pb.eq(nwb_buf.read(ra_nw, name="nwb_s3")), s3_x.eq(x_buf.read(ra_j, name="x_s3")),
             s3_v.eq(v_buf.read(ra_j, name="v_s3")), s3_h.eq(s_buf.read(ra_h, name="h_s3")),
         ]
         def next_stage(values, names, k):
@@ -750,7 +780,7 @@ class Core(wiring.Component):
                 m.d.comb += [out_valid.eq(valid_chain[k]), out_j.eq(j_chain[k]), out_v.eq(value),
                              out_w.eq(w_chain[k]), out_last.eq(last_chain[k])]
         self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
-                           inflight=inflight)
+                           inflight=inflight, nw_ok=nw_ok)
         m.d.sync += [
             v_buf.w_addr.eq(out_j),
             v_buf.w_data.eq(out_v),
@@ -976,7 +1006,7 @@ class Core(wiring.Component):
                     (rl >= 1) & (rl <= LMAX), (rv >= 1) & (rv <= VMAX) & (rv[:LR] == 0), req_token < rv))
                 m.d.sync += [V.eq(rv), H.eq(rh), L.eq(rl), I.eq(ri), tok.eq(req_token), step.eq(0),
                              V_1.eq(rv - 1), H_1.eq(rh - 1), L_1.eq(rl - 1), I_1.eq(ri - 1),
-                             I2_1.eq((ri << 1) - 1)]
+                             I2_1.eq((ri << 1) - 1), H5.eq((rh << 2) + rh)]
                 m.next = "CHECKED"
 
             with m.State("CHECKED"):
@@ -1021,6 +1051,12 @@ class Core(wiring.Component):
                 # each word arrives REGION_READ_LATENCY clocks after its address
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
+                with m.If(step == 0):
+                    with m.If((kind == _Pass.RES_DOWN) & (layer != L_1)):
+                        m.d.sync += [bg_go.eq(1), bg_hi.eq(0), bg_k.eq(0), bg_addr.eq(pp + H5),
+                                     nw_ok.eq(0), nw_dirty.eq(0)]
+                    with m.Elif(kind == _Pass.MLGRU):
+                        m.d.sync += bg_go.eq(0)
                 with m.Switch(step):
                     with m.Case(1):
                         m.d.comb += scalars_rp.addr.eq(sc_expa)
@@ -1035,7 +1071,10 @@ class Core(wiring.Component):
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
                     with m.Case(3 + REGION_READ_LATENCY):
-                        m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1), pf_k.eq(0)]
+                        # MLGRU and RES_O find their norm weight in NWB already if the background
+                        # fetch is done (then PREFETCH only waits for its last writes)
+                        m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1),
+                                     pf_k.eq(Mux(nw_ok & nw_slot.any(), H, 0))]
                         with m.If(two):
                             m.next = "PREFETCH"
                         with m.Else():
@@ -1086,6 +1125,8 @@ class Core(wiring.Component):
                         m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F),
                                      layer.eq(layer + 1)]
                 with m.If((kind == _Pass.RES_DOWN) & (layer == L_1)):
+                    m.d.sync += [bg_go.eq(1), bg_hi.eq(0), bg_k.eq(0), bg_addr.eq(emb_end + H5),
+                                 nw_ok.eq(0), nw_dirty.eq(0)]
                     m.next = "FINISH"
                 with m.Else():
                     m.next = "SETUP"
@@ -1105,6 +1146,10 @@ class Core(wiring.Component):
                 ]
                 with m.If(self.res.ready):
                     m.next = "IDLE"
+
+        # a PARAMS or SCALARS write may change what the background fetch read, or where
+        with m.If(self.wr_params.en | self.wr_scalars.en):
+            m.d.sync += [nw_ok.eq(0), nw_dirty.eq(1)]
 
         m.d.comb += self.cycles.eq(cycles)
         return m

@@ -198,6 +198,54 @@ def test_core_amaranth_small(lanes, rows):
 
 
 @pytest.mark.sim
+def test_core_amaranth_norm_weights_fetched_ahead():
+    """The norm weights of MLGRU's and RES_O's quantiser are fetched into NWB while PARAMS is idle
+    (during RES_DOWN for the next layer, during FINISH for the next token's first), and those passes
+    then skip their prefetch; a PARAMS write between tokens makes the next token fetch them again:
+    here new norm weights of o_proj and gate_proj in both layers."""
+    q = _model(43, vocab=32, hidden=16, layers=2, intermediate=32)
+    cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=8, rows=2)
+    words = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)
+    dut = Core(cfg)
+    golden = GoldenModel(q)
+    got, want, fetched = [], [], []
+
+    async def step(ctx, tok):
+        token, logit, error, _ = await _request(ctx, dut, Command.STEP, tok)
+        logits, nxt = golden.step(tok)
+        got.append((token, logit, error))
+        want.append((nxt, int(logits.max()), 0))
+        fetched.append(ctx.get(dut._probe["nw_ok"]))
+        return token
+
+    async def bench(ctx):
+        await _load(ctx, dut, words)
+        tok = await step(ctx, 3)
+        tok = await step(ctx, tok)
+        for layer in q.layers:
+            for proj in ("o_proj", "gate_proj"):
+                layer[proj].norm.mant = -layer[proj].norm.mant.flip(0)
+        params = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)[mm.REGION_PARAMS]
+        changed = [(a, w) for a, (w, old) in enumerate(zip(params, words[mm.REGION_PARAMS])) if w != old]
+        assert len(changed) > 32
+        ctx.set(dut.wr_params.en, 1)
+        for addr, word in changed:
+            ctx.set(dut.wr_params.addr, addr)
+            ctx.set(dut.wr_params.data, word)
+            await ctx.tick()
+        ctx.set(dut.wr_params.en, 0)
+        await ctx.tick()
+        fetched.append(ctx.get(dut._probe["nw_ok"]))
+        for _ in range(2):
+            tok = await step(ctx, tok)
+
+    _run(dut, bench)
+    assert got == want
+    # fetched ahead at the end of every token; nothing held after the write
+    assert fetched == [1, 1, 0, 1, 1]
+
+
+@pytest.mark.sim
 @pytest.mark.slow
 def test_core_amaranth_reload_and_full_rate_rows():
     """A second model on the same gateware, with ``lanes == H`` so that the rows of every H-wide
