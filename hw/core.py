@@ -615,27 +615,42 @@ class Core(wiring.Component):
         pf_k = Signal(range(HMAX + 1))
         pf_wr = Signal()
         pf_addr = Signal(range(3 << nw_bits))
-        # The background fetch: the norm weights of the next layer's MLGRU and RES_O passes (o_proj's
-        # and gate_proj's, 5 H and 7 H after RES_DOWN's pointer; for the next token's layer 0, 5 H
-        # and 7 H after the embeddings) into their NWB slots, a word in every clock PARAMS is free
-        # (no element accepted, no prefetch) from RES_DOWN's start, or FINISH's, to the next MLGRU's
-        # SETUP. If it is done by then, and no PARAMS or SCALARS word was written since it started,
-        # MLGRU and RES_O skip their prefetch (nw_ok).
+        # The background fetch: the quantiser norm weights of the next layer's two-tensor passes into
+        # their NWB slots, a word in every clock PARAMS is free (no element accepted, no prefetch):
+        # from GLU's start, RES_DOWN's (the next i_proj's, or lm_head's), then the next layer's
+        # MLGRU's and RES_O's (o_proj's and gate_proj's); from FINISH's start, the same for the next
+        # token's NORM0 and layer 0. Relative to the RES_DOWN pointer (for the next token: the first
+        # norm weight) they lie at H, 5 H and 7 H. A pass whose slot was fetched, with no PARAMS or
+        # SCALARS word written since the fetch started, skips its prefetch (nw_ok0: slot 0,
+        # nw_ok12: slots 1 and 2); a slot not fetched by its pass's SETUP is given up and prefetched.
         bg_go = Signal()
-        bg_hi = Signal()                               # the second tensor (gate_proj's norm)
+        bg_phase = Signal(2)                           # the slot being fetched
+        bg_last = Signal()                             # for the last layer: slot 0 only
         bg_k = Signal(range(HMAX))
+        bg_base = Signal(range(cfg.param_words))
         bg_addr = Signal(range(cfg.param_words))
         bg_issue = Signal()
-        nw_ok = Signal()
-        nw_dirty = Signal()
+        nw_ok0, nw_ok12, nw_dirty = Signal(), Signal(), Signal()
         H5 = Signal(range(5 * HMAX + 1))               # 5 H
         m.d.comb += bg_issue.eq(bg_go & busy & ~prefetching & ~accept)
         with m.If(bg_issue):
             m.d.sync += [bg_k.eq(bg_k + 1), bg_addr.eq(bg_addr + 1)]
             with m.If(bg_k == H_1):
-                m.d.sync += [bg_k.eq(0), bg_addr.eq(bg_addr + 1 + H), bg_hi.eq(1)]
-                with m.If(bg_hi):
-                    m.d.sync += [bg_go.eq(0), nw_ok.eq(~nw_dirty)]
+                m.d.sync += [bg_k.eq(0), bg_phase.eq(bg_phase + 1)]
+                with m.Switch(bg_phase):
+                    with m.Case(0):
+                        m.d.sync += [bg_addr.eq(bg_base + H5), nw_ok0.eq(~nw_dirty)]
+                        with m.If(bg_last):
+                            m.d.sync += bg_go.eq(0)
+                    with m.Case(1):
+                        m.d.sync += bg_addr.eq(bg_addr + 1 + H)
+                    with m.Case(2):
+                        m.d.sync += [bg_go.eq(0), nw_ok12.eq(~nw_dirty)]
+
+        def bg_start(base, last):
+            return [bg_go.eq(1), bg_phase.eq(0), bg_last.eq(last), bg_k.eq(0), bg_base.eq(base),
+                    bg_addr.eq(base + H), nw_ok0.eq(0), nw_ok12.eq(0), nw_dirty.eq(0)]
+
         base_a = Signal(range(cfg.param_words))
         m.d.comb += base_a.eq(Mux(kind == _Pass.EMBED, tok_row, pp))
         with m.If(busy):
@@ -661,7 +676,7 @@ class Core(wiring.Component):
                     for k in range(REGION_READ_LATENCY - 1)] + [pf_addr]
         m.d.sync += [pf_wrs[0].eq((prefetching & (pf_k != H)) | bg_issue),
                      pf_addrs[0].eq(Mux(prefetching, Cat(pf_k[:nw_bits], nw_slot),
-                                        Cat(bg_k[:nw_bits], ~bg_hi, bg_hi)))]
+                                        Cat(bg_k[:nw_bits], bg_phase)))]
         for chain in (pf_wrs, pf_addrs):
             m.d.sync += [b.eq(a) for a, b in zip(chain, chain[1:])]
 
@@ -780,7 +795,7 @@ class Core(wiring.Component):
                 m.d.comb += [out_valid.eq(valid_chain[k]), out_j.eq(j_chain[k]), out_v.eq(value),
                              out_w.eq(w_chain[k]), out_last.eq(last_chain[k])]
         self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
-                           inflight=inflight, nw_ok=nw_ok)
+                           inflight=inflight, nw_ok0=nw_ok0, nw_ok12=nw_ok12)
         m.d.sync += [
             v_buf.w_addr.eq(out_j),
             v_buf.w_data.eq(out_v),
@@ -1052,11 +1067,17 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == 0):
-                    with m.If((kind == _Pass.RES_DOWN) & (layer != L_1)):
-                        m.d.sync += [bg_go.eq(1), bg_hi.eq(0), bg_k.eq(0), bg_addr.eq(pp + H5),
-                                     nw_ok.eq(0), nw_dirty.eq(0)]
-                    with m.Elif(kind == _Pass.MLGRU):
-                        m.d.sync += bg_go.eq(0)
+                    with m.Switch(kind):
+                        with m.Case(_Pass.GLU):
+                            m.d.sync += bg_start(pp + I, layer == L_1)
+                        with m.Case(_Pass.NORM0, _Pass.RES_DOWN):
+                            # slot 0 given up if not fetched yet
+                            with m.If(bg_phase == 0):
+                                m.d.sync += [bg_phase.eq(1), bg_k.eq(0), bg_addr.eq(bg_base + H5)]
+                                with m.If(bg_last):
+                                    m.d.sync += bg_go.eq(0)
+                        with m.Case(_Pass.MLGRU):
+                            m.d.sync += bg_go.eq(0)
                 with m.Switch(step):
                     with m.Case(1):
                         m.d.comb += scalars_rp.addr.eq(sc_expa)
@@ -1071,10 +1092,10 @@ class Core(wiring.Component):
                         with m.If(two):
                             m.d.sync += w_exp.eq(sc_data[:len(w_exp)])
                     with m.Case(3 + REGION_READ_LATENCY):
-                        # MLGRU and RES_O find their norm weight in NWB already if the background
-                        # fetch is done (then PREFETCH only waits for its last writes)
+                        # the norm weight may be in its NWB slot already, fetched in the background
+                        # (then PREFETCH only waits for the fetch's last writes)
                         m.d.sync += [w_m.as_value().eq(sc_data), cj.eq(0), cj_more.eq(1),
-                                     pf_k.eq(Mux(nw_ok & nw_slot.any(), H, 0))]
+                                     pf_k.eq(Mux(Mux(nw_slot == 0, nw_ok0, nw_ok12), H, 0))]
                         with m.If(two):
                             m.next = "PREFETCH"
                         with m.Else():
@@ -1125,8 +1146,7 @@ class Core(wiring.Component):
                         m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F),
                                      layer.eq(layer + 1)]
                 with m.If((kind == _Pass.RES_DOWN) & (layer == L_1)):
-                    m.d.sync += [bg_go.eq(1), bg_hi.eq(0), bg_k.eq(0), bg_addr.eq(emb_end + H5),
-                                 nw_ok.eq(0), nw_dirty.eq(0)]
+                    m.d.sync += bg_start(emb_end, 0)
                     m.next = "FINISH"
                 with m.Else():
                     m.next = "SETUP"
@@ -1149,7 +1169,7 @@ class Core(wiring.Component):
 
         # a PARAMS or SCALARS write may change what the background fetch read, or where
         with m.If(self.wr_params.en | self.wr_scalars.en):
-            m.d.sync += [nw_ok.eq(0), nw_dirty.eq(1)]
+            m.d.sync += [nw_ok0.eq(0), nw_ok12.eq(0), nw_dirty.eq(1)]
 
         m.d.comb += self.cycles.eq(cycles)
         return m

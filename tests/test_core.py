@@ -199,10 +199,11 @@ def test_core_amaranth_small(lanes, rows):
 
 @pytest.mark.sim
 def test_core_amaranth_norm_weights_fetched_ahead():
-    """The norm weights of MLGRU's and RES_O's quantiser are fetched into NWB while PARAMS is idle
-    (during RES_DOWN for the next layer, during FINISH for the next token's first), and those passes
-    then skip their prefetch; a PARAMS write between tokens makes the next token fetch them again:
-    here new norm weights of o_proj and gate_proj in both layers."""
+    """The quantiser norm weights of the two-tensor passes are fetched into NWB while PARAMS is
+    idle (from GLU's start for RES_DOWN and the next layer, from FINISH's for the next token), and
+    those passes then skip their prefetch; a PARAMS write between tokens makes the next token fetch
+    them again: here new norm weights of i_proj, o_proj and gate_proj in both layers, and of
+    lm_head."""
     q = _model(43, vocab=32, hidden=16, layers=2, intermediate=32)
     cfg = HwConfig.for_model(ModelShape(48, 32, 3, 64), lanes=8, rows=2)
     words = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)
@@ -215,7 +216,7 @@ def test_core_amaranth_norm_weights_fetched_ahead():
         logits, nxt = golden.step(tok)
         got.append((token, logit, error))
         want.append((nxt, int(logits.max()), 0))
-        fetched.append(ctx.get(dut._probe["nw_ok"]))
+        fetched.append((ctx.get(dut._probe["nw_ok0"]), ctx.get(dut._probe["nw_ok12"])))
         return token
 
     async def bench(ctx):
@@ -223,8 +224,9 @@ def test_core_amaranth_norm_weights_fetched_ahead():
         tok = await step(ctx, 3)
         tok = await step(ctx, tok)
         for layer in q.layers:
-            for proj in ("o_proj", "gate_proj"):
+            for proj in ("i_proj", "o_proj", "gate_proj"):
                 layer[proj].norm.mant = -layer[proj].norm.mant.flip(0)
+        q.lm_head.norm.mant = -q.lm_head.norm.mant.flip(0)
         params = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)[mm.REGION_PARAMS]
         changed = [(a, w) for a, (w, old) in enumerate(zip(params, words[mm.REGION_PARAMS])) if w != old]
         assert len(changed) > 32
@@ -235,14 +237,14 @@ def test_core_amaranth_norm_weights_fetched_ahead():
             await ctx.tick()
         ctx.set(dut.wr_params.en, 0)
         await ctx.tick()
-        fetched.append(ctx.get(dut._probe["nw_ok"]))
+        fetched.append((ctx.get(dut._probe["nw_ok0"]), ctx.get(dut._probe["nw_ok12"])))
         for _ in range(2):
             tok = await step(ctx, tok)
 
     _run(dut, bench)
     assert got == want
     # fetched ahead at the end of every token; nothing held after the write
-    assert fetched == [1, 1, 0, 1, 1]
+    assert fetched == [(1, 1), (1, 1), (0, 0), (1, 1), (1, 1)]
 
 
 @pytest.mark.sim
