@@ -399,8 +399,8 @@ class Core(wiring.Component):
         x_buf = front_p.buffer(ACT_SHAPE, HMAX, name="x_buf")
         v_buf = front_p.buffer(ACT_SHAPE, KMAX, name="v_buf")
         s_buf = front_p.buffer(STATE_SHAPE, LMAX * HMAX, name="state")
-        # NWB: the quantiser norm weights of the two-tensor passes, in three slots of NW_SLOT words
-        # (0: NORM0 and RES_DOWN, 1: MLGRU, 2: RES_O); one DP16KD at HMAX <= 256
+        # NWB: the quantiser norm weights of the two-tensor passes, in three slots of 2**nw_bits
+        # words (0: NORM0 and RES_DOWN, 1: MLGRU, 2: RES_O); one DP16KD up to HMAX = 256
         nw_bits = (HMAX - 1).bit_length()
         nwb_buf = front_p.buffer(MANT_SHAPE, 3 << nw_bits, name="norm_b")
         # Y in two copies written alike, one per read: the front's element j (or, while idle,
