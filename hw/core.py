@@ -46,8 +46,11 @@ Blocks
   Rows of ``i``, ``f``, ``g``, the first half of ``gate`` and ``lm_head`` are stored in ``Y`` (at
   ``0``, ``H``, ``2H``, ``0``, ``0``); the rows of ``lm_head`` also go through the argmax. A pass
   that reads two norm weight tensors (NORM0, MLGRU, RES: the one it applies and the next projection's)
-  first copies the second into the buffer NWB (``H`` cycles, while the vector unit waits for rows
-  anyway), so that every pass reads PARAMS once per element.
+  reads the second from the buffer NWB, so that every pass reads PARAMS once per element. NWB holds
+  a slot per such pass of a layer, filled in the background: from GLU's start for RES_DOWN and the
+  next layer's MLGRU and RES_O, from FINISH's for the next token's NORM0 and layer 0, a word in every
+  clock the vector unit leaves PARAMS free. A pass whose slot is not filled by then (the first token,
+  or after a PARAMS or SCALARS write) first copies its tensor into it (``H`` cycles).
 * The sequencer reads the exponents and weight scales of each pass from SCALARS and walks PARAMS with
   one pointer in :func:`~mmfree.memory_map.param_order` (embeddings excepted), both in order.
 * Scales and accumulators queue in small FIFOs, so that the quantiser never waits for the rescale
