@@ -324,7 +324,7 @@ _ADEPTH = 32                                                 # accumulators wait
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
 _PRODUCTS = 5                                                # products of a shape, in PRODUCTS
 
-QUANT_WIDTH = 4
+QUANT_WIDTH = 8
 """Codes a clock of the quantiser's second pass (:class:`~mmfree.hw.rmsnorm.RMSNormQuantizer`'s
 ``width``; at most ``lanes``): the pass is exposed at every projection boundary, ``K / width`` clocks."""
 
@@ -415,7 +415,10 @@ class Core(wiring.Component):
 
         # --- compute units -------------------------------------------------------------------------
         Q = min(P, QUANT_WIDTH)
-        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q)
+        # at eight codes a clock and more, the quantiser's banks in LUT RAM (a block RAM a bank would
+        # hold a few words each, and the block RAM is nearly full)
+        m.submodules.quant = quant = RMSNormQuantizer(tuple(range(P, KMAX + 1, P)), width=Q,
+                                                      lut_ram=Q >= 8)
         # spread_control: the activation buffer's memories read through a second register, each
         # driven by registered copies of its controls (a slow output once had to reach a lane across
         # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
