@@ -629,6 +629,10 @@ class Core(wiring.Component):
         # norm weight) they lie at H, 5 H and 7 H. A pass whose slot was fetched, with no PARAMS or
         # SCALARS word written since the fetch started, skips its prefetch (nw_ok0: slot 0,
         # nw_ok12: slots 1 and 2); a slot not fetched by its pass's SETUP is given up and prefetched.
+        # the slots' tensors and their places in a layer's norm weights (memory_map.LAYER_NORMS,
+        # each H long): the fetch reads them at H, 5 H and 7 H, stepping from one to the next
+        nw_at = [memory_map.LAYER_NORMS.index(t) for t in ("i_proj.norm", "o_proj.norm", "gate_proj.norm")]
+        assert nw_at == [1, 5, 7], nw_at
         bg_go = Signal()
         bg_phase = Signal(2)                           # the slot being fetched
         bg_last = Signal()                             # for the last layer: slot 0 only
