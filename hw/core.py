@@ -912,7 +912,7 @@ class Core(wiring.Component):
         st_left = Signal(max_left)
         m.d.sync += st_start.eq(start)
         sub_bytes = memory_map.trit_subword_bytes(P)
-        streams, wfifos, actives = [], [], []
+        streams, wfifos, starts = [], [], []
         for u in range(R):
             pre = "" if R == 1 else f"u{u}_"
             # this stream's start (as st_start) and active (as st_active, a clock later)
@@ -937,23 +937,39 @@ class Core(wiring.Component):
             ]
             streams.append(ts)
             wfifos.append(wfifo)
-            actives.append(u_active)
-        # Each FIFO is read on its own unit's copy of st_active, so that st_active does not cross the
-        # device to the FIFOs and back to the counters in one clock (the longest path of a demo build
-        # placed for 100 MHz). The units' FIFOs hold the same beats clock for clock, so a FIFO is read
-        # exactly when the beat is taken, except in the clock after st_active falls, when it may drop
-        # one beat fetched past the token's end (dropped at the next start anyway); when st_active
-        # rises, the FIFOs are still empty.
+            starts.append(u_start)
+        # Whether every FIFO holds a beat is known here, a clock after the streams write, without
+        # reading their flags: the count of beats written (seen through a register next to each
+        # stream) and not yet taken. A beat written at clock t is in the count from t + 2, the clock its
+        # FIFO (SyncFIFOBuffered: memory, then output register) first offers it, so the count is not
+        # zero exactly when every FIFO's r_rdy is high. So ``take`` depends on registers of this
+        # block only, and no path runs from here out to a far unit and back in one clock (the
+        # longest path of the demo builds up to 10005148); the FIFOs only receive ``take`` as r_en.
+        # The streams are in lockstep (the same address, the same latency), so one count serves all;
+        # it is cleared with the FIFOs, and beats fetched past the token's end stay uncounted.
+        written = Signal(range(_WDEPTH + 1))
+        w_seen = Signal()
         w_all = Signal()
         take = Signal()
+        wrote = [f.w_en & f.w_rdy & ~s for f, s in zip(wfifos, starts)]
+        if R > 1:
+            m.d.comb += w_seen.eq(Cat(*(register_copy(m, w, f"u{u}_st_wrote", arch)
+                                        for u, w in enumerate(wrote))).all())
+        else:
+            m.d.sync += w_seen.eq(wrote[0])
+        with m.If(st_start):
+            m.d.sync += written.eq(0)
+        with m.Else():
+            m.d.sync += written.eq(written + w_seen - take)
         m.d.comb += [
-            w_all.eq(st_active & Cat(*(f.r_rdy for f in wfifos)).all()),
+            w_all.eq(st_active & (written != 0)),
             linear.w.valid.eq(w_all),
             linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
             linear.w.payload.last.eq(st_left == 0),
-            *(f.r_en.eq(linear.w.ready & a & f.r_rdy) for f, a in zip(wfifos, actives)),
+            *(f.r_en.eq(take) for f in wfifos),
             take.eq(linear.w.ready & w_all),
         ]
+        self._probe.update(st_take=take, wfifos=wfifos)
         nb_next_1 = Signal(max_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):

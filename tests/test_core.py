@@ -142,11 +142,26 @@ async def _request(ctx, dut, cmd, token=0, limit=100_000):
     return int(res.token), int(res.logit), int(res.error), ctx.get(dut.cycles)
 
 
-def _run(dut, bench):
+def _run(dut, bench, *monitors):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    for monitor in monitors:
+        sim.add_process(monitor)
     sim.run()
+
+
+def _beats_monitor(dut, taken):
+    """A process that checks, at every clock edge, that the weight streamer takes a beat only when
+    every row unit's weight FIFO offers one (its count of written beats stands in for the FIFOs'
+    flags), and counts the beats taken into ``taken[0]``."""
+    async def monitor(ctx):
+        rdys = [f.r_rdy for f in dut._probe["wfifos"]]
+        async for _, _, take, *ready in ctx.tick().sample(dut._probe["st_take"], *rdys):
+            if take:
+                assert all(ready), "a beat taken while a weight FIFO was empty"
+                taken[0] += 1
+    return monitor
 
 
 @pytest.mark.sim
@@ -191,8 +206,12 @@ def test_core_amaranth_small(lanes, rows):
         assert (token, logit, error) == (nxt, int(logits.max()), 0)
         print(f"cycles per token: {cycles}")
 
-    _run(dut, bench)
+    taken = [0]
+    _run(dut, bench, _beats_monitor(dut, taken))
     assert got == want
+    # every weight beat of every token (six tokens; the refused one streams nothing), each once
+    beats = sum(rows * cols for _, rows, cols in mm.matrix_order(q.shape)) // (cfg.lanes * cfg.rows)
+    assert taken[0] == 6 * beats
     for hw, gold in logits_hw:
         assert hw == gold
 
