@@ -314,9 +314,9 @@ class RMSNormQuantizer(wiring.Component):
     :attr:`CODE_LATENCY` (24) cycles after the ``last`` transfer, if the previous vector's codes have
     left the pipeline and its scale has been taken; one group follows per cycle while ``codes.ready``
     is high (a stalled ``codes`` stalls pass 2). In parallel :class:`OutputScale` computes the scale,
-    valid about 125 to 140 cycles after ``last``. The next vector is accepted as soon as pass 2 has
-    read the whole buffer, so a stream of vectors takes about ``max(K + K / Q + 10, 135)`` cycles each
-    (below ``K`` of about 60 to 120 the scale is the slower part). ``i.ready`` does not depend on the
+    valid about 80 to 95 cycles after ``last``. The next vector is accepted as soon as pass 2 has
+    read the whole buffer, so a stream of vectors takes about ``max(K + K / Q + 10, 90)`` cycles each
+    (for short vectors the scale is the slower part). ``i.ready`` does not depend on the
     outputs combinationally.
 
     Resources: multipliers 24x16 and 24x24 (pass 1), 16x16 (scale), ``Q`` memories of
