@@ -64,8 +64,8 @@ depends on the previous projection's last row (``g -> o``, ``o -> gate``, ``gate
 the vector unit's latency, the quantiser's second pass (:data:`QUANT_WIDTH` codes a clock, ``K / QUANT_WIDTH``
 clocks) and the first row group of the next matrix are exposed. With ``R`` row units the weights of a
 matrix stream in ``1 / R`` of the beats, ``R`` rows at a time. Measured on Verilator (``mmfree
-bench``): ``tiny`` (H=64, I=256, 32 lanes) 5,706 cycles per token, 80.8% lane utilisation; ``demo``
-(H=160, I=512, 4 row units of 32 lanes) 13,802 cycles, 81.1%.
+bench``): ``tiny`` (H=64, I=256, 32 lanes) 5,607 cycles per token, 82.2% lane utilisation; ``demo``
+(H=160, I=512, 4 row units of 32 lanes) 13,532 cycles, 82.8%.
 
 Interface
 ---------
