@@ -424,7 +424,7 @@ class Core(wiring.Component):
         # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
         # DP16KD at 32 lanes, which the TRITS region and the quantiser's banks need
         m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True,
-                                                     act_memory="distributed")
+                                                     trits_delay=1, act_memory="distributed")
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
         self._probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
@@ -941,12 +941,16 @@ class Core(wiring.Component):
         # Whether every FIFO holds a beat is known here, a clock after the streams write, without
         # reading their flags: the count of beats written (seen through a register next to each
         # stream) and not yet taken. A beat written at clock t is in the count from t + 2, the clock its
-        # FIFO (SyncFIFOBuffered: memory, then output register) first offers it, so the count is not
-        # zero exactly when every FIFO's r_rdy is high. So ``take`` depends on registers of this
-        # block only, and no path runs from here out to a far unit and back in one clock (the
-        # longest path of the demo builds up to 10005148); the FIFOs only receive ``take`` as r_en.
+        # FIFO (SyncFIFOBuffered: memory, then output register) first offers it. So ``take`` depends
+        # on registers of this block only, and no path runs from here out to a far unit and back in
+        # one clock (the longest path of the demo builds up to 10005148).
         # The streams are in lockstep (the same address, the same latency), so one count serves all;
         # it is cleared with the FIFOs, and beats fetched past the token's end stay uncounted.
+        # Each FIFO is read a clock after the beat is taken, on a copy of ``take`` registered beside
+        # it (the matrix-vector unit takes the trits a clock late, ``trits_delay``), so that ``take``
+        # need not reach every FIFO's read logic in the clock it is decided (the longest path of an
+        # eight-unit build, 02f19d5c). A beat taken is in its FIFO's output register a clock later:
+        # it was written two clocks or more before, and the beat ahead of it leaves in that clock.
         written = Signal(range(_WDEPTH + 1))
         w_seen = Signal()
         w_all = Signal()
@@ -955,8 +959,10 @@ class Core(wiring.Component):
         if R > 1:
             m.d.comb += w_seen.eq(Cat(*(register_copy(m, w, f"u{u}_st_wrote", arch)
                                         for u, w in enumerate(wrote))).all())
+            takes = [register_copy(m, take, f"u{u}_st_take", arch) for u in range(R)]
         else:
-            m.d.sync += w_seen.eq(wrote[0])
+            takes = [Signal(name="st_take_r")]
+            m.d.sync += [w_seen.eq(wrote[0]), takes[0].eq(take)]
         with m.If(st_start):
             m.d.sync += written.eq(0)
         with m.Else():
@@ -966,10 +972,10 @@ class Core(wiring.Component):
             linear.w.valid.eq(w_all),
             linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
             linear.w.payload.last.eq(st_left == 0),
-            *(f.r_en.eq(take) for f in wfifos),
+            *(f.r_en.eq(t) for f, t in zip(wfifos, takes)),
             take.eq(linear.w.ready & w_all),
         ]
-        self._probe.update(st_take=take, wfifos=wfifos)
+        self._probe.update(wfifos=wfifos)
         nb_next_1 = Signal(max_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):

@@ -133,6 +133,11 @@ class TernaryMatVec(wiring.Component):
         beats are taken one every three clocks instead of one a clock: a matrix of at least three
         times as many weight beats as the next vector has beats still hides the load. Same bits.
         Default ``False``.
+    trits_delay : int
+        Clocks after a weight beat's transfer (``w.valid & w.ready``) at which its ``payload.trits``
+        arrive (its ``payload.last`` counts in the clock of the transfer): 0 (the default), or up to
+        2 with ``spread_control``, whose beat registers the late trits then skip. A feeder that
+        spans the die can so read its FIFOs on registered copies of the transfer. Same latency.
     rows : int
         ``R``, the row units: 1 (the default) to 64. The unit then computes ``R`` rows at once (a *row
         group*), each on its own ``P`` lanes, pair stage, adder tree and accumulator, all ``R`` in
@@ -202,7 +207,7 @@ class TernaryMatVec(wiring.Component):
     """
 
     def __init__(self, lanes, max_k, *, arch=None, act_memory="block", act_lut_lanes=0,
-                 spread_control=False, rows=1):
+                 spread_control=False, trits_delay=0, rows=1):
         _check_int("lanes", lanes, 1, MAX_LANES)
         _check_int("rows", rows, 1, MAX_ROWS)
         _check_int("act_lut_lanes", act_lut_lanes, 0, lanes)
@@ -215,7 +220,11 @@ class TernaryMatVec(wiring.Component):
                              f"not {act_memory!r}")
         if not isinstance(spread_control, bool):
             raise TypeError(f"spread_control must be True or False, not {spread_control!r}")
+        _check_int("trits_delay", trits_delay, 0, 2)
+        if trits_delay and not spread_control:
+            raise ValueError("trits_delay needs spread_control (the beat registers the late trits skip)")
         self._arch = arch
+        self._trits_delay = trits_delay
         self._spread = spread_control
         self._act_memory = act_memory
         self._act_lut_lanes = act_lut_lanes
@@ -237,6 +246,7 @@ class TernaryMatVec(wiring.Component):
     act_memory = property(lambda self: self._act_memory)
     act_lut_lanes = property(lambda self: self._act_lut_lanes)
     spread_control = property(lambda self: self._spread)
+    trits_delay = property(lambda self: self._trits_delay)
 
     @property
     def act_layout(self):
@@ -396,12 +406,16 @@ class TernaryMatVec(wiring.Component):
         s1_trits = Signal(2 * P * R, reset_less=True)
         s1_flags = Signal(4)                             # valid, start of row, end of row, last
         trits, flags = self.w.payload.trits, Cat(take, r_col == 0, eor, eor & self.w.payload.last)
-        # the beat waits for the address copies and the memories' output registers
+        # the beat waits for the address copies and the memories' output registers (trits that
+        # arrive trits_delay clocks late skip as many of its registers)
         for i in range(2 * self._spread):
-            s0_trits = Signal(2 * P * R, name=f"s0_trits{i}", reset_less=True)
             s0_flags = Signal(4, name=f"s0_flags{i}")
-            m.d.sync += [s0_trits.eq(trits), s0_flags.eq(flags)]
-            trits, flags = s0_trits, s0_flags
+            m.d.sync += s0_flags.eq(flags)
+            flags = s0_flags
+            if i >= self._trits_delay:
+                s0_trits = Signal(2 * P * R, name=f"s0_trits{i}", reset_less=True)
+                m.d.sync += s0_trits.eq(trits)
+                trits = s0_trits
         m.d.sync += [s1_trits.eq(trits), s1_flags.eq(flags)]
 
         # --- stages 2 .. 2 + depth: per row unit, its lanes and adder tree; the flags alongside -------

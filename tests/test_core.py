@@ -152,14 +152,17 @@ def _run(dut, bench, *monitors):
 
 
 def _beats_monitor(dut, taken):
-    """A process that checks, at every clock edge, that the weight streamer takes a beat only when
-    every row unit's weight FIFO offers one (its count of written beats stands in for the FIFOs'
-    flags), and counts the beats taken into ``taken[0]``."""
+    """A process that checks, at every clock edge, that no row unit's weight FIFO is read while it
+    offers no beat (the streamer reads them on its own count of the beats written, not on their
+    flags), that all are read together, and counts the beats read into ``taken[0]``."""
     async def monitor(ctx):
-        rdys = [f.r_rdy for f in dut._probe["wfifos"]]
-        async for _, _, take, *ready in ctx.tick().sample(dut._probe["st_take"], *rdys):
-            if take:
-                assert all(ready), "a beat taken while a weight FIFO was empty"
+        fifos = dut._probe["wfifos"]
+        signals = [s for f in fifos for s in (f.r_en, f.r_rdy)]
+        async for _, _, *values in ctx.tick().sample(*signals):
+            reads, ready = values[0::2], values[1::2]
+            assert len(set(reads)) == 1, "the weight FIFOs read apart"
+            if reads[0]:
+                assert all(ready), "a weight FIFO read while it was empty"
                 taken[0] += 1
     return monitor
 

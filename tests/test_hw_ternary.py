@@ -179,6 +179,10 @@ def test_spread_control_groups():
     from mmfree.hw.ternary import GROUP_LANES
     with pytest.raises(TypeError, match="spread_control must be True or False, not 1"):
         TernaryMatVec(4, 16, spread_control=1)
+    with pytest.raises(ValueError, match="trits_delay needs spread_control"):
+        TernaryMatVec(4, 16, trits_delay=1)
+    with pytest.raises(ValueError, match="trits_delay must be between 0 and 2, not 3"):
+        TernaryMatVec(4, 16, spread_control=True, trits_delay=3)
     lanes, lut = 2 * GROUP_LANES["block"] + 8, GROUP_LANES["distributed"] + 4
     text = rtlil.convert(TernaryMatVec(lanes, lanes, act_lut_lanes=lut, spread_control=True),
                          emit_src=False)
