@@ -320,6 +320,7 @@ _DEPTH = max(_OUT_AT.values())
 _FRONT = 1 + REGION_READ_LATENCY                             # accept, PARAMS read -> operands
 _QDEPTH = _FRONT + _DEPTH + 6                                # quantiser feed FIFO: a full pipeline
 _WDEPTH = 4                                                  # weight FIFO
+_WREAD_DELAY = 1                                             # beat taken -> its FIFOs read
 _ADEPTH = 32                                                 # accumulators waiting for their scale
 _RDEPTH = 4                                                  # rescaled rows waiting for the write-back
 _PRODUCTS = 5                                                # products of a shape, in PRODUCTS
@@ -424,7 +425,7 @@ class Core(wiring.Component):
         # the device); the buffer (2 KMAX / P words of 8P bits) in LUT RAM: as block RAM it took 8
         # DP16KD at 32 lanes, which the TRITS region and the quantiser's banks need
         m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True,
-                                                     trits_delay=1, act_memory="distributed")
+                                                     trits_delay=_WREAD_DELAY, act_memory="distributed")
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
         self._probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
@@ -956,6 +957,7 @@ class Core(wiring.Component):
         w_all = Signal()
         take = Signal()
         wrote = [f.w_en & f.w_rdy & ~s for f, s in zip(wfifos, starts)]
+        assert _WREAD_DELAY == 1                     # the clock of the registered copies of take
         if R > 1:
             m.d.comb += w_seen.eq(Cat(*(register_copy(m, w, f"u{u}_st_wrote", arch)
                                         for u, w in enumerate(wrote))).all())
