@@ -213,8 +213,7 @@ def test_core_amaranth_small(lanes, rows):
     _run(dut, bench, _beats_monitor(dut, taken))
     assert got == want
     # every weight beat of every token (six tokens; the refused one streams nothing), each once
-    beats = sum(rows * cols for _, rows, cols in mm.matrix_order(q.shape)) // (cfg.lanes * cfg.rows)
-    assert taken[0] == 6 * beats
+    assert taken[0] == 6 * q.shape.ternary_weights // (cfg.lanes * cfg.rows)
     for hw, gold in logits_hw:
         assert hw == gold
 
