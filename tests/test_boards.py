@@ -7,7 +7,6 @@ import io
 import json
 import os
 import pathlib
-import time
 from fractions import Fraction
 
 import pytest
@@ -325,9 +324,8 @@ def module_cache(tmp_path_factory):
 
 def _cli_build(root, board, *extra):
     out = root / f"{board}{'-'.join(extra)}"
-    t = time.monotonic()
     code, stdout, stderr = run_cli("build", "--board", board, "--design", "selftest", "-o", str(out), *extra)
-    return code, stdout, stderr, out, time.monotonic() - t
+    return code, stdout, stderr, out
 
 
 def _check_real_build(code, stdout, stderr, out, *, bitstream, lut4_max, fmax_min, min_bytes):
@@ -357,22 +355,23 @@ def _check_real_build(code, stdout, stderr, out, *, bitstream, lut4_max, fmax_mi
 @pytest.mark.synth
 @pytest.mark.slow
 def test_icebreaker_build_report_and_cache(module_cache):
-    code, stdout, stderr, out, _ = _cli_build(module_cache, "icebreaker")
+    code, stdout, stderr, out = _cli_build(module_cache, "icebreaker")
     report, manifest = _check_real_build(code, stdout, stderr, out, bitstream="top.bin", lut4_max=600,
                                          fmax_min=48, min_bytes=100_000)
     assert report["resources"]["lut4"]["available"] == 5280
     assert manifest["clock"]["achieved_hz"] == 48_000_000
     assert manifest["clock"]["pll"]["params"] == dict(DIVR=0, DIVF=63, DIVQ=4, FILTER_RANGE=1)
     # the second identical build is a cache hit: no tool runs
-    code, stdout2, stderr2, out2, seconds = _cli_build(module_cache, "icebreaker")
-    assert code == 0 and "(cached)" in stdout2 and "synthesis" not in stderr2 and seconds < 10
+    code, stdout2, stderr2, out2 = _cli_build(module_cache, "icebreaker")
+    assert code == 0 and "(cached)" in stdout2
+    assert not any(stage in stderr2 for stage in ("synthesis", "place and route", "bitstream"))
     assert (out2 / "top.bin").read_bytes() == (out / "top.bin").read_bytes()
 
 
 @pytest.mark.synth
 @pytest.mark.slow
 def test_ulx3s_85f_build_report(module_cache):
-    code, stdout, stderr, out, _ = _cli_build(module_cache, "ulx3s-85f")
+    code, stdout, stderr, out = _cli_build(module_cache, "ulx3s-85f")
     report, manifest = _check_real_build(code, stdout, stderr, out, bitstream="top.bit", lut4_max=600,
                                          fmax_min=100, min_bytes=50_000)
     assert report["resources"]["lut4"]["available"] == 83640
@@ -393,14 +392,14 @@ def test_ulx3s_85f_build_report(module_cache):
 @pytest.mark.synth
 @pytest.mark.slow
 def test_timing_failure_is_one_line_and_keeps_no_bitstream(module_cache):
-    code, stdout, stderr, out, _ = _cli_build(module_cache, "icebreaker", "--clock", "150")
+    code, stdout, stderr, out = _cli_build(module_cache, "icebreaker", "--clock", "150")
     line = one_line_error(code, stderr, 1)
     assert "timing not met on icebreaker: sync reaches" in line and "needs 150.00 MHz" in line
     assert not (out / "top.bin").exists()
     report = json.loads((out / "report.json").read_text())
     assert report["timing_met"] is False and not report["fmax"]["sync"]["met"]
     # with --allow-timing-fail the (cached) bitstream is handed out
-    code, stdout, stderr, out, _ = _cli_build(module_cache, "icebreaker", "--clock", "150",
+    code, stdout, stderr, out = _cli_build(module_cache, "icebreaker", "--clock", "150",
                                               "--allow-timing-fail")
     assert code == 0 and (out / "top.bin").exists() and "NOT MET" in stdout
 
