@@ -157,6 +157,33 @@ class _Pass(enum.Enum, shape=3):
     RES_DOWN = 7
 
 
+# The norm weights each pass reads from PARAMS, in memory_map.LAYER_NORMS order: the sequencer's
+# PARAMS pointer and exponent index step past them when the pass ends (RES_DOWN reads the next
+# layer's, or after the last layer the final ``norm`` and ``lm_head.norm``, H long each as well).
+_PASS_NORMS = {
+    _Pass.NORM0: ("attn_norm", "i_proj.norm"),
+    _Pass.FEED_F: ("f_proj.norm",),
+    _Pass.FEED_G: ("g_proj.norm",),
+    _Pass.MLGRU: ("g_norm", "o_proj.norm"),
+    _Pass.RES_O: ("mlp_norm", "gate_proj.norm"),
+    _Pass.GLU: ("down_proj.norm",),
+    _Pass.RES_DOWN: ("attn_norm", "i_proj.norm"),
+}
+assert sum((_PASS_NORMS[p] for p in (_Pass.NORM0, _Pass.FEED_F, _Pass.FEED_G, _Pass.MLGRU, _Pass.RES_O,
+                                     _Pass.GLU)), ()) == memory_map.LAYER_NORMS
+assert _PASS_NORMS[_Pass.RES_DOWN] == _PASS_NORMS[_Pass.NORM0]
+
+
+def _norms_length(names, H, I):
+    """The elements of the norm weights ``names`` (:func:`memory_map.norm_length`), as gateware."""
+    lengths = [memory_map.norm_length(n, H, I) for n in names]
+    if all(n is H for n in lengths) and len(lengths) <= 2:
+        return H if len(lengths) == 1 else H << 1
+    if len(lengths) == 1:
+        return lengths[0]
+    raise NotImplementedError(f"a pass over the norm weights {names}")
+
+
 class _Mode(enum.Enum, shape=3):
     EMBED = 0
     RES = 1
@@ -1160,24 +1187,30 @@ class Core(wiring.Component):
             with m.State("NEXT"):
                 m.d.comb += busy.eq(1)
                 m.d.sync += si.eq(si + feeds)
+
+                def past_norms(kind):
+                    """The PARAMS pointer and the exponent index past the norm weights of ``kind``."""
+                    names = _PASS_NORMS[kind]
+                    return [pp.eq(pp + _norms_length(names, H, I)), ei.eq(ei + len(names))]
+
                 with m.Switch(kind):
                     with m.Case(_Pass.EMBED):
                         m.d.sync += [ei.eq(1), kind.eq(_Pass.NORM0)]
                     with m.Case(_Pass.NORM0):
-                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F)]
+                        m.d.sync += [*past_norms(_Pass.NORM0), kind.eq(_Pass.FEED_F)]
                     with m.Case(_Pass.FEED_F):
-                        m.d.sync += [pp.eq(pp + H), ei.eq(ei + 1), kind.eq(_Pass.FEED_G)]
+                        m.d.sync += [*past_norms(_Pass.FEED_F), kind.eq(_Pass.FEED_G)]
                     with m.Case(_Pass.FEED_G):
-                        m.d.sync += [pp.eq(pp + H), ei.eq(ei + 1), kind.eq(_Pass.MLGRU)]
+                        m.d.sync += [*past_norms(_Pass.FEED_G), kind.eq(_Pass.MLGRU)]
                     with m.Case(_Pass.RES_O):
-                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.GLU)]
+                        m.d.sync += [*past_norms(_Pass.RES_O), kind.eq(_Pass.GLU)]
                     with m.Case(_Pass.MLGRU):
-                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.RES_O),
+                        m.d.sync += [*past_norms(_Pass.MLGRU), kind.eq(_Pass.RES_O),
                                      lh.eq(lh + H), fresh.bit_select(layer, 1).eq(0)]
                     with m.Case(_Pass.GLU):
-                        m.d.sync += [pp.eq(pp + I), ei.eq(ei + 1), kind.eq(_Pass.RES_DOWN)]
+                        m.d.sync += [*past_norms(_Pass.GLU), kind.eq(_Pass.RES_DOWN)]
                     with m.Case(_Pass.RES_DOWN):
-                        m.d.sync += [pp.eq(pp + (H << 1)), ei.eq(ei + 2), kind.eq(_Pass.FEED_F),
+                        m.d.sync += [*past_norms(_Pass.RES_DOWN), kind.eq(_Pass.FEED_F),
                                      layer.eq(layer + 1)]
                 with m.If((kind == _Pass.RES_DOWN) & (layer == L_1)):
                     m.d.sync += bg_start(emb_end, 0)

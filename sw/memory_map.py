@@ -82,13 +82,21 @@ def matrix_order(shape):
     return out
 
 
+def norm_length(name, hidden, intermediate):
+    """Elements of the norm weight ``name`` of :data:`LAYER_NORMS` (or ``norm``, ``lm_head.norm``):
+    ``intermediate`` for ``down_proj.norm``, whose input is the GLU's output, ``hidden`` otherwise."""
+    if name not in LAYER_NORMS + ("norm", "lm_head.norm"):
+        raise ValueError(f"no norm weight {name!r}")
+    return intermediate if name == "down_proj.norm" else hidden
+
+
 def param_order(shape):
     """``(name, length)`` of every BFP16 tensor, in PARAMS order (embeddings: ``V * H``)."""
     H, I = shape.hidden_size, shape.intermediate_size
     out = [("embeddings", shape.vocab_size * H)]
     for l in range(shape.num_layers):
-        out += [(f"layers.{l}.{n}", I if n == "down_proj.norm" else H) for n in LAYER_NORMS]
-    out += [("norm", H), ("lm_head.norm", H)]
+        out += [(f"layers.{l}.{n}", norm_length(n, H, I)) for n in LAYER_NORMS]
+    out += [(n, norm_length(n, H, I)) for n in ("norm", "lm_head.norm")]
     return out
 
 

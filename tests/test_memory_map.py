@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmfree import memory_map as mm
-from mmfree.golden import GoldenModel, quantize_model
+from mmfree.golden import GoldenModel, ModelShape, quantize_model
 from conftest import small_model
 
 
@@ -77,3 +77,21 @@ def test_row_units_must_divide_rows():
         mm.to_regions(q, 16, 32)
     with pytest.raises(ValueError, match="lanes is needed"):
         mm.from_regions(mm.to_regions(q, 16, 2), rows=2)
+
+
+def test_norm_lengths_and_the_core_passes():
+    """Every norm weight's length comes from one rule, and the core's passes step through a layer's
+    norm weights in PARAMS order."""
+    from mmfree.hw.core import _PASS_NORMS, _Pass
+    assert mm.norm_length("down_proj.norm", 160, 512) == 512
+    assert all(mm.norm_length(n, 160, 512) == 160 for n in mm.LAYER_NORMS[:-1] + ("norm", "lm_head.norm"))
+    with pytest.raises(ValueError, match="no norm weight 'up_proj.norm'"):
+        mm.norm_length("up_proj.norm", 160, 512)
+    layer = [n for p in (_Pass.NORM0, _Pass.FEED_F, _Pass.FEED_G, _Pass.MLGRU, _Pass.RES_O, _Pass.GLU)
+             for n in _PASS_NORMS[p]]
+    order = mm.param_order(ModelShape(vocab_size=256, hidden_size=160, num_layers=2, intermediate_size=512))
+    assert [name for name, _ in order[1:1 + 2 * len(layer)]] == \
+        [f"layers.{l}.{n}" for l in range(2) for n in layer]
+    # RES_DOWN reads the next layer's first two, or after the last layer the final two
+    assert [name for name, _ in order[-2:]] == ["norm", "lm_head.norm"]
+    assert [n.split(".", 2)[-1] for n, _ in order[1:3]] == list(_PASS_NORMS[_Pass.RES_DOWN])
