@@ -14,7 +14,8 @@ from dataclasses import dataclass, asdict, fields
 
 from mmfree import memory_map
 from mmfree.golden import ModelShape
-from mmfree.memory_map import MemoryMapError
+from mmfree.memory_map import MAX_ROWS, MemoryMapError
+from .ternary import MAX_LANES
 
 __all__ = ["HwConfig", "ARCHS", "PRESETS", "TINY_SHAPE", "DEMO_SHAPE", "DEMO_CLOCK_HZ", "COMPACT_CLOCK_HZ", "MemoryMapError"]
 
@@ -39,8 +40,6 @@ ARCHS = ("core", "compact")
 (:class:`~mmfree.hw.soc.CompactAccelerator`: a small processor running the model in firmware beside a
 ternary unit, for the iCE40UP5K); :func:`~mmfree.hw.accelerator.make_accelerator` makes either."""
 
-MAX_LANES = 1024
-MAX_ROWS = 64
 MAX_LAYERS = 1024
 MAX_VOCAB = 1 << 20
 _MAX_ROW = (1 << 24) // 127          # longest row the quantiser and the exact accumulators accept
@@ -108,8 +107,7 @@ class HwConfig:
             if value < 1:
                 raise ValueError(f"{f.name} must be positive, not {value}")
         R = self.rows
-        if R > MAX_ROWS or R & (R - 1):
-            raise ValueError(f"rows must be a power of two from 1 to {MAX_ROWS}, not {R}")
+        memory_map.check_rows(R)
         if R > 1 and self.arch != "core":
             raise ValueError(f"the {self.arch} architecture has one row unit, not {R}")
         for name in ("max_hidden", "max_vocab"):

@@ -41,7 +41,7 @@ from amaranth import *
 from amaranth.lib import wiring, stream, data, memory, fifo
 from amaranth.lib.wiring import In, Out
 
-from .. import numerics as nx
+from .. import memory_map, numerics as nx
 from .ecp5 import check_arch, dp16kd_ram, mult18x18d, platform_arch, register_copy
 
 __all__ = ["TernaryMatVec", "Rescale", "TernaryLinear", "MAX_LANES", "MAX_ROWS", "acc_width_for"]
@@ -62,8 +62,8 @@ DP16KD exactly; 16 lanes of LUT RAM are 32 ``TRELLIS_DPR16X4``."""
 
 MAX_LANES = 1024
 """The largest lane count :class:`TernaryMatVec` accepts."""
-MAX_ROWS = 64
-"""The most row units (``rows``) :class:`TernaryMatVec` accepts."""
+MAX_ROWS = memory_map.MAX_ROWS
+"""The most row units (``rows``) :class:`TernaryMatVec` accepts: a device's most."""
 
 CODE_BITS = nx.CODE.width
 PF_MANT_BITS = 16

@@ -66,6 +66,17 @@ LAYER_NORMS = ("attn_norm", "i_proj.norm", "f_proj.norm", "g_proj.norm", "g_norm
                "mlp_norm", "gate_proj.norm", "down_proj.norm")
 
 
+MAX_ROWS = 64
+"""The most row units a device has: its TRITS words hold a sub-word per row unit."""
+
+
+def check_rows(rows):
+    """Raise ``ValueError`` unless ``rows`` (a device's row units) is a power of two from 1 to
+    :data:`MAX_ROWS`."""
+    if rows < 1 or rows > MAX_ROWS or rows & (rows - 1):
+        raise ValueError(f"rows must be a power of two from 1 to {MAX_ROWS}, not {rows}")
+
+
 class MemoryMapError(ValueError):
     """A model that does not fit a device, or region contents that do not describe a model."""
 

@@ -460,3 +460,13 @@ def test_accelerator_layout_refuses_lanes_that_do_not_divide_rows(image):
     dev = fast_device(board)
     with pytest.raises(IncompatibleImage, match="lanes"):
         dev.upload(image)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(lanes=30), "lanes must be a multiple of 4 for the accelerator layout, not 30"),
+    (dict(lanes=32, rows=3), "rows must be a power of two from 1 to 64, not 3"),
+    (dict(lanes=32, rows=128), "rows must be a power of two from 1 to 64, not 128"),
+])
+def test_golden_board_refuses_a_device_that_cannot_be(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        GoldenBoard(layout="accelerator", **kwargs)

@@ -90,8 +90,7 @@ class GoldenBoard(OutputQueue):
             from ..golden import ModelShape
             if lanes % 4:
                 raise ValueError(f"lanes must be a multiple of 4 for the accelerator layout, not {lanes}")
-            if rows < 1 or rows & (rows - 1):
-                raise ValueError(f"rows must be a power of two, not {rows}")
+            mm.check_rows(rows)
             biggest = ModelShape(max_vocab, max_hidden, max_layers, max_intermediate)
             sizes = mm.region_sizes(biggest, 4)
             sizes[mm.REGION_TRITS] = mm.trit_region_bytes(biggest.ternary_weights, lanes, rows)
