@@ -25,6 +25,13 @@ def conformance_model(conformance):
     return HGRNBitForCausalLM.from_pretrained(conformance[0])
 
 
+def unused(elaboratable):
+    """``elaboratable``, built to be inspected and never elaborated: without Amaranth's warning when it
+    is collected."""
+    elaboratable._MustUse__silence = True
+    return elaboratable
+
+
 def small_model(seed=0, hidden=32, layers=2, intermediate=64, vocab=64):
     """A random float model with norm weights and lower bounds perturbed so that they matter."""
     from mmfree.model import HGRNBitConfig, HGRNBitForCausalLM

@@ -18,6 +18,7 @@ from mmfree.numerics import ACT, BFP_MANT, GATE, STATE
 from mmfree.sim.unit_vectors import (
     ELEMENTS, UnitsBench, bench_vectors, element_cases, glu_tokens, mlgru_steps, norm_cases,
 )
+from conftest import unused
 from test_hw_ternary import edge_jobs, random_jobs, rescale_cases, steady_jobs
 
 MIN_VECTORS = 10_000
@@ -75,7 +76,7 @@ def bench_vec():
     """The vectors of ``test_units_cocotb`` (the same seed and counts), payload rows per port."""
     bench = UnitsBench()
     for unit in (bench, *bench.units.values()):         # built for their vectors, not elaborated
-        unit._MustUse__silence = True
+        unused(unit)
     n = MIN_VECTORS
     return bench_vectors(bench, 2024, elements=n, norm=n // 70,
                          mlgru=-(-n // (bench.hidden * bench.layers)), glu=-(-n // bench.intermediate),

@@ -7,6 +7,7 @@ import pytest
 from mmfree.cli import main
 from mmfree.hw import report
 from mmfree.hw.ternary import TernaryMatVec
+from conftest import unused
 
 
 def run(capsys, *argv):
@@ -46,18 +47,16 @@ def test_plan_defaults():
                           "block RAM would need 228 DP16KD, the LFE5U-85F has 208")
     unit = mv[2].factory()
     assert isinstance(unit, TernaryMatVec) and unit.act_lut_lanes == 128 and unit.max_k == 4096
-    assert unit.spread_control
-    unit._MustUse__silence = True
+    assert unused(unit).spread_control
     for row in mv[:2]:
-        unit = row.factory()
-        unit._MustUse__silence = True
+        unit = unused(row.factory())
         assert unit.act_lut_lanes == 0 and not unit.spread_control and row.note is None
     assert rows[3].params == "acc_width=21 (max_k=4096)"
     from mmfree.hw.config import DEMO_SHAPE
     assert next(r for r in rows if r.unit == "mlgru").params == \
         f"hidden={DEMO_SHAPE.hidden_size} layers={DEMO_SHAPE.num_layers} (demo)"
     for r in rows:
-        r.factory()._MustUse__silence = True
+        unused(r.factory())
 
 
 def test_plan_shapes_and_selection():
@@ -66,7 +65,7 @@ def test_plan_shapes_and_selection():
                                                   ("glu", "intermediate=2816 (370M)")]
     assert set(report.SHAPES) == set(report._shapes())
     for r in rows:
-        r.factory()._MustUse__silence = True
+        unused(r.factory())
 
 
 def test_act_lut_lanes_for():

@@ -19,6 +19,7 @@ from mmfree.hw.ternary import TernaryMatVec, Rescale, TernaryLinear, MAX_K, acc_
 from mmfree.sim import vectors as V
 from mmfree.sim.pysim import run_streams
 from mmfree.sim.runner import ecp5_cell_models, missing, run_cocotb
+from conftest import unused
 
 TB = "mmfree.sim.tb_streams"
 
@@ -199,11 +200,6 @@ def test_spread_control_groups():
     # a buffer deeper than one DP16KD stays an inferred memory
     deep = rtlil.convert(TernaryMatVec(4, 2048, spread_control=True, arch="ecp5"), emit_src=False)
     assert "DP16KD" not in deep and deep.count('attribute \\ram_style "block"') == 1
-
-
-def unused(elaboratable):
-    elaboratable._MustUse__silence = True             # built to be inspected, not elaborated
-    return elaboratable
 
 
 def test_widths():

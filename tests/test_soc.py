@@ -25,6 +25,7 @@ from mmfree.numerics import pack_trits_base3
 from mmfree.hw.config import HwConfig, TINY_SHAPE
 from mmfree.hw import soc
 from mmfree.hw.soc import CompactAccelerator, SocMap, TernaryDot
+from conftest import unused
 
 DATA = Path(__file__).parent / "data"
 TINY4 = HwConfig.for_model(TINY_SHAPE, lanes=4)
@@ -111,7 +112,7 @@ def test_board_flow_builds_the_compact_one_for_the_icebreaker():
     from mmfree.hw.config import PRESETS
     assert get_board("icebreaker").arch == "compact" and get_board("ulx3s-85f").arch == "core"
     design = accelerator_design("tiny", arch=get_board("icebreaker").arch)
-    acc = design.make(design.clock_hz, 0x1234)
+    acc = unused(design.make(design.clock_hz, 0x1234))
     assert isinstance(acc, CompactAccelerator) and acc.config == PRESETS["icebreaker"]
     assert acc.info.build_hash == 0x1234 and acc.info.lanes == 4
     with pytest.raises(ValueError, match="arch must be one of"):
