@@ -196,7 +196,7 @@ def test_output_scale_unit():
     cases = [(0, 12, 5, 64, PFloat(40000, -20)), (5, 12, 0, 64, PFloat(40000, -20)),
              ((1 << 38), -20, ((1 << 17) - 1) << 46, (1 << 17) - 1, PFloat(65535, 1000)),
              (1, 75, 1, 1, PFloat(32768, -1000)), (3, 12, 7, 3, PFloat(3, 0))]
-    while len(cases) < 40:
+    while len(cases) < 300:
         k = rng.choice([1, 2, 3, 7, 64, 1000, 1 << 17])
         cases.append((rng.randint(1, 1 << rng.randint(1, 38)), rng.randint(-20, 75),
                       rng.randint(1, k << rng.randint(0, 46)), k,
