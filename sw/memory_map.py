@@ -47,7 +47,8 @@ from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 __all__ = ["REGION_TRITS", "REGION_PARAMS", "REGION_GATES", "REGION_SCALARS", "REGION_NAMES",
            "REGION_TAGS", "WORD_BYTES", "TRITS_PER_BYTE", "TRIT_UNIT_BYTES", "trit_word_bytes",
            "word_bytes", "trit_region_bytes", "matrix_order", "param_order", "scalar_names", "region_sizes", "to_regions",
-           "from_regions", "trit_subword_bytes", "MemoryMapError"]
+           "from_regions", "trit_subword_bytes", "LAYER_MATRICES", "LAYER_NORMS", "norm_length", "MAX_ROWS",
+           "check_rows", "MemoryMapError"]
 
 REGION_TRITS, REGION_PARAMS, REGION_GATES, REGION_SCALARS = 0, 1, 2, 3
 REGION_NAMES = {REGION_TRITS: "trits", REGION_PARAMS: "params", REGION_GATES: "gates",
