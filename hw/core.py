@@ -175,13 +175,13 @@ assert _PASS_NORMS[_Pass.RES_DOWN] == _PASS_NORMS[_Pass.NORM0]
 
 
 def _norms_length(names, H, I):
-    """The elements of the norm weights ``names`` (:func:`memory_map.norm_length`), as gateware."""
+    """The elements of the norm weights ``names`` together (:func:`memory_map.norm_length`), as
+    gateware: one length, or two of ``H`` as ``H << 1`` (a shift, not an adder)."""
     lengths = [memory_map.norm_length(n, H, I) for n in names]
-    if all(n is H for n in lengths) and len(lengths) <= 2:
-        return H if len(lengths) == 1 else H << 1
-    if len(lengths) == 1:
-        return lengths[0]
-    raise NotImplementedError(f"a pass over the norm weights {names}")
+    if len(lengths) == 2 and all(n is H for n in lengths):
+        return H << 1
+    (length,) = lengths
+    return length
 
 
 class _Mode(enum.Enum, shape=3):
