@@ -390,7 +390,7 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._probe = {}                                # for tests: name -> internal unit
+        self._probe = {}              # for tests and mmfree.sim.profile: name -> internal unit
         cfg = self.config
         P, LP = cfg.lanes, cfg.lanes_log2
         R, LR = cfg.rows, cfg.rows.bit_length() - 1        # row units

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "mmfree.hw.commands",
     "mmfree.sim.board",
     "mmfree.sim.commands",
+    "mmfree.sim.profile",
     "mmfree.run",
 ]
 

@@ -161,8 +161,9 @@ def region_sizes(shape, lanes, rows=1):
 def _check_lanes(shape, lanes, rows=1):
     if lanes % 4:
         raise MemoryMapError(f"lanes must be a multiple of 4, not {lanes}")
-    if not isinstance(rows, int) or rows < 1:
-        raise MemoryMapError(f"rows must be a positive integer, not {rows!r}")
+    if not isinstance(rows, int) or isinstance(rows, bool):
+        raise MemoryMapError(f"rows must be an int, not {rows!r}")
+    check_rows(rows)
     for name, nrows, cols in matrix_order(shape)[:6] + matrix_order(shape)[-1:]:
         if cols % lanes:
             raise MemoryMapError(f"rows of {cols} trits ({name}) are not a multiple of {lanes} lanes")

@@ -15,6 +15,7 @@ from mmfree import memory_map as mm
 from mmfree.golden import GoldenModel, ModelShape, quantize_model
 from mmfree.hw.config import HwConfig, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
 from mmfree.hw.core import Core, Command, region_words, LOGITS_READ_LATENCY, REGION_PORTS
+from mmfree.sim.core_sim import request, write_regions
 from conftest import small_model
 
 
@@ -108,40 +109,6 @@ def _model(seed, vocab, hidden, layers, intermediate):
                                       vocab=vocab))
 
 
-async def _load(ctx, dut, words):
-    for region, ws in words.items():
-        port = getattr(dut, "wr_" + REGION_PORTS[region])
-        ctx.set(port.en, 1)
-        for addr, word in enumerate(ws):
-            ctx.set(port.addr, addr)
-            ctx.set(port.data, word)
-            await ctx.tick()
-        ctx.set(port.en, 0)
-
-
-async def _request(ctx, dut, cmd, token=0, limit=100_000):
-    """Send one request; for STEP return ``(token, logit, error, cycles)``."""
-    ctx.set(dut.req.payload.cmd, cmd)
-    ctx.set(dut.req.payload.token, token)
-    ctx.set(dut.req.valid, 1)
-    await ctx.tick().until(dut.req.ready)
-    ctx.set(dut.req.valid, 0)
-    if cmd == Command.RESET_STATE:
-        return None
-    for _ in range(limit):
-        await ctx.tick()
-        if ctx.get(dut.res.valid):
-            break
-    else:
-        raise AssertionError(f"no result within {limit} cycles")
-    assert ctx.get(dut.busy) == 0
-    res = ctx.get(dut.res.payload)
-    ctx.set(dut.res.ready, 1)
-    await ctx.tick()
-    ctx.set(dut.res.ready, 0)
-    return int(res.token), int(res.logit), int(res.error), ctx.get(dut.cycles)
-
-
 def _run(dut, bench, *monitors):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -182,11 +149,11 @@ def test_core_amaranth_small(lanes, rows):
     logits_hw = []
 
     async def bench(ctx):
-        await _load(ctx, dut, words)
+        await write_regions(ctx, dut, words)
         tok = 5
         for phase in range(2):
             for _ in range(3 if phase == 0 else 2):
-                token, logit, error, cycles = await _request(ctx, dut, Command.STEP, tok)
+                token, logit, error, cycles = await request(ctx, dut, Command.STEP, tok)
                 assert error == 0
                 logits, nxt = golden.step(tok)
                 got.append((token, logit))
@@ -199,12 +166,12 @@ def test_core_amaranth_small(lanes, rows):
                 await ctx.tick().repeat(LOGITS_READ_LATENCY)
                 row.append(ctx.get(dut.rd_logits.data))
             logits_hw.append((row, logits.tolist()))
-            await _request(ctx, dut, Command.RESET_STATE)
+            await request(ctx, dut, Command.RESET_STATE)
             golden.reset()
             tok = 5
         # a token id outside the vocabulary is refused, and nothing changes
-        assert (await _request(ctx, dut, Command.STEP, 32))[2] == 1
-        token, logit, error, cycles = await _request(ctx, dut, Command.STEP, 7)
+        assert (await request(ctx, dut, Command.STEP, 32))[2] == 1
+        token, logit, error, cycles = await request(ctx, dut, Command.STEP, 7)
         logits, nxt = golden.step(7)
         assert (token, logit, error) == (nxt, int(logits.max()), 0)
         print(f"cycles per token: {cycles}")
@@ -233,7 +200,7 @@ def test_core_amaranth_norm_weights_fetched_ahead():
     got, want, fetched = [], [], []
 
     async def step(ctx, tok):
-        token, logit, error, _ = await _request(ctx, dut, Command.STEP, tok)
+        token, logit, error, _ = await request(ctx, dut, Command.STEP, tok)
         logits, nxt = golden.step(tok)
         got.append((token, logit, error))
         want.append((nxt, int(logits.max()), 0))
@@ -241,7 +208,7 @@ def test_core_amaranth_norm_weights_fetched_ahead():
         return token
 
     async def bench(ctx):
-        await _load(ctx, dut, words)
+        await write_regions(ctx, dut, words)
         tok = await step(ctx, 3)
         tok = await step(ctx, tok)
         for layer in q.layers:
@@ -282,12 +249,12 @@ def test_core_amaranth_reload_and_full_rate_rows():
 
     async def bench(ctx):
         for q in models:
-            await _load(ctx, dut, region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows))
-            await _request(ctx, dut, Command.RESET_STATE)
+            await write_regions(ctx, dut, region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows))
+            await request(ctx, dut, Command.RESET_STATE)
             golden = GoldenModel(q)
             tok = 1
             for _ in range(2):
-                token, logit, error, _ = await _request(ctx, dut, Command.STEP, tok)
+                token, logit, error, _ = await request(ctx, dut, Command.STEP, tok)
                 logits, nxt = golden.step(tok)
                 got.append((token, logit, error))
                 want.append((nxt, int(logits.max()), 0))
@@ -298,7 +265,7 @@ def test_core_amaranth_reload_and_full_rate_rows():
         ctx.set(dut.wr_scalars.en, 1)
         await ctx.tick()
         ctx.set(dut.wr_scalars.en, 0)
-        assert (await _request(ctx, dut, Command.STEP, 1))[2] == 1
+        assert (await request(ctx, dut, Command.STEP, 1))[2] == 1
 
     _run(dut, bench)
     assert got == want
