@@ -24,12 +24,14 @@ __all__ = ["profile", "ProfileError", "register"]
 
 
 class ProfileError(ValueError):
-    """The simulated core answered differently from the golden model."""
+    """The simulated core did not do what a token requires: its answer differs from the golden
+    model's, it gave none, or its weight beats or busy clocks do not add up."""
 
 
-def _trace_token(dut, beats):
-    """A process recording, while ``dut.busy``, the clock of every weight beat taken (relative to
-    the token's first busy clock) into ``beats`` (cleared at each token's start)."""
+def _trace_token(dut, beats, busy_clocks):
+    """A process recording, while ``dut.busy``, the clock of every weight beat taken into ``beats``
+    and the busy clocks into ``busy_clocks[0]`` (both cleared at each token's start). Clocks count as
+    the core's ``cycles`` do: clock 0 is the one the request is accepted in, the first busy one 1."""
     w = dut._probe["linear"].w
 
     async def monitor(ctx):
@@ -39,10 +41,11 @@ def _trace_token(dut, beats):
                 clock = None
                 continue
             if clock is None:
-                clock = 0
+                clock = 1
                 beats.clear()
             if valid and ready:
                 beats.append(clock)
+            busy_clocks[0] = clock
             clock += 1
     return monitor
 
@@ -99,7 +102,7 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
     dut = Core(config)
     sim = Simulator(dut)
     sim.add_clock(1 / config.clk_freq)
-    beats = []
+    beats, busy_clocks = [], [0]
     answers = []
     golden = GoldenModel(q)
 
@@ -120,13 +123,17 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
             if got[:3] != (want, int(logits.max()), 0):
                 raise ProfileError(f"token {n + 1}: the core answered {got[0]} (logit {got[1]}, error "
                                    f"{got[2]}), the golden model {want} (logit {int(logits.max())})")
-            answers.append(dict(token=tok, next=got[0], cycles=got[3], beats=list(beats)))
+            answers.append(dict(token=tok, next=got[0], cycles=got[3], beats=list(beats),
+                                busy=busy_clocks[0]))
             tok = got[0]
 
     sim.add_testbench(bench)
-    sim.add_process(_trace_token(dut, beats))
+    sim.add_process(_trace_token(dut, beats, busy_clocks))
     sim.run()
     last = answers[-1]
+    if last["busy"] + 1 != last["cycles"]:
+        raise ProfileError(f"the core counted {last['cycles']:,} cycles for a token that kept it busy "
+                           f"{last['busy']:,} clocks after the one it was accepted in")
     lanes_all = config.total_lanes
     result = split(last["beats"], last["cycles"], mm.matrix_order(q.shape), lanes_all)
     result.update(model=model, layout=_lanes_text(config), lanes=lanes_all, lanes_per_row=P, rows=R,
