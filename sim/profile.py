@@ -97,7 +97,7 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
         if progress:
             print(f"profile: {msg}", file=sys.stderr, flush=True)
 
-    say(f"elaborating the core ({config.total_lanes} lanes, {R} row unit{'s' if R > 1 else ''} of {P})")
+    say(f"elaborating the core ({_lanes_text(config)})")
     t0 = time.monotonic()
     dut = Core(config)
     sim = Simulator(dut)
@@ -118,7 +118,7 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
             try:
                 got = await request(ctx, dut, Command.STEP, tok, limit)
             except AssertionError as e:
-                raise ProfileError(f"the core gave {e}") from None
+                raise ProfileError(f"token {n + 1}: {e}") from None
             logits, want = golden.step(tok)
             if got[:3] != (want, int(logits.max()), 0):
                 raise ProfileError(f"token {n + 1}: the core answered {got[0]} (logit {got[1]}, error "
