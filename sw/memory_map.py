@@ -163,7 +163,10 @@ def _check_lanes(shape, lanes, rows=1):
         raise MemoryMapError(f"lanes must be a multiple of 4, not {lanes}")
     if not isinstance(rows, int) or isinstance(rows, bool):
         raise MemoryMapError(f"rows must be an int, not {rows!r}")
-    check_rows(rows)
+    try:
+        check_rows(rows)
+    except ValueError as e:
+        raise MemoryMapError(str(e)) from None
     for name, nrows, cols in matrix_order(shape)[:6] + matrix_order(shape)[-1:]:
         if cols % lanes:
             raise MemoryMapError(f"rows of {cols} trits ({name}) are not a multiple of {lanes} lanes")

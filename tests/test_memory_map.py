@@ -75,6 +75,9 @@ def test_row_units_must_divide_rows():
     q = quantize_model(small_model(26, hidden=32, layers=1, intermediate=64, vocab=48))
     with pytest.raises(mm.MemoryMapError, match="48 rows .lm_head. are not a multiple of 32 row units"):
         mm.to_regions(q, 16, 32)
+    # a count no device has is named as such, before any matrix is measured against it
+    with pytest.raises(mm.MemoryMapError, match="rows must be a power of two from 1 to 64, not 3"):
+        mm.to_regions(q, 16, 3)
     with pytest.raises(ValueError, match="lanes is needed"):
         mm.from_regions(mm.to_regions(q, 16, 2), rows=2)
 
