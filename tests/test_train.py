@@ -14,7 +14,6 @@ from mmfree.model.modeling import BitLinear
 
 SMALL = dict(hidden=16, layers=1, intermediate=32, steps=4, batch=4, context=32, warmup=2,
              eval_every=2, checkpoint_every=2, dropout=0.1)
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
 
 
 @pytest.fixture
@@ -248,11 +247,17 @@ def test_shipped_models_meet_their_goals():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CORPUS.is_file(), reason="tinyshakespeare.txt not available")
 def test_shipped_tiny_model_predicts_the_validation_text():
+    """On the corpus's validation split where the corpus is present (the whole split gives 1.7036
+    nats/byte), else on the text sample that ships in the package (1.66): under 1.9 nats/byte, and
+    under 60% of what the text's own byte frequencies give (3.09 on the sample)."""
+    from collections import Counter
+    from mmfree.accuracy import validation_text
     from mmfree.registry import resolve
     model = HGRNBitForCausalLM.from_pretrained(resolve("tiny").folder)
-    _, val = T.load_corpus(CORPUS)
+    text, _ = validation_text()
+    text = text[:16 * 256]
     with T.parallel_scan(model):
-        loss = T.validation_loss(model, val[:16 * 256])
-    assert loss < 1.9                        # the whole split gives 1.7036
+        loss = T.validation_loss(model, torch.frombuffer(bytearray(text), dtype=torch.uint8))
+    unigram = -sum(n / len(text) * math.log(n / len(text)) for n in Counter(text).values())
+    assert loss < 1.9 and loss < 0.6 * unigram, (loss, unigram)
