@@ -363,6 +363,13 @@ class Core(wiring.Component):
     Parameters
     ----------
     config : :class:`~mmfree.hw.config.HwConfig`
+
+    Attributes
+    ----------
+    probe : dict
+        Filled by :meth:`elaborate`, for simulation only (the tests, :mod:`mmfree.sim.profile`):
+        name -> an internal unit or signal, e.g. ``probe["linear"]``, the matrix-vector unit, whose
+        ``w`` stream carries the weight beats. Not a port: a netlist does not keep them.
     """
 
     def __init__(self, config):
@@ -390,7 +397,7 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._probe = {}              # for tests and mmfree.sim.profile: name -> internal unit
+        self.probe = {}
         cfg = self.config
         P, LP = cfg.lanes, cfg.lanes_log2
         R, LR = cfg.rows, cfg.rows.bit_length() - 1        # row units
@@ -454,7 +461,7 @@ class Core(wiring.Component):
         m.submodules.matvec = linear = TernaryMatVec(P, KMAX, rows=R, spread_control=True,
                                                      trits_delay=_WREAD_DELAY, act_memory="distributed")
         m.submodules.rescale = rescale = Rescale(linear.acc_width, exp_width=16)
-        self._probe.update(quant=quant, linear=linear, rescale=rescale)
+        self.probe.update(quant=quant, linear=linear, rescale=rescale)
         # Scales queue up, so that the quantiser never waits for the rescale stage to take one; the
         # accumulators queue up too, so that the weights keep streaming while a projection's scale is
         # still being computed (it can take longer than the codes and the first rows).
@@ -832,7 +839,7 @@ class Core(wiring.Component):
             with m.If(mode == _Mode[name]):
                 m.d.comb += [out_valid.eq(valid_chain[k]), out_j.eq(j_chain[k]), out_v.eq(value),
                              out_w.eq(w_chain[k]), out_last.eq(last_chain[k])]
-        self._probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
+        self.probe.update(kind=kind, v_run=v_run, vu_empty=vu_empty, wb_proj=wb_proj, wb_row=wb_row,
                            inflight=inflight, nw_ok0=nw_ok0, nw_ok12=nw_ok12)
         m.d.sync += [
             v_buf.w_addr.eq(out_j),
@@ -1004,7 +1011,7 @@ class Core(wiring.Component):
             *(f.r_en.eq(t) for f, t in zip(wfifos, takes)),
             take.eq(linear.w.ready & w_all),
         ]
-        self._probe.update(wfifos=wfifos)
+        self.probe.update(wfifos=wfifos)
         nb_next_1 = Signal(max_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):

@@ -32,7 +32,7 @@ def _trace_token(dut, beats, busy_clocks):
     """A process recording, while ``dut.busy``, the clock of every weight beat taken into ``beats``
     and the busy clocks into ``busy_clocks[0]`` (both cleared at each token's start). Clocks count as
     the core's ``cycles`` do: clock 0 is the one the request is accepted in, the first busy one 1."""
-    w = dut._probe["linear"].w
+    w = dut.probe["linear"].w
 
     async def monitor(ctx):
         clock = None

@@ -123,7 +123,7 @@ def _beats_monitor(dut, taken):
     offers no beat (the streamer reads them on its own count of the beats written, not on their
     flags), that all are read together, and counts the beats read into ``taken[0]``."""
     async def monitor(ctx):
-        fifos = dut._probe["wfifos"]
+        fifos = dut.probe["wfifos"]
         signals = [s for f in fifos for s in (f.r_en, f.r_rdy)]
         async for _, _, *values in ctx.tick().sample(*signals):
             reads, ready = values[0::2], values[1::2]
@@ -204,7 +204,7 @@ def test_core_amaranth_norm_weights_fetched_ahead():
         logits, nxt = golden.step(tok)
         got.append((token, logit, error))
         want.append((nxt, int(logits.max()), 0))
-        fetched.append((ctx.get(dut._probe["nw_ok0"]), ctx.get(dut._probe["nw_ok12"])))
+        fetched.append((ctx.get(dut.probe["nw_ok0"]), ctx.get(dut.probe["nw_ok12"])))
         return token
 
     async def bench(ctx):
@@ -225,7 +225,7 @@ def test_core_amaranth_norm_weights_fetched_ahead():
             await ctx.tick()
         ctx.set(dut.wr_params.en, 0)
         await ctx.tick()
-        fetched.append((ctx.get(dut._probe["nw_ok0"]), ctx.get(dut._probe["nw_ok12"])))
+        fetched.append((ctx.get(dut.probe["nw_ok0"]), ctx.get(dut.probe["nw_ok12"])))
         for _ in range(2):
             tok = await step(ctx, tok)
 
