@@ -1,8 +1,6 @@
 """`mmfree run --port URL` against a golden board on a TCP socket: the main job's output, and the ways
 it can fail, each ending in one line on stderr, a non-zero exit and no hang."""
 
-import time
-
 import pytest
 
 from mmfree.cli import main
@@ -18,8 +16,12 @@ def one_line_error(code, err):
     assert code != 0 and len(lines) == 1 and lines[0].startswith("mmfree: error:"), err
 
 
+def golden_text(n):
+    return PROMPT.encode() + bytes(GoldenModel(resolve("tiny").quantized()).generate(list(PROMPT.encode()), n))
+
+
 def test_run_streams_the_golden_models_text(capfd):
-    want = PROMPT.encode() + bytes(GoldenModel(resolve("tiny").quantized()).generate(list(PROMPT.encode()), 30))
+    want = golden_text(30)
     with BoardServer(GoldenBoard()) as server:
         code = main(["run", "--model", "tiny", "--prompt", PROMPT, "-n", "30", "--port", server.url])
     out, err = capfd.readouterr()
@@ -34,7 +36,9 @@ def test_damaged_image_is_refused(tmp_path, capfd):
     bad.write_bytes(bytes(img))
     with BoardServer(GoldenBoard()) as server:
         code = main(["run", "--model", str(bad), "--prompt", PROMPT, "--port", server.url])
-    one_line_error(code, capfd.readouterr().err)
+    err = capfd.readouterr().err
+    one_line_error(code, err)
+    assert "CRC mismatch" in err
 
 
 def test_truncated_image_is_refused(tmp_path, capfd):
@@ -58,10 +62,10 @@ def test_model_too_big_for_the_device(capfd):
 
 
 def test_unreachable_port(capfd):
-    t0 = time.monotonic()
     code = main(["run", "--model", "tiny", "--prompt", PROMPT, "--port", "socket://127.0.0.1:1"])
-    one_line_error(code, capfd.readouterr().err)
-    assert time.monotonic() - t0 < 30
+    err = capfd.readouterr().err
+    one_line_error(code, err)
+    assert "cannot open socket://127.0.0.1:1" in err
 
 
 class _GoesSilent(GoldenBoard):
@@ -75,9 +79,13 @@ class _GoesSilent(GoldenBoard):
 
 
 def test_device_that_stops_answering_mid_generation(capfd):
-    t0 = time.monotonic()
+    """The tokens that came are on stdout, the golden model's; then the driver gives up after its
+    retries (the driver's own timeouts, tested on a virtual clock in test_driver) with one line."""
     with BoardServer(_GoesSilent()) as server:
         code = main(["run", "--model", "tiny", "--prompt", PROMPT, "-n", "50", "--port", server.url])
     captured = capfd.readouterr()
     one_line_error(code, captured.err)
-    assert time.monotonic() - t0 < 120
+    assert "no valid reply" in captured.err
+    want = golden_text(50).decode("utf-8", "replace")
+    came = captured.out.rstrip("\n")
+    assert len(came) >= len(PROMPT) + 5 and want.startswith(came), captured.out
