@@ -224,13 +224,11 @@ def test_cli_trains_and_refuses_to_overwrite(capsys, corpus, tmp_path):
 
 def test_shipped_models_meet_their_goals():
     from mmfree.registry import resolve
-    goals = {"demo": 1.50, "tiny": 1.75}
-    for name, goal in goals.items():
+    for name in ("demo", "tiny"):
         folder = resolve(name).folder
         model = HGRNBitForCausalLM.from_pretrained(folder)
         info = json.loads((folder / "train.json").read_text())
         assert info["quantised"] and info["finished"]
-        assert info["validation"]["nats_per_byte"] <= goal, name
         assert info["model"]["ternary_weights"] == model.config.ternary_weights
         assert (folder / "model.safetensors").stat().st_size <= 8 * 2 ** 20
         assert info["data"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -247,17 +245,23 @@ def test_shipped_models_meet_their_goals():
 
 
 @pytest.mark.slow
-def test_shipped_tiny_model_predicts_the_validation_text():
-    """On the corpus's validation split where the corpus is present (the whole split gives 1.7036
-    nats/byte), else on the text sample that ships in the package (1.66): under 1.9 nats/byte, and
-    under 60% of what the text's own byte frequencies give (3.09 on the sample)."""
+@pytest.mark.parametrize("name, goal", [("tiny", 1.75), ("demo", 1.50)])
+def test_shipped_model_meets_its_goal_on_the_validation_text(name, goal):
+    """Measured here, not read from the training record: the nats per byte of the validation split
+    (the corpus's last 10% where the corpus is present: tiny 1.7036, demo 1.4930; else the text sample
+    that ships in the package: tiny 1.66, demo 1.44) at most the model's goal, under 60% of what the
+    text's own byte frequencies give (3.09 on the sample), and, on the corpus, the figure the
+    training record states."""
     from collections import Counter
-    from mmfree.accuracy import validation_text
+    from mmfree.accuracy import DEFAULT_CORPUS, validation_text
     from mmfree.registry import resolve
-    model = HGRNBitForCausalLM.from_pretrained(resolve("tiny").folder)
+    folder = resolve(name).folder
+    model = HGRNBitForCausalLM.from_pretrained(folder)
     text, _ = validation_text()
-    text = text[:16 * 256]
     with T.parallel_scan(model):
         loss = T.validation_loss(model, torch.frombuffer(bytearray(text), dtype=torch.uint8))
     unigram = -sum(n / len(text) * math.log(n / len(text)) for n in Counter(text).values())
-    assert loss < 1.9 and loss < 0.6 * unigram, (loss, unigram)
+    assert loss <= goal and loss < 0.6 * unigram, (loss, unigram)
+    if DEFAULT_CORPUS.is_file():
+        recorded = json.loads((folder / "train.json").read_text())["validation"]["nats_per_byte"]
+        assert abs(loss - recorded) < 1e-3, (loss, recorded)
