@@ -85,6 +85,9 @@ def link_throughput(nbytes=None, baud=3_000_000, progress=False):
         deadline = time.monotonic() + 10
         while not stats.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+        if not stats.exists():
+            from mmfree.sim.runner import SimulationError
+            raise SimulationError("the simulated board did not log the connection's byte counts within 10 s")
         st = json.loads(stats.read_text().splitlines()[-1])
     line_cycles = st["last_out"] - st["first_in"]
     seconds = line_cycles / config.clk_freq
@@ -96,8 +99,14 @@ def link_throughput(nbytes=None, baud=3_000_000, progress=False):
 
 
 def cmd_bench(args):
+    from mmfree.sim.runner import SimulationError
     if args.link:
-        r = link_throughput(progress=not args.json)
+        try:
+            r = link_throughput(progress=not args.json)
+        except SimulationError as e:
+            print(f"mmfree: error: the link simulation failed: {str(e).strip().splitlines()[0]}",
+                  file=sys.stderr)
+            return 1
         if args.json:
             print(json.dumps(r, indent=2))
         else:
@@ -107,7 +116,6 @@ def cmd_bench(args):
                   f"{100 * r['efficiency']:.1f}% of the line rate ({r['wire_bytes_in']:,} bytes on the wire, "
                   f"{r['retransmissions']} retransmissions)")
         return 0
-    from mmfree.sim.runner import SimulationError
     try:
         r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes, arch=args.arch,
                   rows=args.rows, progress=sys.stderr.isatty() or not args.json)
