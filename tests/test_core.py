@@ -298,7 +298,7 @@ def core_vectors(q, config, script):
         vec[f"region__{REGION_PORTS[region]}"] = np.frombuffer(
             b"".join(w.to_bytes(size, "little") for w in ws), dtype=np.uint8).reshape(len(ws), size)
     golden = GoldenModel(q)
-    cmds, expect = [], []
+    cmds, expect, rows = [], [], []
     tok = 0
     for item in script:
         if item[0] == "reset":
@@ -309,9 +309,12 @@ def core_vectors(q, config, script):
         logits, nxt = golden.step(tok)
         cmds.append((Command.STEP.value, tok))
         expect.append((nxt, int(logits.max())))
+        rows.append(np.asarray(logits, dtype=np.int64))
         tok = nxt
     vec["commands"] = np.array(cmds, dtype=np.int64)
     vec["expect"] = np.array(expect, dtype=np.int64)
+    vec["logits"] = np.stack(rows)
+    vec["logits_latency"] = np.array(LOGITS_READ_LATENCY)
     vec["weights_per_token"] = np.array(q.shape.ternary_weights)
     vec["lanes"] = np.array(P * R)
     return vec
@@ -344,8 +347,9 @@ def test_core_verilator(name, steps, arch, tmp_path):
                       vectors=vec, run_dir=tmp_path, platform=ECP5_TARGET if ecp5 else None,
                       sources=[runner.ecp5_cell_models()] if ecp5 else ())
     report = json.loads((tmp_path / "core_report.json").read_text())
-    assert report["tokens"] == steps and report["matched"] == steps
-    print(f"\n{name} ({what}), {cfg.lanes} lanes: {steps} tokens identical to the golden model; "
+    assert report["tokens"] == steps          # the testbench stops at the first difference
+    print(f"\n{name} ({what}), {cfg.lanes} lanes: {steps} tokens and their rows of logits identical "
+          f"to the golden model's; "
           f"{report['cycles_per_token']:.0f} cycles per token, lane utilisation "
           f"{100 * report['utilisation']:.1f}%")
 
