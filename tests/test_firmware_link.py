@@ -8,7 +8,6 @@ is run against the firmware too, over a clean and over a damaged link.
 """
 
 import dataclasses
-import importlib.util
 import random
 import zlib
 
@@ -18,16 +17,7 @@ from malformed import malformed_burst, valid_frames
 from mmfree import protocol as p
 from mmfree.driver import Device, DeviceNak, FaultyTransport, GoldenBoard
 from mmfree.hw.config import HwConfig, TINY_SHAPE
-from mmfree.hw.firmware import FW_DIR, SOURCES
 from mmfree.hw.link import info_for
-
-_MISSING = [s for s in SOURCES + ("host.c",) if not (FW_DIR / s).is_file()]
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("ziglang") is None,
-                       reason="the ziglang package (the C compiler) is not installed: pip install ziglang"),
-    pytest.mark.skipif(bool(_MISSING), reason=f"the firmware is not complete: hw/fw lacks "
-                                               f"{', '.join(_MISSING)}, so the host build cannot be made"),
-]
 
 CONFIG = HwConfig.for_model(TINY_SHAPE, lanes=4)
 BUILD_HASH = 0x5EED1234
