@@ -605,6 +605,8 @@ def test_feed_generate_stop_resend():
             if any(x.code == p.Reply.DONE and x.seq == seq for x in host.frames):
                 break
             await host.wait(ctx, 1)
+        else:
+            raise AssertionError("no DONE after STOP")
         stream = [x for x in host.frames if x.seq == seq and x.code in (p.Reply.TOKEN, p.Reply.DONE)]
         done = p.Done.unpack(stream[-1].payload)
         tokens = [p.Token.unpack(x.payload) for x in stream[:-1]]
@@ -711,6 +713,8 @@ def test_fuzzed_frames_never_wedge_the_link():
                 f = (await host.wait(ctx, 1))[0]
                 if isinstance(f, p.Frame) and f.seq == seq and f.code == p.Reply.ACK:
                     break
+            else:
+                raise AssertionError("no answer to the INFO after a burst")
             assert f.payload == dut.link.info_bytes
         st = p.Status.unpack(ack(await host.command(ctx, p.Cmd.STATUS)))
         assert (st.frames_ok, st.frames_rejected) == (sent["ok"] + 1, sent["rejected"])
