@@ -20,8 +20,14 @@ def test_decode_table_is_pack_trits_of_base3():
     for b in (0, 1, 2, 3, 121, 200, 242):
         trits = nx.unpack_trits_base3(torch.tensor([b], dtype=torch.uint8), 5)
         assert table[b] == int.from_bytes(nx.pack_trits(trits).numpy().tobytes(), "little")
+    # worked by hand from the two formats: byte sum((t_k + 1) * 3**k); word: trit k's two's-complement
+    # code (-1: 11, 0: 00, +1: 01) in bits 2k+1 .. 2k
     assert table[121] == 0                     # 121 = 1 + 3 + 9 + 27 + 81: five zero trits
     assert table[0] == 0b11_11_11_11_11        # five -1 trits
+    assert table[5] == 0b11_11_11_00_01        # 5 = 2 + 1*3: trits +1, 0, -1, -1, -1
+    assert table[242] == 0b01_01_01_01_01      # five +1 trits
+    assert table[2 * 81 + 1 * 27] == 0b01_00_11_11_11   # trits -1, -1, -1, 0, +1
+    assert nx.pack_trits_base3(torch.tensor([1, 0, -1, -1, -1])).tolist() == [5]
 
 
 def test_trit_stream_checks_arguments():
