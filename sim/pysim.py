@@ -1,13 +1,15 @@
 """The stream testbench of :mod:`mmfree.sim.tb_streams`, on Amaranth's own simulator.
 
 Same vector dicts, same rules (a producer holds ``valid`` and the payload until the transfer; random
-idle cycles and ``ready`` stalls with probability ``stall``), same exact comparison, for short tests
+idle cycles and ``ready`` stalls with probability ``stall``), same exact comparison and the same watch for extra beats, for short tests
 that need no external simulator.
 """
 
 import random
 
 from amaranth.sim import Simulator
+
+from mmfree.sim.tb_common import DRAIN_CYCLES
 
 __all__ = ["run_streams"]
 
@@ -69,6 +71,16 @@ def run_streams(dut, vectors, *, vcd=None):
                     assert i < len(expect[p]), f"{p}: more than the {len(expect[p])} expected beats"
                     assert v == expect[p][i], f"{p} beat {i}: expected {expect[p][i]:#x}, got {v:#x}"
                     got[p].append(v)
+            await ctx.tick()
+        # then no output may offer another beat
+        for p in inputs:
+            ctx.set(getattr(dut, p).valid, 0)
+        for p in expect:
+            ctx.set(getattr(dut, p).ready, 1)
+        for c in range(DRAIN_CYCLES):
+            for p in expect:
+                assert not ctx.get(getattr(dut, p).valid), \
+                    f"{p}: a beat after the {len(expect[p])} expected ones ({c} clocks after them)"
             await ctx.tick()
         stats.update(cycles=cycle, transfers=transfers,
                      span=(last - first + 1) if first is not None else 0)

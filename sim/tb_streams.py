@@ -8,7 +8,8 @@ File contents:
 ``in__<port>``
     ``uint8 [beats, bytes]``: the payloads to send on input stream ``<port>``, little-endian.
 ``out__<port>``
-    ``uint8 [beats, bytes]``: the payloads expected on output stream ``<port>``, compared bit for bit.
+    ``uint8 [beats, bytes]``: the payloads expected on output stream ``<port>``, compared bit for bit;
+    a beat after them (watched for :data:`~mmfree.sim.tb_common.DRAIN_CYCLES` clocks) fails the test.
 ``fields__<port>`` (optional)
     strings ``"name:offset:width:s|u"`` used to print a mismatching payload field by field.
 ``stall``
@@ -33,7 +34,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from mmfree.sim.tb_common import start_clock_and_reset
+from mmfree.sim.tb_common import expect_no_extra_beats, start_clock_and_reset
 
 
 def _load():
@@ -148,8 +149,9 @@ async def _run(dut, vec):
                         f"got {_describe(v, fields.get(p))}")
                 got[p].append(v)
 
+    await expect_no_extra_beats(dut, expect, inputs)
     for p in expect:
-        dut._log.info(f"{p}: {len(got[p])} beats match")
+        dut._log.info(f"{p}: {len(got[p])} beats match, and no more")
     if measure is not None:
         span = last - first + 1
         dut._log.info(f"{measure}: {transfers} transfers in {span} cycles ({transfers / span:.4f} per cycle)")

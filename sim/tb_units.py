@@ -7,7 +7,8 @@ pytest process from :mod:`mmfree.numerics`; this module needs cocotb and numpy o
 Every input stream gets its payloads with a random idle cycle before each (probability ``stall``),
 every output stream a random ``ready`` (low with probability ``stall``); all streams run at once.
 Every output payload is compared bit for bit, in order, and every output stream is checked for the
-stream rules: once ``valid`` is high it stays high, with the same payload, until the transfer.
+stream rules: once ``valid`` is high it stays high, with the same payload, until the transfer; after
+the expected beats none may come for :data:`~mmfree.sim.tb_common.DRAIN_CYCLES` clocks.
 """
 
 import os
@@ -17,7 +18,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from mmfree.sim.tb_common import start_clock_and_reset
+from mmfree.sim.tb_common import expect_no_extra_beats, start_clock_and_reset
 
 
 def _load():
@@ -123,6 +124,7 @@ async def units(dut):
             got[p] += 1
             idle = 0
 
+    await expect_no_extra_beats(dut, expect, inputs)
     for p in expect:
-        dut._log.info(f"{p}: {got[p]} beats match")
+        dut._log.info(f"{p}: {got[p]} beats match, and no more")
     dut._log.info(f"{cycle} cycles")
