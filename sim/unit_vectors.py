@@ -91,16 +91,15 @@ ELEMENTS = {
 def element_cases(name, rng, n):
     """``n`` input payloads (ints or field dicts) for the element unit ``name``."""
     if name in ("sigmoid", "silu"):
-        xs = _values(rng, ACT, n, _SIG + 512)
-        # every input around both clamp points, where the table's end intervals are interpolated
+        # every input around both clamp points, where the table's end intervals are interpolated, after
+        # codes that hold the format's edges
         edge = list(range(-_SIG - 3, -_SIG + 260)) + list(range(_SIG - 260, _SIG + 3))
         if n >= 2 * len(edge):
-            xs[-len(edge):] = edge
-        return xs
+            return _values(rng, ACT, n - len(edge), _SIG + 512) + edge
+        return _values(rng, ACT, n, _SIG + 512)
     if name == "silu_state":
-        hs = _values(rng, STATE, n, _SIG << (STATE.frac - ACT.frac))
-        hs[:4] = [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127][:len(hs[:4])]
-        return hs
+        near = [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127][:max(0, n - 8)]
+        return near + _values(rng, STATE, n - len(near), _SIG << (STATE.frac - ACT.frac))
     # units of several inputs start with every combination of their inputs' extremes
     if name == "mul_act":
         a, b = _values(rng, ACT, n, 1 << 14), _values(rng, ACT, n, 1 << 14)
@@ -364,6 +363,17 @@ def _field_specs(shape, prefix="", offset=0):
     return out
 
 
+def bench_cases(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40):
+    """The inputs of :func:`bench_vectors`, drawn in order from one generator seeded with ``seed``:
+    ``{element name: element_cases, "rmsnorm": norm_cases, "mlgru": mlgru_steps, "glu": glu_tokens}``."""
+    rng = random.Random(seed)
+    cases = {name: element_cases(name, rng, elements) for name in ELEMENTS}
+    cases["rmsnorm"] = norm_cases(rng, bench.norm_lengths, norm)
+    cases["mlgru"] = mlgru_steps(rng, bench.hidden, bench.layers, mlgru)
+    cases["glu"] = glu_tokens(rng, bench.intermediate, glu)
+    return cases
+
+
 def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40, stall=0.3):
     """The vector dict (format of :mod:`mmfree.sim.tb_units`) for ``bench``: every port's payloads.
 
@@ -373,22 +383,20 @@ def bench_vectors(bench, seed, *, elements=1500, norm=40, mlgru=20, glu=40, stal
     import numpy as np
     from .vectors import payload_rows
 
-    rng = random.Random(seed)
+    cases = bench_cases(bench, seed, elements=elements, norm=norm, mlgru=mlgru, glu=glu)
     beats = {}                          # port -> (payloads, is_input)
     for name in ELEMENTS:
-        cases = element_cases(name, rng, elements)
-        beats[f"{name}_i"] = (cases, True)
-        beats[f"{name}_o"] = (element_reference(name, cases), False)
-    items, codes, scales = norm_beats(norm_cases(rng, bench.norm_lengths, norm))
+        beats[f"{name}_i"] = (cases[name], True)
+        beats[f"{name}_o"] = (element_reference(name, cases[name]), False)
+    items, codes, scales = norm_beats(cases["rmsnorm"])
     beats["rmsnorm_i"] = (items, True)
     beats["rmsnorm_codes"] = (codes, False)
     beats["rmsnorm_scale"] = (scales, False)
-    steps = mlgru_steps(rng, bench.hidden, bench.layers, mlgru)
-    m_in, m_out = mlgru_beats(steps, bench.hidden, bench.layers)
+    m_in, m_out = mlgru_beats(cases["mlgru"], bench.hidden, bench.layers)
     for k, v in m_in.items():
         beats[f"mlgru_{k}"] = (v, True)
     beats["mlgru_o"] = (m_out, False)
-    toks = glu_tokens(rng, bench.intermediate, glu)
+    toks = cases["glu"]
     beats["glu_u"] = ([x for u in toks for x in u], True)
     beats["glu_o"] = ([{"data": x, "last": int(j % bench.intermediate == bench.intermediate - 1)}
                        for j, x in enumerate(glu_reference(toks, bench.intermediate))], False)

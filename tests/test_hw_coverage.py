@@ -4,24 +4,25 @@ The cocotb tests (``tests/test_hw_ternary.py``, ``tests/test_hw_units.py``) comp
 :mod:`mmfree.numerics` on Verilator and on Icarus, with random valid/ready stalls on every stream. These
 tests make sure that the vectors they send keep holding what the specification of the units asks for:
 at least 10,000 vectors per unit on each simulator, all-zero, all +1 and all -1 rows, the extremes of
-every format, a zero vector into the norm. They build the same vectors as those tests and need no
-simulator.
+every format, a zero vector into the norm. They build the same vectors as those tests (the same
+seeds and counts, taken from them) and need no simulator.
 """
 
-import random
 
 import pytest
 import torch
 
 from mmfree import numerics as nx
 from mmfree.numerics import ACT, BFP_MANT, GATE, STATE
-from mmfree.sim.unit_vectors import (
-    ELEMENTS, UnitsBench, bench_vectors, element_cases, glu_tokens, mlgru_steps, norm_cases,
-)
+from mmfree.sim.unit_vectors import ELEMENTS, UnitsBench, bench_cases, bench_vectors
 from conftest import unused
-from test_hw_ternary import edge_jobs, random_jobs, rescale_cases, steady_jobs
+from test_hw_ternary import (
+    MATVEC_ECP5_RUN, MATVEC_RUNS, RESCALE_RUN, edge_jobs, random_jobs, rescale_cases, steady_jobs,
+)
+from test_hw_units import FULL_RUN_SEED, FULL_RUN_VECTORS, full_run_counts
 
 MIN_VECTORS = 10_000
+"""What the specification of the units asks for, per unit and simulator."""
 
 
 def _edges(fmt):
@@ -30,12 +31,8 @@ def _edges(fmt):
 
 # --- ternary matrix-vector unit and rescale ------------------------------------------------------
 
-# the runs of tests/test_hw_ternary.py on each simulator: (seed, lanes, max_k, rows)
-MATVEC_RUNS = [(1000 + 4, 4, 32, 1500), (1000 + 16, 16, 64, 5500), (77, 8, 32, 3000)]
-
-
 def _matvec_jobs():
-    for seed, lanes, max_k, rows in MATVEC_RUNS:
+    for seed, lanes, max_k, rows in MATVEC_RUNS + [MATVEC_ECP5_RUN]:
         yield lanes, max_k, random_jobs(seed, lanes, max_k, rows) + edge_jobs(lanes, max_k)
 
 
@@ -60,7 +57,7 @@ def test_matvec_edges():
 
 
 def test_rescale_count_and_edges():
-    accs, lasts, scales = rescale_cases(8, MIN_VECTORS, 21)
+    accs, lasts, scales = rescale_cases(*RESCALE_RUN, 21)
     assert len(accs) >= MIN_VECTORS
     lim = 1 << 20
     assert {0, 1, -1, lim - 1, -lim} <= set(accs)
@@ -72,15 +69,23 @@ def test_rescale_count_and_edges():
 # --- the units of tests/test_hw_units.py ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bench_vec():
-    """The vectors of ``test_units_cocotb`` (the same seed and counts), payload rows per port."""
+def bench():
     bench = UnitsBench()
     for unit in (bench, *bench.units.values()):         # built for their vectors, not elaborated
         unused(unit)
-    n = MIN_VECTORS
-    return bench_vectors(bench, 2024, elements=n, norm=n // 70,
-                         mlgru=-(-n // (bench.hidden * bench.layers)), glu=-(-n // bench.intermediate),
-                         stall=0.25)
+    return bench
+
+
+@pytest.fixture(scope="module")
+def run_cases(bench):
+    """The inputs of ``test_units_cocotb``: its seed and counts."""
+    return bench_cases(bench, FULL_RUN_SEED, **full_run_counts(bench))
+
+
+@pytest.fixture(scope="module")
+def bench_vec(bench):
+    """The vectors of ``test_units_cocotb``, payload rows per port."""
+    return bench_vectors(bench, FULL_RUN_SEED, **full_run_counts(bench), stall=0.25)
 
 
 @pytest.mark.slow
@@ -101,10 +106,14 @@ ELEMENT_FIELDS = {
 }
 
 
+def test_the_runs_ask_for_enough():
+    assert FULL_RUN_VECTORS >= MIN_VECTORS
+
+
 @pytest.mark.parametrize("name", list(ELEMENTS))
-def test_element_extremes(name):
+def test_element_extremes(run_cases, name):
     """Every input at every extreme of its format, and for several inputs every combination of them."""
-    cases = element_cases(name, random.Random(1), MIN_VECTORS)
+    cases = run_cases[name]
     fields = ELEMENT_FIELDS[name]
     if None in fields:
         assert _edges(fields[None]) <= set(cases)
@@ -119,21 +128,20 @@ def test_element_extremes(name):
         assert {nx.BFP_EXP_MIN, nx.BFP_EXP_MAX} <= {c["w_exp"] for c in cases}
 
 
-def test_norm_edges():
-    cases = norm_cases(random.Random(3), (64, 96), 40)
+def test_norm_edges(run_cases, bench):
+    cases = run_cases["rmsnorm"]
     assert any(all(x == 0 for x in v) for v, _, _, _ in cases), "a zero vector"
     assert any(all(x == 0 for x in w) for _, w, _, _ in cases), "a zero norm weight"
     assert any(all(x == ACT.min for x in v) for v, _, _, _ in cases)
     assert any(all(x == ACT.max for x in v) for v, _, _, _ in cases)
     assert {BFP_MANT.min, BFP_MANT.max} <= {x for _, w, _, _ in cases for x in w}
     assert {nx.BFP_EXP_MIN, nx.BFP_EXP_MAX} <= {e for _, _, e, _ in cases}
-    assert {64, 96} <= {len(v) for v, _, _, _ in cases}
+    assert set(bench.norm_lengths) <= {len(v) for v, _, _, _ in cases}
 
 
-def test_mlgru_edges():
-    bench = UnitsBench.__init__.__kwdefaults__
-    h, layers = bench["hidden"], bench["layers"]
-    steps = mlgru_steps(random.Random(5), h, layers, -(-MIN_VECTORS // (h * layers)))
+def test_mlgru_edges(run_cases, bench):
+    layers = bench.layers
+    steps = run_cases["mlgru"]
     for pos, fmt in ((2, ACT), (3, ACT), (4, ACT), (5, GATE), (6, BFP_MANT)):
         values = {x for s in steps for x in s[pos]}
         assert {fmt.min, fmt.max} <= values, pos
@@ -143,9 +151,9 @@ def test_mlgru_edges():
     assert {s[0] for s in steps} == set(range(layers))
 
 
-def test_glu_edges():
-    n = UnitsBench.__init__.__kwdefaults__["intermediate"]
-    tokens = glu_tokens(random.Random(7), n, -(-MIN_VECTORS // n))
+def test_glu_edges(run_cases, bench):
+    n = bench.intermediate
+    tokens = run_cases["glu"]
     pairs = {(u[j], u[n + j]) for u in tokens for j in range(n)}
     edges = sorted(_edges(ACT))
     assert {(a, b) for a in edges for b in edges} <= pairs

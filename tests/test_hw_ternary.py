@@ -359,15 +359,23 @@ def need(simulator):
         pytest.skip(reason)
 
 
+MATVEC_RUNS = [(1000 + 4, 4, 32, 1500), (1000 + 16, 16, 64, 5500)]
+MATVEC_ECP5_RUN = (77, 8, 32, 3000)
+"""The cocotb runs of the matrix-vector unit: ``(seed, lanes, max_k, rows)`` of their random jobs
+(tests/test_hw_coverage.py checks what they hold)."""
+RESCALE_RUN = (8, 10_000)
+"""The cocotb runs of the rescale stage: ``(seed, count)`` of :func:`rescale_cases`."""
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("lanes, max_k, rows", [(4, 32, 1500), (16, 64, 5500)])
-def test_matvec_cocotb(simulator, lanes, max_k, rows, tmp_path):
+@pytest.mark.parametrize("seed, lanes, max_k, rows", MATVEC_RUNS)
+def test_matvec_cocotb(simulator, seed, lanes, max_k, rows, tmp_path):
     """With the ECP5 run below, 10,000+ rows on each simulator (short rows: many per cycle)."""
     need(simulator)
     dut = TernaryMatVec(lanes, max_k)
-    jobs = random_jobs(1000 + lanes, lanes, max_k, rows) + edge_jobs(lanes, max_k)
+    jobs = random_jobs(seed, lanes, max_k, rows) + edge_jobs(lanes, max_k)
     run_cocotb(dut, simulator=simulator, test_module=TB, name=f"matvec{lanes}", run_dir=tmp_path,
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=lanes))
 
@@ -397,7 +405,7 @@ def test_rescale_cocotb(simulator, acc_width, arch, tmp_path):
     accumulator of 18 bits."""
     need(simulator)
     dut = Rescale(acc_width=acc_width, arch=arch)
-    accs, lasts, scales = rescale_cases(8, 10_000, acc_width)
+    accs, lasts, scales = rescale_cases(*RESCALE_RUN, acc_width)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="rescale", run_dir=tmp_path,
                sources=[ecp5_cell_models()] if arch == "ecp5" else (),
                vectors=V.rescale_vectors(accs, lasts, scales, acc_width, 8, stall=0.25, seed=9))
@@ -410,9 +418,9 @@ def test_matvec_ecp5_cocotb(simulator, tmp_path):
     """The ECP5 lane pairs (CCU2C carry chains, Yosys' cell models) give the same bits; three of the
     lanes read their codes from a LUT RAM beside the block RAM (``act_lut_lanes``)."""
     need(simulator)
-    lanes, max_k = 8, 32
+    seed, lanes, max_k, rows = MATVEC_ECP5_RUN
     dut = TernaryMatVec(lanes, max_k, arch="ecp5", act_lut_lanes=3)
-    jobs = random_jobs(77, lanes, max_k, 3000) + edge_jobs(lanes, max_k)
+    jobs = random_jobs(seed, lanes, max_k, rows) + edge_jobs(lanes, max_k)
     run_cocotb(dut, simulator=simulator, test_module=TB, name="matvec_ecp5", run_dir=tmp_path,
                sources=[ecp5_cell_models()],
                vectors=V.ternary_vectors(jobs, lanes, dut.acc_width, stall=0.25, seed=3))

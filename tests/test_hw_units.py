@@ -464,6 +464,18 @@ def test_glu_arguments():
 
 # --- the same units as Verilog, under cocotb ------------------------------------------------------
 
+FULL_RUN_SEED = 2024
+FULL_RUN_VECTORS = 10_000
+"""The cocotb run of every unit: its seed, and the outputs it checks per unit (at least)."""
+
+
+def full_run_counts(bench, n=FULL_RUN_VECTORS):
+    """The case counts of :func:`~mmfree.sim.unit_vectors.bench_cases` giving ``n`` outputs or more
+    per unit (tests/test_hw_coverage.py checks what these cases hold)."""
+    return dict(elements=n, norm=n // 70, mlgru=-(-n // (bench.hidden * bench.layers)),
+                glu=-(-n // bench.intermediate))
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
@@ -488,13 +500,9 @@ def test_units_cocotb(simulator, arch, monkeypatch):
     ports = repr(sorted((name, repr(member)) for name, member in bench.signature.members.flatten()))
     key = hashlib.sha256(ports.encode()).hexdigest()[:12]
     monkeypatch.setenv("MMFREE_SIM_CACHE", str(runner.cache_dir() / f"units-{key}"))
-    # 10,000+ vectors per unit on each simulator
-    n = 10_000
-    vec = bench_vectors(bench, 2024, elements=n, norm=n // 70,
-                        mlgru=-(-n // (bench.hidden * bench.layers)), glu=-(-n // bench.intermediate),
-                        stall=0.25)
+    vec = bench_vectors(bench, FULL_RUN_SEED, **full_run_counts(bench), stall=0.25)
     for port in [k for k in vec if k.startswith("out__") and k != "out__rmsnorm_scale"]:
-        assert len(vec[port]) >= n, port
+        assert len(vec[port]) >= FULL_RUN_VECTORS, port
     num, _ = runner.run_cocotb(bench, simulator=simulator, test_module="mmfree.sim.tb_units",
                                name="units", vectors=vec, platform=ECP5_TARGET if arch == "ecp5" else None,
                                sources=[runner.ecp5_cell_models()] if arch == "ecp5" else ())
