@@ -240,14 +240,14 @@ if cocotb is not None:
         t0 = host.now()
         stream = await host.generate(bytes(vec["wire__generate"]), int(vec["gen_seq"]), len(tokens))
         phase_cycles["generate"] = host.now() - t0
-        matched = 0
+        assert len(stream) == len(tokens), f"{len(stream)} tokens streamed, {len(tokens)} asked for"
         for i, (t, want) in enumerate(zip(stream, tokens)):
             assert t.token == want, f"token {i}: device {t.token}, golden {want}"
-            matched += 1
+        matched = len(stream)
         cycles = [t.cycles for t in stream]
         per_token = sum(cycles) / len(cycles)
         weights, lanes = int(vec["weights_per_token"]), int(vec["lanes"])
-        report = dict(tokens=len(tokens), matched=matched, cycles=cycles, cycles_per_token=per_token,
+        report = dict(tokens=len(stream), matched=matched, cycles=cycles, cycles_per_token=per_token,
                       weights_per_token=weights, lanes=lanes, utilisation=weights / (lanes * per_token),
                       phase_cycles=phase_cycles,
                       upload_bytes=len(vec["wire__upload"]))

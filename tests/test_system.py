@@ -71,8 +71,8 @@ def test_bench(model, n, arch):
     """The full system on Verilator (the compact accelerator: PicoRV32 running the real firmware):
     every reply of the upload, VERIFY and FEED, and every generated token, as the golden model says."""
     from mmfree.sim.commands import bench
-    r = bench(model, tokens=n, arch=arch)
-    assert r["tokens"] == n and r["all_tokens_match"]
+    r = bench(model, tokens=n, arch=arch)          # raises at the first reply that differs
+    assert r["tokens"] == n
     assert 0 < r["utilisation"] <= 1
 
 
