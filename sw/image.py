@@ -24,7 +24,7 @@ from . import numerics as nx
 from .golden import BFP16, TernaryMatrix, QuantizedModel, ModelShape
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "ImageError", "Section", "ImageHeader", "write_image", "image_bytes",
-           "read_image", "parse_image", "Capacity"]
+           "read_image", "parse_image", "Capacity", "MAX_LAYERS"]
 
 MAGIC = b"MMFW"
 FORMAT_VERSION = 1
@@ -35,6 +35,10 @@ KIND_NAMES = {KIND_TRITS2: "trits2", KIND_TRITS3: "trits5/8", KIND_BFP16: "bfp16
 PACKINGS = {"2bit": KIND_TRITS2, "base3": KIND_TRITS3}
 
 FLAG_BASE3 = 1
+
+MAX_LAYERS = 1024
+"""The most layers an image may hold (the format's limit; a reader checks it before it sizes anything
+per layer, so that a damaged or hostile header cannot make it work for ever)."""
 
 _HEADER = struct.Struct("<4sHHIIIIIIIIIIQ")     # up to the padding; CRC at byte 60
 HEADER_SIZE = 64
@@ -155,6 +159,8 @@ def image_bytes(qmodel, packing="2bit"):
         raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, not {packing!r}")
     tkind = PACKINGS[packing]
     shape = qmodel.shape
+    if shape.num_layers > MAX_LAYERS:
+        raise ValueError(f"{shape.num_layers} layers; an image holds at most {MAX_LAYERS}")
     names = _section_names(shape)
     payloads = []
     for name, kind, rows, cols in names:
@@ -224,6 +230,8 @@ def parse_header(data):
                          f"{nx.NUMERIC_SPEC_VERSION}")
     if min(V, H, L, I) <= 0:
         raise ImageError("header has a zero model dimension")
+    if L > MAX_LAYERS:
+        raise ImageError(f"header says {L} layers; the format holds at most {MAX_LAYERS}")
     shape = ModelShape(V, H, L, I)
     tkind = KIND_TRITS3 if flags & FLAG_BASE3 else KIND_TRITS2
     if flags & ~FLAG_BASE3:
