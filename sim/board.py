@@ -19,7 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SimulatedBoard", "register", "accelerator_verilog", "accelerator_sources"]
+__all__ = ["SimulatedBoard", "BoardStartError", "register", "accelerator_verilog", "accelerator_sources"]
+
+
+class BoardStartError(OSError):
+    """The simulated board could not start: its address is taken or invalid, or its process stopped."""
 
 _HW_SOURCES = ("hw", "sw/numerics.py", "sw/protocol.py", "sw/memory_map.py", "sw/sampler.py")
 _SOURCE_SUFFIXES = (".py", ".c", ".h", ".S")         # the gateware generators and the firmware
@@ -115,7 +119,9 @@ class SimulatedBoard:
             print(f"sim-board: {msg}", file=sys.stderr, flush=True)
 
     def start(self, timeout=1800):
-        """Build (cached) and start the simulation; returns once it listens."""
+        """Build (cached) and start the simulation; returns once it listens. Raises
+        :class:`BoardStartError` (the child process stopped) if it does not, having stopped it."""
+        self._check_address()
         self._dir = Path(tempfile.mkdtemp(prefix="mmfree-board-"))
         portfile = self._dir / "port"
         cfg = self._dir / "config.json"
@@ -124,30 +130,44 @@ class SimulatedBoard:
                    MMFREE_BOARD_PORTFILE=str(portfile), MMFREE_BOARD_BYTE_CYCLES=str(self.byte_cycles))
         if self.stats:
             env["MMFREE_BOARD_STATS"] = str(self.stats)
-        log = open(self._dir / "child.log", "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "mmfree.sim.board", "--child", str(cfg)],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        with open(self._dir / "child.log", "w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "mmfree.sim.board", "--child", str(cfg)],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         self._say(f"starting the {self.config.arch} accelerator simulation ({self.config.lanes} lanes; "
                   f"the first start of a configuration converts and compiles it, which takes minutes)")
         t0 = time.monotonic()
         shown = 0
-        while not portfile.exists():
-            if self.process.poll() is not None:
-                log.close()
-                tail = (self._dir / "child.log").read_text()[-3000:]
-                raise RuntimeError(f"the simulated board did not start:\n{tail}")
-            waited = time.monotonic() - t0
-            if waited > timeout:
-                self.stop()
-                raise TimeoutError(f"the simulated board did not start within {timeout} s")
-            if self.progress and waited - shown >= 15:
-                shown = waited
-                self._say(f"still building ... {waited:.0f} s")
-            time.sleep(0.1)
+        try:                                # whatever ends the wait (Ctrl-C too) stops the child
+            while not portfile.exists():
+                if self.process.poll() is not None:
+                    lines = [l for l in (self._dir / "child.log").read_text().splitlines() if l.strip()]
+                    raise BoardStartError(f"the simulated board did not start: "
+                                          f"{lines[-1].strip() if lines else 'no output'} "
+                                          f"(log: {self._dir / 'child.log'})")
+                waited = time.monotonic() - t0
+                if waited > timeout:
+                    raise BoardStartError(f"the simulated board did not start within {timeout} s")
+                if self.progress and waited - shown >= 15:
+                    shown = waited
+                    self._say(f"still building ... {waited:.0f} s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
         self.port = int(portfile.read_text())
         self._say(f"listening on {self.url} (ready after {time.monotonic() - t0:.0f} s)")
         return self
+
+    def _check_address(self):
+        """Refuse, before minutes of building, an address the board could not listen on."""
+        import socket
+        try:
+            with socket.create_server((self.host, self.requested_port)):
+                pass
+        except (OSError, OverflowError) as e:
+            raise BoardStartError(f"cannot listen on {self.host}:{self.requested_port}: "
+                                  f"{(getattr(e, 'strerror', None) or str(e)).split(' (while')[0]}") from None
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -208,10 +228,10 @@ def cmd_sim_board(args):
 
 
 def register(sub):
-    from mmfree.commands import _positive_arg
+    from mmfree.commands import _positive_arg, _uint_arg
     p = sub.add_parser("sim-board", help="serve the accelerator's RTL simulation on a TCP port")
     p.add_argument("--model", default="demo", help="the model the board must hold (sizes the hardware)")
-    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    p.add_argument("--port", type=_uint_arg(16), default=0, help="TCP port (default: any free port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit")
     p.add_argument("--rows", type=_positive_arg, default=None, help="row units")
