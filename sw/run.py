@@ -71,6 +71,9 @@ def run(args):
     if args.board is None:
         args.board = "icebreaker" if args.arch == "compact" else "ulx3s-85f"
     t_start = time.perf_counter()
+    if args.port is not None and not args.port.strip():
+        raise ValueError("--port is empty: give a serial port or a socket:// URL, or leave it out to run "
+                         "on the simulated board")
     if args.port:
         url = args.port
         device = Device(url, baudrate=args.baud)
@@ -78,11 +81,12 @@ def run(args):
         from .sim.board import SimulatedBoard
         board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes, arch=args.arch,
                                          rows=args.rows)
-        board.start()
-        url = board.url
-        # a simulation runs some ten thousand clock cycles a second: wait accordingly
-        device = Device(url, timeout=10.0, token_timeout=600.0, busy_timeout=600.0, verify_rate=2e3)
     try:
+        if board is not None:
+            board.start()
+            # a simulation runs some ten thousand clock cycles a second: wait accordingly
+            device = Device(board.url, timeout=10.0, token_timeout=600.0, busy_timeout=600.0,
+                            verify_rate=2e3)
         with device:
             info = device.info()
             bar, update = _progress_bar(len(image), "upload")
@@ -97,9 +101,16 @@ def run(args):
             out.write(args.prompt.encode("utf-8"))
             out.flush()
             gen = device.generate(args.n, args.temperature, args.top_k, args.seed)
-            for token in gen:
-                out.write(bytes([token]))
-                out.flush()
+            try:
+                for token in gen:
+                    out.write(bytes([token]))
+                    out.flush()
+            except (BrokenPipeError, KeyboardInterrupt):   # the reader went away (`| head`), or Ctrl-C:
+                try:                                          # leave the device idle
+                    gen.stop()
+                except Exception:
+                    pass
+                raise
             out.write(b"\n")
             out.flush()
             t_end = time.perf_counter()
@@ -149,21 +160,8 @@ def _board_arg(name):
     return name
 
 
-def _uint_arg(bits):
-    def parse(value):
-        import argparse
-        try:
-            x = int(value, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, not {value!r}") from None
-        if not 0 <= x < 1 << bits:
-            raise argparse.ArgumentTypeError(f"expected 0 .. {(1 << bits) - 1}, not {value}")
-        return x
-    return parse
-
-
 def register(sub):
-    from .commands import _positive_arg, _nonneg_float
+    from .commands import _nonneg_float, _positive_arg, _uint_arg
     p = sub.add_parser("run", help="run a model on a board (or the simulated board) and stream text")
     p.add_argument("--prompt", required=True, help="text to feed (bytes of UTF-8 for a byte-level model)")
     p.add_argument("-n", type=_positive_arg, default=100, help="tokens to generate (default 100)")
