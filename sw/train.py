@@ -227,9 +227,18 @@ def check_recipe(recipe):
         need(isinstance(recipe[key], int) and recipe[key] > 0, key, "a positive integer")
     for key in ("warmup", "seed", "patience"):
         need(isinstance(recipe[key], int) and recipe[key] >= 0, key, "a non-negative integer")
+    need(recipe["seed"] < 1 << 63, "seed", "below 2**63")
+    # sizes a training run on one machine can hold: a layer's largest matrix and a batch's tokens
+    need(recipe["hidden"] * max(recipe["hidden"], recipe["intermediate"]) <= 1 << 28, "hidden",
+         f"small enough that hidden x max(hidden, intermediate) <= 2**28 (intermediate "
+         f"{recipe['intermediate']})")
+    from .image import MAX_LAYERS
+    need(recipe["layers"] <= MAX_LAYERS, "layers", f"at most {MAX_LAYERS} (what a weight image holds)")
+    need(recipe["batch"] * recipe["context"] <= 1 << 24, "batch",
+         f"small enough that batch x context <= 2**24 (context {recipe['context']})")
     need(isinstance(recipe["context"], int) and recipe["context"] >= 2, "context", "an integer >= 2")
     for key in ("lr", "clip"):
-        need(math.isfinite(recipe[key]) and recipe[key] > 0, key, "a positive number")
+        need(math.isfinite(recipe[key]) and 0 < recipe[key] <= 1e6, key, "a positive number up to 1e6")
     need(math.isfinite(recipe["weight_decay"]) and recipe["weight_decay"] >= 0, "weight_decay",
          "a non-negative number")
     need(0 <= recipe["min_lr_ratio"] <= 1, "min_lr_ratio", "between 0 and 1")
@@ -306,8 +315,12 @@ def train(recipe=None, data=None, out=None, device="auto", resume=False, progres
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(2, "no such file (nothing to resume)", str(ckpt_path))
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        recipe = dict(checkpoint["recipe"])
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            recipe = dict(checkpoint["recipe"])
+        except Exception as e:
+            raise ValueError(f"{ckpt_path}: not a training checkpoint of this tool "
+                             f"({type(e).__name__} while reading it)") from None
         for key, value in given.items():
             if key in _RESUMABLE:
                 recipe[key] = value

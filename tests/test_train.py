@@ -183,6 +183,10 @@ def _cli(capsys, *argv):
     (["--dropout", "1.5"], "--dropout must be at least 0 and below 1"),
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--context", "1"], "--context must be an integer >= 2"),
+    (["--lr", "1e308"], "--lr must be a positive number up to 1e6"),
+    (["--hidden", "1000000"], "--hidden must be small enough"),
+    (["--layers", "100000"], "--layers must be at most 1024"),
+    (["--batch", "1000000000"], "--batch must be small enough"),
 ])
 def test_cli_bad_numbers(capsys, corpus, tmp_path, argv, message):
     rc, err = _cli(capsys, "--data", str(corpus), "--out", str(tmp_path / "o"), "--device", "cpu", *argv)
@@ -198,6 +202,10 @@ def test_cli_bad_files(capsys, corpus, tmp_path, monkeypatch):
     assert rc != 0 and err.count("\n") == 1 and "missing.txt: no such file" in err
     rc, err = _cli(capsys, "--data", str(corpus), "--out", str(tmp_path / "o"), "--resume")
     assert rc != 0 and err.count("\n") == 1 and "checkpoint.pt" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint.pt").write_bytes(bytes(range(256)))
+    rc, err = _cli(capsys, "--data", str(corpus), "--out", str(tmp_path / "junk"), "--resume")
+    assert rc != 0 and err.count("\n") == 1 and "not a training checkpoint" in err
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("abc")
     rc, err = _cli(capsys, "--data", str(tiny), "--out", str(tmp_path / "o"))
