@@ -7,16 +7,6 @@ import sys
 __all__ = ["register"]
 
 
-def _mhz(value):
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a frequency in MHz, not {value!r}") from None
-    if not x > 0 or x != x or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a frequency in MHz > 0, not {value!r}")
-    return x
-
-
 def _positive(value):
     try:
         n = int(value)
@@ -102,6 +92,7 @@ def cmd_build(args):
 
 
 def register(sub):
+    from ..commands import _mhz_arg, _uint_arg
     p = sub.add_parser(
         "build", help="synthesise, place and route a bitstream for a board (YoWASP tools)",
         description="Build a bitstream, report.json and manifest.json for a board with the YoWASP "
@@ -122,12 +113,12 @@ def register(sub):
     p.add_argument("--arch", choices=("core", "compact"),
                    help="the accelerator: core (the token in gateware) or compact (a processor running "
                         "the model beside a ternary unit); default compact on icebreaker, core elsewhere")
-    p.add_argument("--clock", type=_mhz, metavar="MHZ",
+    p.add_argument("--clock", type=_mhz_arg, metavar="MHZ",
                    help="design clock in MHz; the PLL's nearest is used (default: the preset's clock for "
                         "the accelerator, the board's for the self-test)")
     p.add_argument("--baud", type=_positive, help="UART baud rate (default 3000000)")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default build/BOARD-DESIGN)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=_uint_arg(31), default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if the result is cached")
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="keep the bitstream of a build that misses its clock (exit 0)")

@@ -98,9 +98,18 @@ def link_throughput(nbytes=None, baud=3_000_000, progress=False):
                 retransmissions=retransmissions)
 
 
+BENCH_DEFAULTS = dict(model="tiny", n=32, prompt="ROMEO:", arch="core")
+
+
 def cmd_bench(args):
+    from mmfree.cli import UsageError
+    from mmfree.protocol import MAX_FEED
     from mmfree.sim.runner import SimulationError
+    given = [k for k in ("model", "n", "prompt", "lanes", "rows", "arch") if getattr(args, k) is not None]
     if args.link:
+        if given:
+            raise UsageError(f"--link measures the upload link of the tiny board alone; it takes no "
+                             f"{', '.join('-n' if k == 'n' else '--' + k for k in given)}")
         try:
             r = link_throughput(progress=not args.json)
         except SimulationError as e:
@@ -116,6 +125,12 @@ def cmd_bench(args):
                   f"{100 * r['efficiency']:.1f}% of the line rate ({r['wire_bytes_in']:,} bytes on the wire, "
                   f"{r['retransmissions']} retransmissions)")
         return 0
+    for k, v in BENCH_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if not args.prompt or len(args.prompt.encode("utf-8")) > MAX_FEED:
+        raise UsageError(f"--prompt: the bench feeds its prompt in one FEED frame: 1 to {MAX_FEED} bytes, "
+                         f"not {len(args.prompt.encode('utf-8'))}")
     try:
         r = bench(args.model, tokens=args.n, prompt=args.prompt, lanes=args.lanes, arch=args.arch,
                   rows=args.rows, progress=sys.stderr.isatty() or not args.json)
@@ -144,13 +159,13 @@ def cmd_bench(args):
 def register(sub):
     from mmfree.commands import _positive_arg
     p = sub.add_parser("bench", help="full-system simulation: cycles per token and lane utilisation")
-    p.add_argument("--model", default="tiny", help="bundled name, folder or image (default tiny)")
-    p.add_argument("-n", type=_positive_arg, default=32, help="tokens to generate (default 32)")
-    p.add_argument("--prompt", default="ROMEO:")
+    p.add_argument("--model", default=None, help="bundled name, folder or image (default tiny)")
+    p.add_argument("-n", type=_positive_arg, default=None, help="tokens to generate (default 32)")
+    p.add_argument("--prompt", default=None, help="1 to 64 bytes (default ROMEO:)")
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit")
     p.add_argument("--rows", type=_positive_arg, default=None,
                    help="row units: rows computed at once, each on --lanes lanes (a power of two)")
-    p.add_argument("--arch", choices=("core", "compact"), default="core",
+    p.add_argument("--arch", choices=("core", "compact"), default=None,
                    help="the accelerator: core (default) or compact (processor and ternary unit, iCE40)")
     p.add_argument("--link", action="store_true",
                    help="instead: upload efficiency through the simulated UART at 3 Mbaud")

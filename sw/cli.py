@@ -3,7 +3,8 @@
 Each subcommand lives beside the code it drives, in a module with ``register(subparsers)``; the
 function it registers as ``func`` takes the parsed arguments and returns an exit status. Errors a user
 can cause raise :class:`UsageError` (or one of the project's ``ValueError``/``OSError`` subclasses) and
-end as one line on stderr with a non-zero exit, never a traceback (``MMFREE_DEBUG=1`` shows it).
+end as one line on stderr with a non-zero exit, never a traceback (``MMFREE_DEBUG=1`` shows it); any
+other exception ends as one line too, naming its type.
 """
 
 import argparse
@@ -69,6 +70,13 @@ def main(argv=None):
             msg = f"{e.filename}: no such file or directory"
         print(f"mmfree: error: {msg}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
+    except Exception as e:              # not foreseen: still one line (MMFREE_DEBUG=1 for the traceback)
+        if os.environ.get("MMFREE_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"mmfree: error: {type(e).__name__}{': ' + first if first else ''} "
+              f"(MMFREE_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

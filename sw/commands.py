@@ -27,12 +27,44 @@ def _positive_arg(value):
 
 def _nonneg_float(value):
     import argparse
+    import math
     try:
         x = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, not {value!r}") from None
-    if not x >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value!r}")
+    if not (x >= 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, not {value!r}")
+    return x
+
+
+def _uint_arg(bits):
+    """An argument type: an integer (decimal, or 0x / 0o / 0b) of 0 .. 2**bits - 1."""
+    def parse(value):
+        import argparse
+        try:
+            x = int(value, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {value!r}") from None
+        if not 0 <= x < 1 << bits:
+            raise argparse.ArgumentTypeError(f"expected 0 .. {(1 << bits) - 1}, not {value}")
+        return x
+    return parse
+
+
+MAX_CLOCK_MHZ = 1000
+"""The highest design clock the command line takes: above any of the FPGAs' fabric."""
+
+
+def _mhz_arg(value):
+    """An argument type: a clock frequency in MHz, above 0 and at most :data:`MAX_CLOCK_MHZ`."""
+    import argparse
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frequency in MHz, not {value!r}") from None
+    if not 0 < x <= MAX_CLOCK_MHZ:
+        raise argparse.ArgumentTypeError(f"expected a frequency in MHz above 0 and at most "
+                                         f"{MAX_CLOCK_MHZ}, not {value!r}")
     return x
 
 
@@ -145,9 +177,14 @@ SHAPES = {
 }
 
 
+BENCH_GOLDEN_MAX_TOKENS = 100_000
+
+
 def cmd_bench_golden(args):
     import torch
     from .golden import GoldenModel
+    if args.n > BENCH_GOLDEN_MAX_TOKENS:
+        raise ValueError(f"-n {args.n}: bench-golden times at most {BENCH_GOLDEN_MAX_TOKENS:,} tokens")
     if args.model:
         from .registry import resolve
         model = resolve(args.model).float_model()
@@ -206,7 +243,7 @@ def register(sub):
     p.add_argument("--engine", choices=["float", "golden"], default="float")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-k", type=_positive_arg, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_uint_arg(63), default=0)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("accuracy", help="the integer model against the float model on real text")
@@ -221,7 +258,8 @@ def register(sub):
     g.add_argument("--shape", choices=sorted(SHAPES), default="370M",
                    help="a published model's shape with random weights (default 370M)")
     g.add_argument("--model", default=None, help="a bundled model, folder or image instead")
-    p.add_argument("-n", type=_positive_arg, default=8, help="tokens to time (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=_positive_arg, default=8,
+                   help=f"tokens to time (default 8, at most {BENCH_GOLDEN_MAX_TOKENS:,})")
+    p.add_argument("--seed", type=_uint_arg(63), default=0, help="seed of the random weights (--shape)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_golden)

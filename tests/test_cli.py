@@ -60,11 +60,58 @@ def test_generate_engines_agree_on_image_and_folder(tmp_path, capfdbinary):
     (["generate", "--engine", "quantum"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
     (["export", str(CONFORMANCE), "-o", "x.mfw", "--packing", "9bit"], "invalid choice"),
+    (["generate", "--model", "tiny", "--temperature", "inf"], "finite number"),
+    (["generate", "--model", "tiny", "--seed", str(10 ** 23)], "--seed"),
+    (["bench-golden", "--model", "tiny", "-n", str(10 ** 9)], "at most 100,000"),
+    (["export-verilog", "--preset", "tiny", "--lanes", "64", "-o", "x.v"], "has its own"),
+    (["export-verilog", "--preset", "tiny", "--name", "bad name;", "-o", "x.v"], "not a Verilog module name"),
+    (["export-verilog", "--preset", "tiny", "--clock", "0", "-o", "x.v"], "--clock"),
+    (["export-verilog", "--preset", "tiny", "--build-hash", str(1 << 32), "-o", "x.v"], "--build-hash"),
+    (["build", "--board", "generic", "--design", "selftest", "--clock", "1e300"], "--clock"),
+    (["bench", "--link", "--model", "demo"], "takes no --model"),
+    (["bench", "--prompt", ""], "1 to 64 bytes"),
+    (["bench", "--prompt", "x" * 65], "1 to 64 bytes"),
+    (["run", "--model", "tiny", "--prompt", "hi", "--port", ""], "--port is empty"),
+    (["sim-board", "--model", "tiny", "--port", "70000"], "--port"),
 ])
 def test_bad_input_one_line(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
     one_line_error(code, err)
     assert needle in err
+
+
+def test_sim_board_address_refused_before_building(capsys):
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, out, err = run(capsys, "sim-board", "--model", "tiny", "--port", str(port))
+    one_line_error(code, err)
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_image_header_with_too_many_layers(tmp_path, capsys):
+    """A header intact by its CRC that claims 2**31 layers: refused at once, not sized layer by layer."""
+    import struct
+    import zlib
+    from mmfree.registry import resolve
+    head = bytearray(resolve("tiny").image.read_bytes()[:64])
+    struct.pack_into("<I", head, 16, 1 << 31)
+    struct.pack_into("<I", head, 60, zlib.crc32(bytes(head[:60])))
+    bad = tmp_path / "layers.mfw"
+    bad.write_bytes(bytes(head))
+    code, out, err = run(capsys, "inspect", str(bad))
+    one_line_error(code, err)
+    assert "2147483648 layers" in err
+
+
+def test_unforeseen_exception_is_one_line(capsys, monkeypatch):
+    import mmfree.commands
+    def boom(args):
+        raise RuntimeError("something inside broke\nsecond line")
+    monkeypatch.setattr(mmfree.commands, "cmd_inspect", boom)
+    code, out, err = run(capsys, "inspect", "x.mfw")
+    one_line_error(code, err)
+    assert "RuntimeError: something inside broke" in err
 
 
 def test_not_an_image_and_damaged_image(tmp_path, capsys):
