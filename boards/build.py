@@ -478,6 +478,8 @@ def build(board, design, *, clock_hz=None, out_dir=None, use_cache=True, allow_t
     prog.line(f"building {design.name} for {board.title} at {f_design / MHZ:g} MHz"
               + (f" ({pll.describe()})" if pll and not pll.exact else ""))
 
+    out_dir.mkdir(parents=True, exist_ok=True)      # an unwritable -o fails here, before any work
+
     # the inputs' key: a repeated build of a bundled design finds its hash without elaborating
     input_key = _input_key(board, design, f_design, seed, versions)
     if input_key is not None:

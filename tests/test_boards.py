@@ -311,6 +311,12 @@ def test_cli_one_line_errors(cache, tmp_path):
     assert "self-test design takes none of them" in one_line_error(code, err, 2)
     code, out, err = run_cli("build", "--board", "icebreaker", "--clock", "fast")
     assert "expected a frequency in MHz" in one_line_error(code, err, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = run_cli("build", "--board", "icebreaker", "--design", "selftest", "-o",
+                             str(blocker / "out"))
+    assert "Not a directory" in one_line_error(code, err, 1)
+    assert "elaborate" not in err                     # refused before any work
 
 
 # --- real builds ---------------------------------------------------------------------------------
