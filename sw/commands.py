@@ -137,7 +137,7 @@ def cmd_generate(args):
         ids = encode_prompt(args.prompt, model.config.vocab_size)
         gen = torch.Generator().manual_seed(args.seed)
         stream = (int(t[0]) for t in model.generate(torch.tensor([ids]), args.n, args.temperature,
-                                                     args.top_k, gen))
+                                                     args.top_k or None, gen))
     else:
         from .golden import GoldenModel
         golden = GoldenModel(src.quantized())
@@ -242,7 +242,8 @@ def register(sub):
     p.add_argument("-n", type=_positive_arg, default=200, help="tokens to generate (default 200)")
     p.add_argument("--engine", choices=["float", "golden"], default="float")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-k", type=_positive_arg, default=None)
+    p.add_argument("--top-k", type=_uint_arg(16), default=0,
+                   help="sample among the k most likely tokens (0, the default: all), as the device does")
     p.add_argument("--seed", type=_uint_arg(63), default=0)
     p.set_defaults(func=cmd_generate)
 

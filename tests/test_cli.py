@@ -62,6 +62,7 @@ def test_generate_engines_agree_on_image_and_folder(tmp_path, capfdbinary):
     (["export", str(CONFORMANCE), "-o", "x.mfw", "--packing", "9bit"], "invalid choice"),
     (["generate", "--model", "tiny", "--temperature", "inf"], "finite number"),
     (["generate", "--model", "tiny", "--seed", str(10 ** 23)], "--seed"),
+    (["generate", "--model", "tiny", "--engine", "float", "--top-k", "100000"], "--top-k"),
     (["bench-golden", "--model", "tiny", "-n", str(10 ** 9)], "at most 100,000"),
     (["export-verilog", "--preset", "tiny", "--lanes", "64", "-o", "x.v"], "has its own"),
     (["export-verilog", "--preset", "tiny", "--name", "bad name;", "-o", "x.v"], "not a Verilog module name"),
