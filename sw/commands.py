@@ -83,11 +83,12 @@ def cmd_export(args):
 
 
 def cmd_inspect(args):
-    from .image import parse_image, ImageError
+    from .image import parse_image, read_image, ImageError
     with open(args.image, "rb") as f:
         data = f.read()
     try:
         hdr, sections = parse_image(data)
+        read_image(data)                    # every value decoded too, as a device's loader would
     except ImageError as e:
         raise ImageError(f"{args.image}: {e}") from None
     if args.json:
@@ -102,7 +103,7 @@ def cmd_inspect(args):
     s = hdr.shape
     cap = hdr.capacity
     print(f"{args.image}: MatMul-free LM weight image, format {hdr.format_version}, "
-          f"numeric spec {hdr.numeric_version}, {hdr.file_size} bytes, all CRCs good")
+          f"numeric spec {hdr.numeric_version}, {hdr.file_size} bytes, all CRCs and values good")
     print(f"  model: vocab {s.vocab_size}, hidden {s.hidden_size}, layers {s.num_layers}, "
           f"intermediate {s.intermediate_size}, {s.ternary_weights} ternary weights")
     print(f"  packing: {'5 trits per byte' if hdr.flags & 1 else '2 bits per trit'}")

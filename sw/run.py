@@ -63,8 +63,11 @@ def run(args):
     from .driver import Device
     from .commands import encode_prompt
     image, src = _image_of(args.model)
-    from .image import parse_header
-    shape = parse_header(image).shape
+    from .image import ImageError, read_image
+    try:
+        shape = read_image(image).shape     # every CRC and value checked here, before any upload
+    except ImageError as e:
+        raise ImageError(f"{args.model}: {e}") from None
     prompt = encode_prompt(args.prompt, shape.vocab_size)
 
     board = None

@@ -1,6 +1,11 @@
 """Random damaged and ill-formed link traffic for the protocol's robustness tests (the golden board's,
-tests/test_driver.py, and the firmware's, tests/test_firmware_link.py)."""
+tests/test_driver.py, and the firmware's, tests/test_firmware_link.py), and a weight image that only
+its values betray."""
 
+import struct
+import zlib
+
+from mmfree import image as im
 from mmfree import protocol as p
 
 
@@ -47,3 +52,21 @@ def malformed_burst(rng, valid, count=100, shape=_write_region):
             body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 6)))
             chunk += b"\x00" + p.cobs_encode(body) + b"\x00"
     return bytes(chunk)
+
+
+def image_with_bad_value():
+    """The tiny model's base-3 image with its first trit byte 250 (above 242, no five trits) behind
+    correct CRCs of the section, the table and the file; returns ``(bytes, the section's name)``."""
+    from mmfree.registry import resolve
+    data = bytearray(im.image_bytes(resolve("tiny").quantized(), "base3"))
+    hdr, sections = im.parse_image(bytes(data))
+    i, sec = next((k, s) for k, s in enumerate(sections) if s.name.endswith(".trits"))
+    data[sec.offset] = 250
+    entry = im.HEADER_SIZE + i * im.ENTRY_SIZE
+    fields = list(im._ENTRY.unpack_from(data, entry))
+    fields[-1] = zlib.crc32(bytes(data[sec.offset:sec.offset + len(sec.data)]))
+    im._ENTRY.pack_into(data, entry, *fields)
+    table_end = im.HEADER_SIZE + im.ENTRY_SIZE * hdr.section_count
+    struct.pack_into("<I", data, table_end, zlib.crc32(bytes(data[im.HEADER_SIZE:table_end])))
+    struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
+    return bytes(data), sec.name

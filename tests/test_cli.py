@@ -105,6 +105,18 @@ def test_image_header_with_too_many_layers(tmp_path, capsys):
     assert "2147483648 layers" in err
 
 
+def test_inspect_refuses_a_value_no_device_takes(tmp_path, capsys):
+    """A base-3 trit byte above 242 behind correct CRCs (section, table, file): inspect decodes every
+    value, as the golden engine does, and refuses it."""
+    from malformed import image_with_bad_value
+    data, name = image_with_bad_value()
+    bad = tmp_path / "value.mfw"
+    bad.write_bytes(bytes(data))
+    code, out, err = run(capsys, "inspect", str(bad))
+    one_line_error(code, err)
+    assert f"section {name}: invalid base-3 trit byte" in err
+
+
 def test_unforeseen_exception_is_one_line(capsys, monkeypatch):
     import mmfree.commands
     def boom(args):

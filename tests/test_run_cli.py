@@ -41,6 +41,20 @@ def test_damaged_image_is_refused(tmp_path, capfd):
     assert "CRC mismatch" in err
 
 
+def test_image_with_a_bad_value_is_refused_before_upload(tmp_path, capfd):
+    from malformed import image_with_bad_value
+    data, name = image_with_bad_value()
+    bad = tmp_path / "value.mfw"
+    bad.write_bytes(data)
+    board = GoldenBoard()
+    with BoardServer(board) as server:
+        code = main(["run", "--model", str(bad), "--prompt", PROMPT, "--port", server.url])
+    err = capfd.readouterr().err
+    one_line_error(code, err)
+    assert f"section {name}: invalid base-3 trit byte" in err
+    assert board.frames_ok == 0                       # nothing was sent to the device
+
+
 def test_truncated_image_is_refused(tmp_path, capfd):
     bad = tmp_path / "short.mfw"
     bad.write_bytes(resolve("tiny").image.read_bytes()[:5000])
