@@ -83,12 +83,11 @@ def cmd_export(args):
 
 
 def cmd_inspect(args):
-    from .image import parse_image, read_image, ImageError
+    from .image import parse_image, ImageError
     with open(args.image, "rb") as f:
         data = f.read()
     try:
-        hdr, sections = parse_image(data)
-        read_image(data)                    # every value decoded too, as a device's loader would
+        hdr, sections = parse_image(data, values=True)
     except ImageError as e:
         raise ImageError(f"{args.image}: {e}") from None
     if args.json:

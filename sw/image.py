@@ -243,8 +243,10 @@ def parse_header(data):
     return ImageHeader(fmt, numv, shape, flags, count, cap, file_size)
 
 
-def parse_image(data):
-    """Check an image completely; returns ``(header, sections)``. Raises :class:`ImageError`."""
+def parse_image(data, values=False):
+    """Check an image's structure and every CRC; returns ``(header, sections)``. With ``values``,
+    decode every section too, so that a value no model holds (a base-3 trit byte above 242, say) is
+    refused as well. Raises :class:`ImageError`."""
     data = bytes(data)
     hdr = parse_header(data)
     if len(data) != hdr.file_size:
@@ -287,6 +289,9 @@ def parse_image(data):
             raise ImageError(f"section {name}: exponent {exp} out of range")
         pos = offset + length
         sections.append(Section(name, kind, rows, cols, exp, offset, payload, scrc))
+    if values:
+        for s in sections:
+            _decode(s)
     return hdr, sections
 
 

@@ -63,9 +63,9 @@ def run(args):
     from .driver import Device
     from .commands import encode_prompt
     image, src = _image_of(args.model)
-    from .image import ImageError, read_image
+    from .image import ImageError, parse_image
     try:
-        shape = read_image(image).shape     # every CRC and value checked here, before any upload
+        shape = parse_image(image, values=True)[0].shape    # checked whole here, before any upload
     except ImageError as e:
         raise ImageError(f"{args.model}: {e}") from None
     prompt = encode_prompt(args.prompt, shape.vocab_size)
