@@ -98,7 +98,11 @@ def element_cases(name, rng, n):
             return _values(rng, ACT, n - len(edge), _SIG + 512) + edge
         return _values(rng, ACT, n, _SIG + 512)
     if name == "silu_state":
-        near = [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127][:max(0, n - 8)]
+        # codes beside the ends of the format (where the input's rounding saturates), then codes that hold
+        # the format's edges, when there is room for both
+        near = [STATE.max - 128, STATE.max - 127, STATE.max - 129, STATE.min + 127]
+        if n < len(near) + len(_edges(STATE)):
+            near = []
         return near + _values(rng, STATE, n - len(near), _SIG << (STATE.frac - ACT.frac))
     # units of several inputs start with every combination of their inputs' extremes
     if name == "mul_act":
