@@ -1,20 +1,9 @@
 """``mmfree build``: a bitstream, its report and manifest for a board (see :mod:`mmfree.boards.build`)."""
 
-import argparse
 import json
 import sys
 
 __all__ = ["register"]
-
-
-def _positive(value):
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
-    return n
 
 
 def _summary(result, board):
@@ -92,7 +81,7 @@ def cmd_build(args):
 
 
 def register(sub):
-    from ..commands import _mhz_arg, _uint_arg
+    from ..commands import _mhz_arg, _positive_arg, _uint_arg
     p = sub.add_parser(
         "build", help="synthesise, place and route a bitstream for a board (YoWASP tools)",
         description="Build a bitstream, report.json and manifest.json for a board with the YoWASP "
@@ -106,8 +95,8 @@ def register(sub):
                         "(UART echo, LED status)")
     p.add_argument("--model", help="hardware preset the accelerator is sized for (default: demo on "
                                    "ulx3s-85f, tiny elsewhere)")
-    p.add_argument("--lanes", type=_positive, help="ternary lanes of each row unit of the accelerator")
-    p.add_argument("--rows", type=_positive,
+    p.add_argument("--lanes", type=_positive_arg, help="ternary lanes of each row unit of the accelerator")
+    p.add_argument("--rows", type=_positive_arg,
                    help="row units: matrix rows computed at once, each on --lanes lanes (a power of two; "
                         "default: the preset's)")
     p.add_argument("--arch", choices=("core", "compact"),
@@ -116,7 +105,7 @@ def register(sub):
     p.add_argument("--clock", type=_mhz_arg, metavar="MHZ",
                    help="design clock in MHz; the PLL's nearest is used (default: the preset's clock for "
                         "the accelerator, the board's for the self-test)")
-    p.add_argument("--baud", type=_positive, help="UART baud rate (default 3000000)")
+    p.add_argument("--baud", type=_positive_arg, help="UART baud rate (default 3000000)")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default build/BOARD-DESIGN)")
     p.add_argument("--seed", type=_uint_arg(31), default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if the result is cached")
