@@ -224,6 +224,7 @@ def cmd_bench_golden(args):
 
 
 def register(sub):
+    from .sampler import TOP_K_BITS
     p = sub.add_parser("export", help="write the weight image of a model")
     p.add_argument("model", help="bundled model name or Hugging Face format folder")
     p.add_argument("-o", "--output", required=True, help="image file to write (.mfw)")
@@ -242,7 +243,7 @@ def register(sub):
     p.add_argument("-n", type=_positive_arg, default=200, help="tokens to generate (default 200)")
     p.add_argument("--engine", choices=["float", "golden"], default="float")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-k", type=_uint_arg(16), default=0,
+    p.add_argument("--top-k", type=_uint_arg(TOP_K_BITS), default=0,
                    help="sample among the k most likely tokens (0, the default: all), as the device does")
     p.add_argument("--seed", type=_uint_arg(63), default=0)
     p.set_defaults(func=cmd_generate)

@@ -165,6 +165,7 @@ def _board_arg(name):
 
 def register(sub):
     from .commands import _nonneg_float, _positive_arg, _uint_arg
+    from .sampler import TOP_K_BITS
     p = sub.add_parser("run", help="run a model on a board (or the simulated board) and stream text")
     p.add_argument("--prompt", required=True, help="text to feed (bytes of UTF-8 for a byte-level model)")
     p.add_argument("-n", type=_positive_arg, default=100, help="tokens to generate (default 100)")
@@ -185,7 +186,7 @@ def register(sub):
                         "--arch compact)")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0,
                    help="0 (default): the argmax; otherwise the device samples (8.8 fixed point)")
-    p.add_argument("--top-k", type=_uint_arg(16), default=0,
+    p.add_argument("--top-k", type=_uint_arg(TOP_K_BITS), default=0,
                    help="with a temperature: sample from the k largest logits only (default 0: all)")
     p.add_argument("--seed", type=_uint_arg(32), default=0, help="the device's LFSR seed (default 0)")
     p.set_defaults(func=run)

@@ -37,6 +37,8 @@ __all__ = ["TEMPERATURE_FRAC", "TEMPERATURE_MAX", "LFSR_MASK", "SEED_ZERO", "LOG
 
 from .protocol import TEMPERATURE_FRAC
 TEMPERATURE_MAX = 0xFFFF
+TOP_K_BITS = 16
+"""Width of ``top_k`` (GENERATE's ``u16``): 0 .. 65535."""
 LFSR_MASK = 0x80200003
 SEED_ZERO = 0xFFFFFFFF
 """The LFSR state used when the seed is 0."""
@@ -134,8 +136,8 @@ class Sampler:
     def __init__(self, temperature=0, top_k=0, seed=0):
         if not 0 <= temperature <= TEMPERATURE_MAX:
             raise ValueError(f"temperature code must be 0..{TEMPERATURE_MAX}, not {temperature}")
-        if not 0 <= top_k <= 0xFFFF:
-            raise ValueError(f"top_k must be 0..65535, not {top_k}")
+        if not 0 <= top_k < 1 << TOP_K_BITS:
+            raise ValueError(f"top_k must be 0..{(1 << TOP_K_BITS) - 1}, not {top_k}")
         self.temperature = temperature
         self.top_k = top_k
         self.state = seed_state(seed)
