@@ -386,6 +386,17 @@ def test_unreachable_port_is_one_line():
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("url", ["socket://localhost", "socket://localhost:99999", "socket://:7000",
+                                 "socket://localhost:0", "rfc2217://localhost"])
+def test_network_url_without_a_usable_port_is_named(url):
+    """pyserial's own messages for these say nothing of the port (one is a list of logging levels)."""
+    with pytest.raises(DeviceError) as e:
+        Device(url)
+    scheme = url.split(":")[0]
+    assert str(e.value) == (f"cannot open {url}: a {scheme}:// URL needs a host and a port of 1 to 65535, "
+                            f"as in {scheme}://localhost:7000")
+
+
 def test_loop_url_gets_no_reply(clock):
     dev = Device("loop://", timeout=0.02, retries=1)
     with pytest.raises(DeviceTimeout, match="no valid reply to INFO after 2 attempts"):

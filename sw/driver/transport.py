@@ -24,6 +24,7 @@ class SerialTransport:
 
     def __init__(self, url, baudrate=3_000_000, write_timeout=5.0):
         import serial
+        _check_network_url(url)
         try:
             self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=write_timeout)
         except (serial.SerialException, ValueError, OSError) as e:
@@ -46,6 +47,26 @@ class SerialTransport:
 
     def close(self):
         self.port.close()
+
+
+_NETWORK_SCHEMES = ("socket", "rfc2217")
+
+
+def _check_network_url(url):
+    """``socket://`` and ``rfc2217://`` URLs need a host and a port of 1 to 65535; pyserial's own
+    messages for a missing or bad one do not say so."""
+    from urllib.parse import urlsplit
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in _NETWORK_SCHEMES:
+        return
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or not port:
+        raise DeviceError(f"cannot open {url}: a {scheme}:// URL needs a host and a port of 1 to 65535, "
+                          f"as in {scheme}://localhost:7000")
 
 
 def _one_line(e):
