@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from mmfree.protocol import DEFAULT_BAUD
+
 from .pll import pll_for_family, MHZ
 from .targets import get_board, check_design, BoardTop, GenericTop, generic_constraints, STATUS_BITS
 
@@ -644,7 +646,7 @@ def _remember(root, input_key, entry):
 
 # --- the designs the command line builds ---------------------------------------------------------
 
-def selftest_design(baud=3_000_000):
+def selftest_design(baud=DEFAULT_BAUD):
     """The flow's self-test design (:class:`~mmfree.boards.selftest.SelfTest`)."""
     from .selftest import SelfTest, uart_divisor
 

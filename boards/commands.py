@@ -3,6 +3,8 @@
 import json
 import sys
 
+from mmfree.protocol import DEFAULT_BAUD
+
 __all__ = ["register"]
 
 
@@ -50,7 +52,7 @@ def cmd_build(args):
         if args.model is not None or args.lanes is not None or args.arch is not None or args.rows is not None:
             raise UsageError("--model, --lanes, --rows and --arch make the accelerator; the self-test "
                              "design takes none of them")
-        design = selftest_design(baud=args.baud or 3_000_000)
+        design = selftest_design(baud=args.baud or DEFAULT_BAUD)
     else:
         try:
             design = accelerator_design(args.model or board.default_model, lanes=args.lanes, baud=args.baud,
@@ -105,7 +107,7 @@ def register(sub):
     p.add_argument("--clock", type=_mhz_arg, metavar="MHZ",
                    help="design clock in MHz; the PLL's nearest is used (default: the preset's clock for "
                         "the accelerator, the board's for the self-test)")
-    p.add_argument("--baud", type=_positive_arg, help="UART baud rate (default 3000000)")
+    p.add_argument("--baud", type=_positive_arg, help=f"UART baud rate (default {DEFAULT_BAUD})")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default build/BOARD-DESIGN)")
     p.add_argument("--seed", type=_uint_arg(31), default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if the result is cached")

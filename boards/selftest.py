@@ -19,6 +19,8 @@ from amaranth.lib import wiring, stream, fifo, memory
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from mmfree.protocol import DEFAULT_BAUD
+
 __all__ = ["SelfTest", "UARTRx", "UARTTx", "uart_divisor", "ENQ"]
 
 ENQ = 0x05
@@ -136,7 +138,7 @@ class SelfTest(wiring.Component):
     integer below 2**32, set by the build flow; 0 in a design that has not been through it).
     """
 
-    def __init__(self, clock_hz, baud=3_000_000, build_hash=0):
+    def __init__(self, clock_hz, baud=DEFAULT_BAUD, build_hash=0):
         self.divisor = uart_divisor(clock_hz, baud)
         if isinstance(build_hash, bool) or not isinstance(build_hash, int) or not 0 <= build_hash < 1 << 32:
             raise ValueError(f"build_hash must be an integer in [0, 2**32), not {build_hash!r}")

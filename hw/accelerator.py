@@ -18,6 +18,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mmfree.protocol import DEFAULT_BAUD
+
 from .config import HwConfig
 from .core import Core
 from .link import Link, check_arguments, info_for
@@ -26,7 +28,6 @@ from .uart import UARTReceiver, UARTTransmitter, baud_fraction
 __all__ = ["Accelerator", "make_accelerator", "port_members", "PHYS", "DEFAULT_BAUD"]
 
 PHYS = ("uart", "bytes")
-DEFAULT_BAUD = 3_000_000
 HEARTBEAT_HZ = 1
 """Blink rate of status bit 3 (heartbeat)."""
 

@@ -2,6 +2,8 @@
 
 import sys
 
+from mmfree.protocol import DEFAULT_BAUD
+
 __all__ = ["register"]
 
 
@@ -52,7 +54,7 @@ def register(sub):
     p.add_argument("--lanes", type=_positive_arg, default=None, help="lanes of each row unit (default 32)")
     p.add_argument("--rows", type=_positive_arg, default=None, help="row units (default 1)")
     p.add_argument("--clock", type=_mhz_arg, default=None, help="design clock in MHz (sets the UART timing)")
-    p.add_argument("--baud", type=_positive_arg, default=3_000_000)
+    p.add_argument("--baud", type=_positive_arg, default=DEFAULT_BAUD)
     p.add_argument("--phy", choices=["uart", "bytes"], default="uart")
     p.add_argument("--build-hash", type=_uint_arg(32), default=0, help="the hash INFO returns (32 bits)")
     p.add_argument("--name", default="mmfree_accelerator")

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mmfree.protocol import DEFAULT_BAUD
+
 __all__ = ["bench", "register"]
 
 
@@ -55,7 +57,7 @@ def _lanes_text(config):
     return f"{config.total_lanes} lanes ({config.rows} row units of {config.lanes})"
 
 
-def link_throughput(nbytes=None, baud=3_000_000, progress=False):
+def link_throughput(nbytes=None, baud=DEFAULT_BAUD, progress=False):
     """Upload ``nbytes`` (default: as many as the region holds) of the demo model's TRITS region with
     WRITE frames to the simulated board (the ``tiny`` configuration) whose byte port is paced like a
     UART at ``baud`` (10 bits a byte) in simulated time. Returns the payload bytes per second of

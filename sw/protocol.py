@@ -39,11 +39,15 @@ __all__ = [
     "PayloadError", "REQUEST_LENGTHS",
     "Region", "Info", "Status", "WriteRequest", "VerifyRequest", "VerifyReply", "FeedRequest",
     "FeedReply", "GenerateRequest", "StopReply", "ResendRequest", "Token", "Done", "Nak",
-    "command_name", "error_name",
+    "command_name", "error_name", "DEFAULT_BAUD",
 ]
 
 PROTOCOL_VERSION = 2
 """Reported by INFO; bumped on any change to this module that changes bytes on the wire."""
+
+DEFAULT_BAUD = 3_000_000
+"""The UART's line rate (8N1) that board builds use and the driver opens a serial port at, unless told
+otherwise."""
 
 INFO_MAGIC = b"MMFD"
 """First four bytes of the INFO reply: identifies an mmfree device."""

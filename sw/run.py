@@ -9,6 +9,8 @@ on first use.
 import sys
 import time
 
+from .protocol import DEFAULT_BAUD
+
 __all__ = ["register", "run"]
 
 
@@ -71,15 +73,24 @@ def run(args):
     prompt = encode_prompt(args.prompt, shape.vocab_size)
 
     board = None
-    if args.board is None:
-        args.board = "icebreaker" if args.arch == "compact" else "ulx3s-85f"
-    t_start = time.perf_counter()
     if args.port is not None and not args.port.strip():
         raise ValueError("--port is empty: give a serial port or a socket:// URL, or leave it out to run "
                          "on the simulated board")
     if args.port:
+        given = [f"--{name}" for name in ("lanes", "rows", "arch", "board") if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to the simulated board: a device at --port "
+                             f"runs the accelerator it was built with")
+    elif args.baud is not None:
+        raise ValueError("--baud only applies with --port (the simulated board has no baud rate)")
+    if args.arch is None:
+        args.arch = "core"
+    if args.board is None:
+        args.board = "icebreaker" if args.arch == "compact" else "ulx3s-85f"
+    t_start = time.perf_counter()
+    if args.port:
         url = args.port
-        device = Device(url, baudrate=args.baud)
+        device = Device(url, baudrate=args.baud or DEFAULT_BAUD)
     else:
         from .sim.board import SimulatedBoard
         board = SimulatedBoard.for_model(shape, progress=True, lanes=args.lanes, arch=args.arch,
@@ -172,12 +183,12 @@ def register(sub):
     p.add_argument("--model", default="demo", help="bundled name, model folder or weight image (default demo)")
     p.add_argument("--port", default=None,
                    help="serial port or pyserial URL of a device; default: start the simulated board")
-    p.add_argument("--baud", type=_positive_arg, default=3_000_000,
-                   help="serial baud rate with --port (default 3000000)")
+    p.add_argument("--baud", type=_positive_arg, default=None,
+                   help=f"serial baud rate with --port (default {DEFAULT_BAUD})")
     p.add_argument("--lanes", type=_positive_arg, default=None,
                    help="lanes of each row unit of the simulated board")
     p.add_argument("--rows", type=_positive_arg, default=None, help="row units of the simulated board")
-    p.add_argument("--arch", choices=("core", "compact"), default="core",
+    p.add_argument("--arch", choices=("core", "compact"), default=None,
                    help="the accelerator of the simulated board: core (default) or compact (processor "
                         "and ternary unit, as built for the iCEBreaker)")
     p.add_argument("--board", type=_board_arg, default=None,

@@ -145,7 +145,7 @@ class Device:
     :data:`~mmfree.protocol.VERIFY_CYCLES_PER_BYTE` cycles a byte).
     """
 
-    def __init__(self, port, *, baudrate=3_000_000, timeout=0.5, retries=8, token_timeout=5.0,
+    def __init__(self, port, *, baudrate=p.DEFAULT_BAUD, timeout=0.5, retries=8, token_timeout=5.0,
                  busy_timeout=None, window=4, seed=None, verify_rate=None):
         for name, v in (("timeout", timeout), ("token_timeout", token_timeout)):
             if not v > 0:

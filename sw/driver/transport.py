@@ -14,6 +14,7 @@ any transport to damage the byte stream for testing.
 
 import random
 
+from ..protocol import DEFAULT_BAUD
 from .errors import DeviceError
 
 __all__ = ["SerialTransport", "FaultyTransport", "open_transport"]
@@ -22,7 +23,7 @@ __all__ = ["SerialTransport", "FaultyTransport", "open_transport"]
 class SerialTransport:
     """A pyserial port opened with :func:`serial.serial_for_url`, made non-blocking for reads."""
 
-    def __init__(self, url, baudrate=3_000_000, write_timeout=5.0):
+    def __init__(self, url, baudrate=DEFAULT_BAUD, write_timeout=5.0):
         import serial
         _check_network_url(url)
         try:
@@ -73,7 +74,7 @@ def _one_line(e):
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def open_transport(port, baudrate=3_000_000):
+def open_transport(port, baudrate=DEFAULT_BAUD):
     """A transport for ``port``: a pyserial URL or device path (str or path), or an object that already
     has ``read`` and ``write``."""
     if isinstance(port, (str, bytes)) or hasattr(port, "__fspath__"):
