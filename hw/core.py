@@ -261,6 +261,8 @@ class _BankedReadPort:
     def __init__(self, m, name, width, depth, bank, wr, arch="generic"):
         nb = -(-depth // bank)
         lb = (bank - 1).bit_length()
+        self.bank = bank
+        self.memories = []          # the inferred memories, bank by bank (none on the ECP5)
         self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
         self.data = Signal(width, name=f"{name}_rdata")
         modes = [w for w, d in DP16KD_MODES.items() if bank <= d]
@@ -290,6 +292,7 @@ class _BankedReadPort:
                 continue
             mem = memory.Memory(shape=unsigned(width), depth=min(bank, depth - b * bank), init=[])
             m.submodules[f"{name}_{b}"] = mem
+            self.memories.append(mem)
             wp, rp = mem.write_port(), mem.read_port()
             m.d.comb += [wp.addr.eq(waddr), wp.data.eq(wdata), wp.en.eq(we), rp.addr.eq(raddr)]
             q = Signal(width, name=f"{name}_q{b}")
@@ -430,6 +433,9 @@ class Core(wiring.Component):
         params_rp = region("params", cfg.param_words, PARAMS_BANK)
         gates_rp = region("gates", cfg.gate_words, GATES_BANK)
         scalars_rp = region("scalars", cfg.scalar_words, SCALARS_BANK)
+        # region -> the memories that hold its words, a sub-word each, lowest bits first
+        self.probe["regions"] = {memory_map.REGION_TRITS: trits_rps, memory_map.REGION_PARAMS: [params_rp],
+                                 memory_map.REGION_GATES: [gates_rp], memory_map.REGION_SCALARS: [scalars_rp]}
 
         # the buffers the front reads once each, their word two clocks after the address: on the ECP5
         # through the block RAM's own output register (Pipeline.buffer)

@@ -1,12 +1,13 @@
 """Driving :class:`mmfree.hw.core.Core` in Amaranth's simulator: writing its regions, stepping tokens.
 
-Used by the core's tests and by ``mmfree profile`` (:mod:`mmfree.sim.profile`). Each function is a
-coroutine for an Amaranth testbench (``ctx``, the core ``dut``).
+Used by the core's tests and by ``mmfree profile`` (:mod:`mmfree.sim.profile`), in an Amaranth
+testbench (``ctx``, the core ``dut``): :func:`write_regions` and :func:`request` are coroutines,
+:func:`preload_regions` sets the memories at once.
 """
 
 from mmfree.hw.core import Command, REGION_PORTS
 
-__all__ = ["write_regions", "request"]
+__all__ = ["write_regions", "preload_regions", "request"]
 
 
 async def write_regions(ctx, dut, words, progress=None):
@@ -24,6 +25,28 @@ async def write_regions(ctx, dut, words, progress=None):
         if progress is not None:
             progress(len(ws) % 1024)
         ctx.set(port.en, 0)
+
+
+def preload_regions(ctx, dut, words, progress=None):
+    """Put ``words`` (as :func:`write_regions` takes them) straight into the core's memories, as a
+    write through the ports leaves them, with no clock passing: for a core elaborated for Amaranth's
+    simulator (inferred memories), after reset. ``progress(n)`` is told of every 1,024 words."""
+    regions = dut.probe["regions"]
+    for region, ws in words.items():
+        parts = regions[region]
+        for rp in parts:
+            if not rp.memories:
+                raise ValueError("the core's memories are not inferred ones (an ECP5 build): write "
+                                 "through the ports instead")
+        widths = [len(rp.data) for rp in parts]
+        for addr, word in enumerate(ws):
+            for rp, width in zip(parts, widths):
+                ctx.set(rp.memories[addr // rp.bank].data[addr % rp.bank], word & ((1 << width) - 1))
+                word >>= width
+            if progress is not None and addr % 1024 == 1023:
+                progress(1024)
+        if progress is not None:
+            progress(len(ws) % 1024)
 
 
 async def request(ctx, dut, cmd, token=0, limit=100_000):

@@ -1,8 +1,9 @@
 """``mmfree profile``: where the cycles of a token go, matrix by matrix.
 
 The core (:class:`mmfree.hw.core.Core`, the accelerator without its link) runs in Amaranth's own
-simulator: the model is written through the core's write ports as :func:`mmfree.memory_map.to_regions`
-lays it out, then two tokens are stepped, each answer checked against the integer golden model. In
+simulator: the model is put into the core's memories as :func:`mmfree.memory_map.to_regions` lays it
+out and its write ports would leave it (:func:`mmfree.sim.core_sim.preload_regions`: no clocks, where
+a word a clock through the ports took minutes for ``demo``), then two tokens are stepped, each answer checked against the integer golden model. In
 the second token (the steady state: the first also fetches the norm weights that later tokens find
 fetched ahead) every clock at which the matrix-vector unit takes a weight beat is recorded. The beats
 come in TRITS order (:func:`mmfree.memory_map.matrix_order`), ``rows x cols / (lanes x row units)``
@@ -79,7 +80,7 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
     from mmfree.hw.core import Core, Command, region_words
     from mmfree.registry import resolve
     from mmfree.sim.board import _config_for
-    from mmfree.sim.core_sim import request, write_regions
+    from mmfree.sim.core_sim import preload_regions, request
     from mmfree.sim.commands import _lanes_text
 
     q = resolve(model).quantized()
@@ -107,10 +108,10 @@ def profile(model="tiny", *, lanes=None, rows=None, token=None, progress=False):
     golden = GoldenModel(q)
 
     async def bench(ctx):
-        say(f"writing the model's {total_words:,} words through the core's write ports")
+        say(f"loading the model's {total_words:,} words into the core's memories")
         with tqdm(total=total_words, unit="word", file=sys.stderr, leave=False,
                   disable=not progress) as bar:
-            await write_regions(ctx, dut, words, bar.update)
+            preload_regions(ctx, dut, words, bar.update)
         tok = token
         limit = 20 * q.shape.ternary_weights // (P * R) + 100_000
         for n in range(2):

@@ -14,8 +14,9 @@ from amaranth.sim import Simulator
 from mmfree import memory_map as mm
 from mmfree.golden import GoldenModel, ModelShape, quantize_model
 from mmfree.hw.config import HwConfig, TINY_SHAPE, DEMO_SHAPE, MemoryMapError
-from mmfree.hw.core import Core, Command, region_words, LOGITS_READ_LATENCY, REGION_PORTS
-from mmfree.sim.core_sim import request, write_regions
+from mmfree.hw.core import (Core, Command, region_words, LOGITS_READ_LATENCY, REGION_PORTS, REGION_READ_LATENCY,
+                            TRITS_BANK, PARAMS_BANK)
+from mmfree.sim.core_sim import preload_regions, request, write_regions
 from conftest import small_model
 
 
@@ -183,6 +184,32 @@ def test_core_amaranth_small(lanes, rows):
     assert taken[0] == 6 * q.shape.ternary_weights // (cfg.lanes * cfg.rows)
     for hw, gold in logits_hw:
         assert hw == gold
+
+
+@pytest.mark.sim
+def test_preload_regions_reads_back_as_written():
+    """``preload_regions`` (what ``mmfree profile`` loads a model with) leaves every word of every
+    region where the read ports find it: TRITS split over two row units' memories, over more than
+    one bank."""
+    q = _model(41, vocab=32, hidden=64, layers=2, intermediate=256)
+    cfg = HwConfig.for_model(q.shape, lanes=4, rows=2)
+    words = region_words(mm.to_regions(q, cfg.lanes, cfg.rows), cfg.lanes, cfg.rows)
+    assert len(words[mm.REGION_TRITS]) > TRITS_BANK and len(words[mm.REGION_PARAMS]) > PARAMS_BANK
+    dut = Core(cfg)
+    got = {}
+
+    async def bench(ctx):
+        preload_regions(ctx, dut, words)
+        for region, ws in words.items():
+            port = getattr(dut, "rd_" + REGION_PORTS[region])
+            got[region] = []
+            for addr in range(len(ws)):
+                ctx.set(port.addr, addr)
+                await ctx.tick().repeat(REGION_READ_LATENCY)
+                got[region].append(ctx.get(port.data))
+
+    _run(dut, bench)
+    assert got == words
 
 
 @pytest.mark.sim
