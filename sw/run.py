@@ -79,8 +79,8 @@ def run(args):
     if args.port:
         given = [f"--{name}" for name in ("lanes", "rows", "arch", "board") if getattr(args, name) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply to the simulated board: a device at --port "
-                             f"runs the accelerator it was built with")
+            raise ValueError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the "
+                             f"simulated board: a device at --port runs the accelerator it was built with")
     elif args.baud is not None:
         raise ValueError("--baud only applies with --port (the simulated board has no baud rate)")
     if args.arch is None:

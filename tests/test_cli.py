@@ -74,7 +74,7 @@ def test_generate_engines_agree_on_image_and_folder(tmp_path, capfdbinary):
     (["bench", "--prompt", "x" * 65], "1 to 64 bytes"),
     (["run", "--model", "tiny", "--prompt", "hi", "--port", ""], "--port is empty"),
     (["run", "--model", "tiny", "--prompt", "hi", "--port", "loop://", "--arch", "compact"],
-     "--arch only apply to the simulated board"),
+     "--arch only applies to the simulated board"),
     (["run", "--model", "tiny", "--prompt", "hi", "--port", "loop://", "--lanes", "8", "--board", "icebreaker"],
      "--lanes, --board only apply to the simulated board"),
     (["run", "--model", "tiny", "--prompt", "hi", "--baud", "115200"], "--baud only applies with --port"),
