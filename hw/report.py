@@ -44,11 +44,13 @@ DEFAULT_SHAPE = "demo"
 SHAPES = ("tiny", "demo", "370M", "1.3B")
 """Model shapes ``--shape`` takes: the bundled models and published ones (:data:`mmfree.commands.SHAPES`)."""
 
-UNITS = ("ternary_matvec", "rescale", "rmsnorm", "output_scale", "mlgru", "glu",
+UNITS = ("ternary_matvec", "trit_stream", "trit_decode", "rescale", "rmsnorm", "output_scale", "mlgru", "glu",
          "sigmoid", "silu", "silu_state", "mul_act", "lb_blend", "state_update", "norm_weight", "sampler")
-"""Unit names, in the order the report lists them: the four units of a layer (with the rescale stage
-and the quantiser's scalar unit), the element-wise stream components they are built from, and the
-accelerator's on-device sampler."""
+"""Unit names, in the order the report lists them: the matrix-vector unit and what feeds it its
+weights (a row unit's :class:`~mmfree.hw.trits.TritStream`, and the base-3 decoding of one TRITS word
+inside it, both as the ``--shape``'s hardware preset has them), the four units of a layer (with the
+rescale stage and the quantiser's scalar unit), the element-wise stream components they are built
+from, and the accelerator's on-device sampler."""
 
 
 def _shapes():
@@ -138,7 +140,10 @@ class Row:
 def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHAPE):
     """The rows to measure, unsynthesised: ``units`` (names of :data:`UNITS`; default all) built with
     these lane counts, longest row and model shape. Raises ``ValueError`` on sizes no unit takes."""
-    from . import ternary, rmsnorm, mlgru, glu, activations, sampler
+    from . import ternary, rmsnorm, mlgru, glu, activations, sampler, trits
+    from .config import HwConfig, PRESETS
+    from .core import REGION_READ_LATENCY
+    from .. import memory_map
 
     units = list(units or UNITS)
     for u in units:
@@ -182,6 +187,19 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
                 rows.append(Row(u, params, lanes=p, note=note,
                                 factory=lambda p=p, lut=lut, spread=spread: ternary.TernaryMatVec(
                                     p, max_k, act_lut_lanes=lut, spread_control=spread)))
+        elif u in ("trit_stream", "trit_decode"):
+            # a row unit's stream, as the shape's preset (or, for a shape without one, the default
+            # configuration that holds it) builds it
+            cfg = HwConfig.preset(shape) if shape in PRESETS else HwConfig.for_model(ms)
+            wb = memory_map.trit_subword_bytes(cfg.lanes)
+            if u == "trit_stream":
+                rows.append(Row(u, f"P={cfg.lanes} word_bytes={wb} depth={cfg.trit_words} ({shape})",
+                                lanes=cfg.lanes,
+                                factory=lambda cfg=cfg, wb=wb: trits.TritStream(
+                                    cfg.lanes, wb, cfg.trit_words, latency=REGION_READ_LATENCY)))
+            else:
+                rows.append(Row(u, f"word_bytes={wb} ({shape}: {cfg.lanes} lanes a row unit)",
+                                lanes=cfg.lanes, factory=lambda wb=wb: trits.WordDecoder(wb)))
         elif u == "rescale":
             w = ternary.acc_width_for(max_k)
             rows.append(Row(u, f"acc_width={w} (max_k={max_k})",

@@ -18,7 +18,7 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "decode_table", "decode_lookup", "decode_logic"]
+__all__ = ["TritStream", "WordDecoder", "decode_table", "decode_lookup", "decode_logic"]
 
 _CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
 
@@ -57,6 +57,29 @@ def decode_logic(byte, table):
                  for h in range(16)]
         bits.append(Array(funcs)[hi])
     return Cat(*bits)
+
+
+class WordDecoder(wiring.Component):
+    """A word of ``word_bytes`` base-3 bytes decoded into ``5 * word_bytes`` trits (the 2-bit code of
+    :func:`~mmfree.numerics.pack_trits`), registered before and after: the decoding step of
+    :class:`TritStream` on its own, so that its cost can be measured apart from the stream's buffer
+    (``mmfree report units --unit trit_decode``). ``i`` is taken every clock; ``o`` is its trits two
+    clocks later."""
+
+    def __init__(self, word_bytes):
+        if not isinstance(word_bytes, int) or isinstance(word_bytes, bool) or word_bytes < 1:
+            raise ValueError(f"word_bytes must be a positive int, not {word_bytes!r}")
+        self.word_bytes = word_bytes
+        super().__init__({"i": In(8 * word_bytes), "o": Out(_CODE_BITS * word_bytes)})
+
+    def elaborate(self, platform):
+        m = Module()
+        table = decode_table()
+        decode = decode_lookup if platform is None else decode_logic
+        word = Signal(8 * self.word_bytes)
+        m.d.sync += [word.eq(self.i),
+                     self.o.eq(Cat(*(decode(word.word_select(j, 8), table) for j in range(self.word_bytes))))]
+        return m
 
 
 class TritStream(wiring.Component):

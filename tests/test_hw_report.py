@@ -7,6 +7,7 @@ import pytest
 from mmfree.cli import main
 from mmfree.hw import report
 from mmfree.hw.ternary import TernaryMatVec
+from mmfree.hw.trits import TritStream
 from conftest import unused
 
 
@@ -51,7 +52,14 @@ def test_plan_defaults():
     for row in mv[:2]:
         unit = unused(row.factory())
         assert unit.act_lut_lanes == 0 and not unit.spread_control and row.note is None
-    assert rows[3].params == "acc_width=21 (max_k=4096)"
+    # a row unit's weight stream and its word decoder, as the demo preset builds them
+    stream, decoder = rows[3:5]
+    assert (stream.unit, stream.params, stream.lanes) == ("trit_stream", "P=32 word_bytes=9 depth=7965 (demo)", 32)
+    assert (decoder.unit, decoder.params, decoder.lanes) == ("trit_decode", "word_bytes=9 (demo: 32 lanes a row unit)", 32)
+    unit = unused(stream.factory())
+    assert isinstance(unit, TritStream) and (unit.lanes, unit.word_bytes, unit.depth) == (32, 9, 7965)
+    assert unused(decoder.factory()).word_bytes == 9
+    assert rows[5].params == "acc_width=21 (max_k=4096)"
     from mmfree.hw.config import DEMO_SHAPE
     assert next(r for r in rows if r.unit == "mlgru").params == \
         f"hidden={DEMO_SHAPE.hidden_size} layers={DEMO_SHAPE.num_layers} (demo)"
