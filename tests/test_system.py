@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 PROMPT = "ROMEO:"
 # The compact accelerator runs its firmware on PicoRV32 in simulation: about 2 M cycles a token and
 # 66 KB of upload through the firmware, minutes of Verilator either way. Its tests feed a two-byte
-# prompt: three steps still carry the recurrent state from token to token.
+# prompt: the recurrent state still carries from token to token.
 COMPACT_PROMPT = "RO"
 
 
