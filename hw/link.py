@@ -62,6 +62,7 @@ from .sampler import Sampler
 from .core import (Command, REGION_PORTS, REGION_READ_LATENCY, read_signature, request_layout,
                    result_layout, write_signature)
 from mmfree.numerics import GATE
+from mmfree.sampler import TEMPERATURE_MAX, TOP_K_BITS
 
 __all__ = ["Link", "FrameReceiver", "FrameSender", "core_signature", "info_for", "region_sizes",
            "check_arguments", "EVENT_LAYOUT"]
@@ -685,10 +686,10 @@ class Link(wiring.Component):
         produced = Signal(32)
         m.d.sync += [gen_all.eq(produced == gen_n), gen_short.eq(produced < gen_n)]
         gen_reason = Signal(8)
-        gen_temperature = Signal(16)                    # 0: argmax
+        gen_temperature = Signal(TEMPERATURE_MAX.bit_length())     # 0: argmax
         gen_sampling = Signal()                         # gen_temperature != 0, a clock behind
         m.d.sync += gen_sampling.eq(gen_temperature != 0)
-        gen_top_k = Signal(16)
+        gen_top_k = Signal(TOP_K_BITS)
         sampled = Signal()                              # next_tok is the sampler's pick for this index
         hist_shape = data.StructLayout({"token": tok_shape, "cycles": 32})
         # read through a register beside the block RAM (on the ECP5 the DP16KD's own): its output,

@@ -87,7 +87,7 @@ class Sampler(wiring.Component):
         super().__init__({
             "start": In(1),
             "temperature": In(_T_BITS),
-            "top_k": In(16),
+            "top_k": In(spec.TOP_K_BITS),
             "vocab": In(range(max_vocab + 1)),
             "load": In(1),
             "seed": In(32),
