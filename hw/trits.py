@@ -18,7 +18,7 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "WordDecoder", "decode_table", "decode_lookup", "decode_logic"]
+__all__ = ["TritStream", "WordDecoder", "decode_word", "decode_table", "decode_lookup", "decode_logic"]
 
 _CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
 
@@ -59,6 +59,15 @@ def decode_logic(byte, table):
     return Cat(*bits)
 
 
+def decode_word(word, platform):
+    """The trits of every byte of ``word`` (a Value of whole bytes), byte 0 lowest: elaborated for a
+    device (``platform`` given) as :func:`decode_logic`; for simulation as :func:`decode_lookup`, the
+    same bits."""
+    table = decode_table()
+    decode = decode_lookup if platform is None else decode_logic
+    return Cat(*(decode(word.word_select(j, 8), table) for j in range(len(word) // 8)))
+
+
 class WordDecoder(wiring.Component):
     """A word of ``word_bytes`` base-3 bytes decoded into ``5 * word_bytes`` trits (the 2-bit code of
     :func:`~mmfree.numerics.pack_trits`), registered before and after: the decoding step of
@@ -74,11 +83,8 @@ class WordDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        table = decode_table()
-        decode = decode_lookup if platform is None else decode_logic
         word = Signal(8 * self.word_bytes)
-        m.d.sync += [word.eq(self.i),
-                     self.o.eq(Cat(*(decode(word.word_select(j, 8), table) for j in range(self.word_bytes))))]
+        m.d.sync += [word.eq(self.i), self.o.eq(decode_word(word, platform))]
         return m
 
 
@@ -162,7 +168,6 @@ class TritStream(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P, T, cap, A = self.lanes, self.trits_per_word, self.capacity, self.ahead
-        table = decode_table()
 
         buf = Signal(2 * cap)
         # the trits in buf, from bit 0 (bits above are 0), as whole beats and the rest: count =
@@ -182,11 +187,7 @@ class TritStream(wiring.Component):
         m.d.sync += word.eq(self.rd.data)
         decoded = Signal(2 * T)                         # the trits of word, one clock later
         dpend = Signal()                                # decoded holds a word to insert
-        # elaborated for a device: logic; for simulation (no platform): the lookup, the same bits
-        decode = decode_lookup if platform is None else decode_logic
-        m.d.sync += [decoded.eq(Cat(*(decode(word.word_select(j, 8), table)
-                                      for j in range(self.word_bytes)))),
-                     dpend.eq(pend & ~self.start)]
+        m.d.sync += [decoded.eq(decode_word(word, platform)), dpend.eq(pend & ~self.start)]
         # a clock later the word, shifted by the rest lo it will find (taking a beat leaves lo as
         # it is, only the word ahead of it changes it), and in the clock after that inserted whole
         # beats up: no shifter longer than P trits or A beats in any clock. A word is fetched only
