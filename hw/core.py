@@ -261,7 +261,7 @@ class _BankedReadPort:
     def __init__(self, m, name, width, depth, bank, wr, arch="generic"):
         nb = -(-depth // bank)
         lb = (bank - 1).bit_length()
-        self.bank = bank
+        self._lb = lb
         self.memories = []          # the inferred memories, bank by bank (none on the ECP5)
         self.addr = Signal(_addr_shape(depth), name=f"{name}_raddr")
         self.data = Signal(width, name=f"{name}_rdata")
@@ -322,6 +322,13 @@ class _BankedReadPort:
             m.d.sync += [sel[0].eq(addr[lb:] // BANKS_PER_ADDRESS)]
             m.d.sync += [b.eq(a) for a, b in zip(sel, sel[1:])]
             m.d.comb += self.data.eq(Array(gouts)[sel[-1]])
+
+    def cell(self, addr):
+        """``(memory, index)``: where a write to word ``addr`` lands, split as the write port splits
+        it (the bank from the address bits above a bank's, the index from those below), for a
+        simulation to set words directly (``mmfree.sim.core_sim.preload_regions``). Only for the
+        inferred memories (elsewhere than on the ECP5)."""
+        return self.memories[addr >> self._lb], addr & ((1 << self._lb) - 1)
 
 
 def request_layout(config):

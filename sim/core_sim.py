@@ -41,7 +41,8 @@ def preload_regions(ctx, dut, words, progress=None):
         widths = [len(rp.data) for rp in parts]
         for addr, word in enumerate(ws):
             for rp, width in zip(parts, widths):
-                ctx.set(rp.memories[addr // rp.bank].data[addr % rp.bank], word & ((1 << width) - 1))
+                memory, index = rp.cell(addr)
+                ctx.set(memory.data[index], word & ((1 << width) - 1))
                 word >>= width
             if progress is not None and addr % 1024 == 1023:
                 progress(1024)
