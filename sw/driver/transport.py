@@ -57,10 +57,10 @@ def _check_network_url(url):
     """``socket://`` and ``rfc2217://`` URLs need a host and a port of 1 to 65535; pyserial's own
     messages for a missing or bad one do not say so."""
     from urllib.parse import urlsplit
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    parts = urlsplit(url)
+    scheme = parts.scheme
     if scheme not in _NETWORK_SCHEMES:
         return
-    parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
