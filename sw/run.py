@@ -67,7 +67,8 @@ def run(args):
     image, src = _image_of(args.model)
     from .image import ImageError, parse_image
     try:
-        shape = parse_image(image, values=True)[0].shape    # checked whole here, before any upload
+        # checked whole now, as the upload's check_image does, but before a simulated board is built
+        shape = parse_image(image, values=True)[0].shape
     except ImageError as e:
         raise ImageError(f"{args.model}: {e}") from None
     prompt = encode_prompt(args.prompt, shape.vocab_size)

@@ -420,6 +420,14 @@ def test_incompatible_images_refused_before_writing(image):
         fast_device(GoldenBoard()).upload(bytes(bad))
     with pytest.raises(ImageError, match="truncated"):
         fast_device(GoldenBoard()).upload(image[:1000])
+    # a value no model holds behind correct CRCs: refused for the golden board too, whose map sends
+    # the image file as it is (the accelerator's map decodes it anyway)
+    from malformed import image_with_bad_value
+    data, name = image_with_bad_value()
+    board = GoldenBoard()
+    with pytest.raises(ImageError, match=f"section {name}: invalid base-3 trit byte"):
+        fast_device(board).upload(data)
+    assert board.frames_ok == 1                              # only the INFO
 
 
 def test_version_mismatch_refused(image):

@@ -40,13 +40,14 @@ def _image_bytes(image):
 def check_image(info, image, memory_map=None):
     """Check a weight image against a device's INFO before anything is sent.
 
-    Returns ``(header, placements)``. Raises :class:`mmfree.image.ImageError` for a damaged image and
-    :class:`IncompatibleImage` (one line) for an image this device cannot run.
+    Returns ``(header, placements)``. Raises :class:`mmfree.image.ImageError` for a damaged image (its
+    structure, a CRC, or a value no model holds, such as a base-3 trit byte above 242, whatever the
+    memory map) and :class:`IncompatibleImage` (one line) for an image this device cannot run.
     """
     from ..image import parse_image
     memory_map = memory_map_for(info) if memory_map is None else memory_map
     data = _image_bytes(image)
-    header, sections = parse_image(data)
+    header, sections = parse_image(data, values=True)
     if header.format_version != info.image_format_version:
         raise IncompatibleImage(f"the device reads image format version {info.image_format_version}; the "
                                 f"image is version {header.format_version}")
