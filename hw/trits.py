@@ -9,8 +9,8 @@ that only increments, decodes every byte into five trits in the 2-bit code of
 :class:`~mmfree.hw.ternary.TernaryMatVec`.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 import torch
@@ -119,21 +119,27 @@ class TritStream(wiring.Component):
 
     Throughput and timing
     ---------------------
-    A word read from the memory is registered first (block RAM outputs are slow), then decoded into a
-    second register, shifted by the trits beyond the buffer's last whole beat into a third, and
-    placed whole beats up into the buffer above the trits it holds: ``latency + 3`` clocks from
-    ``rd.addr`` to the buffer. (Elaborated for a device the decoder is logic,
-    :func:`decode_logic`: a table followed by a register would become block RAM ROMs; for simulation,
-    no platform, it is the table, :func:`decode_lookup`, which simulators evaluate much faster.) A
-    word is fetched whenever fewer than :attr:`ahead` ``P`` trits would be left, counting the words in
-    flight and not counting the beat taken in the same clock, so a beat is offered on every clock (from
-    the ``latency + 5``-th after ``start``) for as long as ``o.ready`` is high: the unit's full rate.
-    The buffer holds at most ``ahead P + T - 1`` trits. ``o.valid`` depends on registers and
-    ``active`` only; the shift that inserts a word and the fetch decision depend on registers (and
-    ``active``) only, so ``o.ready`` drives nothing but final 2:1 multiplexers and the counters (the
-    fetch decision seeing the beat taken, to the address counter through ``o.valid`` and
-    ``o.ready``, was the longest path of a demo build placed for 100 MHz).
+    The words go into a FIFO (:attr:`word_fifo_depth`, fetched only while it has room for every word
+    on its way), and from it into a window of two words, the current one and the next. A beat
+    starting at trit ``s`` of the current word (``s = 5 o + f``) needs its bytes ``o`` to
+    ``o + B - 1`` (``B`` = :attr:`window_bytes`, ``ceil((P + 4) / 5)``): those bytes are picked out of
+    the two words (a choice among ``word_bytes`` byte offsets) into a register, decoded in the next
+    clock (:func:`decode_word`; for a device :func:`decode_logic`, since a table followed by a
+    register would become block RAM ROMs), and shifted down by ``f`` trits in the clock after that,
+    into a FIFO of beats (:attr:`beat_fifo_depth`). A beat leaves the window only while that FIFO has
+    room for every beat on its way. ``s`` goes round the word's ``T`` trits ``P`` at a time, so
+    its next value, its byte ``o`` and trit ``f``, and whether the beat ends the current word, are
+    functions of ``s`` alone, kept in registers: the choice of bytes is made from registers. Every
+    byte is aligned before it is decoded (8 bits a byte against 10 of its trits), and no buffer wider
+    than two words is shifted: the cost of the stream is mostly the decoding of ``B`` bytes a clock.
+
+    A beat is offered on every clock (the first :attr:`first_beat` clocks after ``active`` rises
+    behind a ``start``) for as long as ``o.ready`` is high: the unit's full rate. ``o.valid`` is
+    ``active`` and a register; ``o.ready`` drives the beat FIFO's read and its count only.
     """
+
+    #: beats the FIFO at the output holds: enough for the beats on their way to it and its own latency
+    beat_fifo_depth = 8
 
     def __init__(self, lanes, word_bytes, depth, *, latency=1):
         for name, value in (("lanes", lanes), ("word_bytes", word_bytes), ("depth", depth),
@@ -155,80 +161,135 @@ class TritStream(wiring.Component):
         return memory_map.TRITS_PER_BYTE * self.word_bytes
 
     @property
-    def ahead(self):
-        """Beats kept buffered or in flight: one per clock from the address to the buffer, plus one,
-        plus one for the beat a fetch decision does not see taken (it is made from registers)."""
-        return self.latency + 5
+    def window_bytes(self):
+        """``B``: the most bytes one beat's trits touch, ``ceil((P + 4) / 5)`` (a beat may start at
+        any of a byte's five trits)."""
+        return -(-(self.lanes + memory_map.TRITS_PER_BYTE - 1) // memory_map.TRITS_PER_BYTE)
 
     @property
-    def capacity(self):
-        """Trits the buffer holds at most: ``ahead P + T - 1``."""
-        return self.ahead * self.lanes + self.trits_per_word - 1
+    def word_fifo_depth(self):
+        """Words the FIFO ahead of the window holds: a word a clock is taken from it at most, and a
+        word fetched reaches its output ``latency + 2`` clocks later."""
+        return self.latency + 4
+
+    @property
+    def first_beat(self):
+        """Clocks from the first with ``active`` high (after ``start``) to the first beat offered."""
+        return self.latency + 8
 
     def elaborate(self, platform):
         m = Module()
-        P, T, cap, A = self.lanes, self.trits_per_word, self.capacity, self.ahead
+        P, W, T, B = self.lanes, self.word_bytes, self.trits_per_word, self.window_bytes
+        n5 = memory_map.TRITS_PER_BYTE
+        assert B <= W + 1                               # o + B <= 2 W for every o < W
 
-        buf = Signal(2 * cap)
-        # the trits in buf, from bit 0 (bits above are 0), as whole beats and the rest: count =
-        # hi P + lo; a beat taken lowers hi, a word inserted adds T to the pair. lo itself is not
-        # kept: lo_n is what it will be after this clock's insertion (the rest the word behind
-        # fine's will find), carry whether fine's word completes T // P + 1 beats; both are found a
-        # clock ahead, as the word passes decoded (lo's sum and wrap in the clock of the shift,
-        # behind fpend, was the longest path of a demo build placed for 100 MHz)
-        hi = Signal(range(cap // P + 1))
-        lo_n = Signal(range(P))
-        carry = Signal()
+        # the words: fetched while the FIFO has room for every word fetched and not yet taken
+        m.submodules.words = words = ResetInserter(self.start)(
+            fifo.SyncFIFOBuffered(width=8 * W, depth=self.word_fifo_depth))
         fetched = Signal(self.latency)                  # bit k: a word was addressed k + 1 clocks ago
-        word = Signal(8 * self.word_bytes)              # that word, one clock later
-        pend = Signal()                                 # word holds a word to insert
         ptr = Signal(range(self.depth + 1))
-
-        m.d.sync += word.eq(self.rd.data)
-        decoded = Signal(2 * T)                         # the trits of word, one clock later
-        dpend = Signal()                                # decoded holds a word to insert
-        m.d.sync += [decoded.eq(decode_word(word, platform)), dpend.eq(pend & ~self.start)]
-        # a clock later the word, shifted by the rest lo it will find (taking a beat leaves lo as
-        # it is, only the word ahead of it changes it), and in the clock after that inserted whole
-        # beats up: no shifter longer than P trits or A beats in any clock. A word is fetched only
-        # while fewer than A P trits would be left: it goes in below A P + T.
-        fine = Signal(2 * (T + P - 1))
-        fpend = Signal()                                # fine holds a word to insert
-        lo_t, hi_t = T % P, T // P
-        lo_sum = lo_n + lo_t                            # lo after decoded's word, before the wrap
-        m.d.sync += [fine.eq(decoded << Cat(Const(0, 1), lo_n)), fpend.eq(dpend & ~self.start)]
-        merged = Signal(2 * cap)
-        placed = Array(Cat(Const(0, 2 * P * k), fine) for k in range(A))[hi]
-        m.d.comb += merged.eq(buf | Mux(fpend, placed, 0))
-
-        take = Signal()
-        issue = Signal()
-        # the trits in buf and in flight (hi P + lo + T (fpend + dpend + pend + fetched)), counted
-        # in a register of its own: + T per word fetched, - P per beat taken
-        ahead = Signal(range(cap + (self.latency + 3) * T + 1))
         ptr_end = Signal()                              # ptr == depth: every word fetched
+        wcount = Signal(range(self.word_fifo_depth + 1))
+        issue = Signal()
         m.d.comb += [
-            self.o.valid.eq(self.active & (hi != 0)),
-            self.o.payload.eq(buf[:2 * P]),
-            take.eq(self.o.valid & self.o.ready),
-            # buf + the words in flight, before this clock's beat is taken, < A P: from registers
-            # (and active), so that the beats taken at the buffer's end do not reach the address
-            issue.eq(self.active & (ahead < A * P) & ~ptr_end),
+            issue.eq(self.active & (wcount < self.word_fifo_depth) & ~ptr_end),
             self.rd.addr.eq(ptr),
+            words.w_data.eq(self.rd.data),
+            words.w_en.eq(fetched[-1]),
         ]
+
+        # the window: the current word and the next, and where the next beat starts in the current
+        cur, nxt = Signal(8 * W), Signal(8 * W)
+        cur_v, nxt_v = Signal(), Signal()
+        # per start trit s of the current word: the next s, the byte o and trit f of s, whether the
+        # beat ends in the current word's last trit or beyond (the window moves on by a word), and
+        # whether it has trits of the next word (the bytes of the window beyond the current word
+        # are not needed otherwise, whatever nxt holds)
+        succ = [(s + P) % T for s in range(T)]
+        s = Signal(range(T))
+        o = Signal(range(W))
+        f = Signal(range(n5))
+        wrap = Signal()
+        need = Signal()
+
+        def table(values, shape):
+            return Array(Const(v, shape) for v in values)
+
+        def wraps(v):
+            return int(v + P >= T)
+
+        def needs(v):
+            return int(v + P > T)
+
+        # each of them for the next s, looked up from s itself: one table between registers
+        succ_of = table(succ, s.shape())
+        o_of = table([succ[v] // n5 for v in range(T)], o.shape())
+        f_of = table([succ[v] % n5 for v in range(T)], f.shape())
+        wrap_of = table([wraps(succ[v]) for v in range(T)], 1)
+        need_of = table([needs(succ[v]) for v in range(T)], 1)
+
+        # beats on their way to the beat FIFO or in it
+        m.submodules.beats = beats = ResetInserter(self.start)(
+            fifo.SyncFIFOBuffered(width=2 * P, depth=self.beat_fifo_depth))
+        bcount = Signal(range(self.beat_fifo_depth + 1))
+        go = Signal()                                   # a beat leaves the window
+        take = Signal()
+        m.d.comb += [
+            go.eq(self.active & cur_v & (nxt_v | ~need) & (bcount < self.beat_fifo_depth)),
+            self.o.valid.eq(self.active & beats.r_rdy),
+            self.o.payload.eq(beats.r_data),
+            take.eq(self.o.valid & self.o.ready),
+            beats.r_en.eq(take),
+        ]
+
+        # after this clock's beat: the window moved on by a word if the beat wrapped
+        moved = go & wrap
+        cv = Mux(moved, nxt_v, cur_v)
+        nv = ~moved & nxt_v
+        pop = words.r_rdy & ~(cv & nv)
+        m.d.comb += words.r_en.eq(pop)
+
+        # the beat's bytes, then its trits, then the beat: three registers to the beat FIFO
+        win = Signal(8 * B)
+        dec = Signal(2 * n5 * B)
+        f1, f2 = Signal.like(f), Signal.like(f)
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        beat = Signal(2 * P)
+        pair = Cat(cur, nxt)
+        m.d.sync += [
+            win.eq(Array(pair[8 * k:8 * (k + B)] for k in range(W))[o]),
+            f1.eq(f),
+            dec.eq(decode_word(win, platform)),
+            f2.eq(f1),
+            beat.eq(Array(dec[2 * k:2 * (k + P)] for k in range(n5))[f2]),
+        ]
+        m.d.comb += [beats.w_data.eq(beat), beats.w_en.eq(v3)]
+
         with m.If(self.start):
-            m.d.sync += [buf.eq(0), hi.eq(0), lo_n.eq(0), carry.eq(0), fetched.eq(0), pend.eq(0),
-                         ptr.eq(0), ahead.eq(0), ptr_end.eq(0)]
+            m.d.sync += [fetched.eq(0), ptr.eq(0), ptr_end.eq(0), wcount.eq(0), cur_v.eq(0), nxt_v.eq(0),
+                         s.eq(0), o.eq(0), f.eq(0), wrap.eq(wraps(0)), need.eq(needs(0)),
+                         bcount.eq(0), v1.eq(0), v2.eq(0), v3.eq(0)]
         with m.Else():
             m.d.sync += [
-                buf.eq(Mux(take, merged >> (2 * P), merged)),
-                lo_n.eq(Mux(dpend, Mux(lo_sum >= P, lo_sum - P, lo_sum), lo_n)),
-                carry.eq(lo_sum >= P),
-                hi.eq(hi + Mux(fpend, hi_t + carry, 0) - take),
                 fetched.eq(Cat(issue, fetched[:-1])),
-                pend.eq(fetched[-1]),
                 ptr.eq(ptr + issue),
                 ptr_end.eq(Mux(issue, ptr == self.depth - 1, ptr == self.depth)),
-                ahead.eq(ahead + Mux(issue, T, 0) - Mux(take, P, 0)),
+                wcount.eq(wcount + issue - (pop & words.r_rdy)),
+                bcount.eq(bcount + go - take),
+                v1.eq(go), v2.eq(v1), v3.eq(v2),
             ]
+            with m.If(go):
+                m.d.sync += [s.eq(succ_of[s]), o.eq(o_of[s]), f.eq(f_of[s]), wrap.eq(wrap_of[s]),
+                             need.eq(need_of[s])]
+            # the current word: the next one when the window moves on, a word from the FIFO when empty
+            with m.If(moved):
+                m.d.sync += cur.eq(nxt)
+            with m.If(~cv):
+                m.d.sync += [cur.eq(words.r_data), cur_v.eq(words.r_rdy)]
+            with m.Else():
+                m.d.sync += cur_v.eq(1)
+            with m.If(cv & ~nv):
+                m.d.sync += [nxt.eq(words.r_data), nxt_v.eq(words.r_rdy)]
+            with m.Else():
+                m.d.sync += nxt_v.eq(nv)
         return m
