@@ -47,7 +47,7 @@ SHAPES = ("tiny", "demo", "370M", "1.3B")
 UNITS = ("ternary_matvec", "trit_stream", "trit_decode", "rescale", "rmsnorm", "output_scale", "mlgru", "glu",
          "sigmoid", "silu", "silu_state", "mul_act", "lb_blend", "state_update", "norm_weight", "sampler")
 """Unit names, in the order the report lists them: the matrix-vector unit and what feeds it its
-weights (a row unit's :class:`~mmfree.hw.trits.TritStream`, and the base-3 decoding of one TRITS word
+weights (a row unit's :class:`~mmfree.hw.trits.TritStream`, and the base-3 decoding of a beat's bytes
 inside it, both as the ``--shape``'s hardware preset has them), the four units of a layer (with the
 rescale stage and the quantiser's scalar unit), the element-wise stream components they are built
 from, and the accelerator's on-device sampler."""
@@ -198,8 +198,9 @@ def plan(units=None, lanes=DEFAULT_LANES, max_k=DEFAULT_MAX_K, shape=DEFAULT_SHA
                                 factory=lambda cfg=cfg, wb=wb: trits.TritStream(
                                     cfg.lanes, wb, cfg.trit_words, latency=REGION_READ_LATENCY)))
             else:
-                rows.append(Row(u, f"word_bytes={wb} ({shape}: {cfg.lanes} lanes a row unit)",
-                                lanes=cfg.lanes, factory=lambda wb=wb: trits.WordDecoder(wb)))
+                nb = trits.window_bytes(cfg.lanes)
+                rows.append(Row(u, f"word_bytes={nb} ({shape}: a beat of {cfg.lanes} trits)",
+                                lanes=cfg.lanes, factory=lambda nb=nb: trits.WordDecoder(nb)))
         elif u == "rescale":
             w = ternary.acc_width_for(max_k)
             rows.append(Row(u, f"acc_width={w} (max_k={max_k})",

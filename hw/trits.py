@@ -18,7 +18,8 @@ import torch
 from .. import memory_map
 from .. import numerics as nx
 
-__all__ = ["TritStream", "WordDecoder", "decode_word", "decode_table", "decode_lookup", "decode_logic"]
+__all__ = ["TritStream", "WordDecoder", "decode_word", "decode_table", "decode_lookup", "decode_logic",
+           "window_bytes"]
 
 _CODE_BITS = 2 * memory_map.TRITS_PER_BYTE      # one byte's trits in the 2-bit code
 
@@ -68,12 +69,19 @@ def decode_word(word, platform):
     return Cat(*(decode(word.word_select(j, 8), table) for j in range(len(word) // 8)))
 
 
+def window_bytes(lanes):
+    """The most bytes the trits of one beat of ``lanes`` trits touch, ``ceil((lanes + 4) / 5)`` (a beat
+    may start at any of a byte's five trits): what :class:`TritStream` decodes a clock."""
+    n = memory_map.TRITS_PER_BYTE
+    return -(-(lanes + n - 1) // n)
+
+
 class WordDecoder(wiring.Component):
     """A word of ``word_bytes`` base-3 bytes decoded into ``5 * word_bytes`` trits (the 2-bit code of
     :func:`~mmfree.numerics.pack_trits`), registered before and after: the decoding step of
-    :class:`TritStream` on its own, so that its cost can be measured apart from the stream's buffer
-    (``mmfree report units --unit trit_decode``). ``i`` is taken every clock; ``o`` is its trits two
-    clocks later."""
+    :class:`TritStream` on its own (``word_bytes`` = :func:`window_bytes`), so that its cost can be
+    measured apart from the rest of the stream (``mmfree report units --unit trit_decode``). ``i`` is
+    taken every clock; ``o`` is its trits two clocks later."""
 
     def __init__(self, word_bytes):
         if not isinstance(word_bytes, int) or isinstance(word_bytes, bool) or word_bytes < 1:
@@ -162,9 +170,8 @@ class TritStream(wiring.Component):
 
     @property
     def window_bytes(self):
-        """``B``: the most bytes one beat's trits touch, ``ceil((P + 4) / 5)`` (a beat may start at
-        any of a byte's five trits)."""
-        return -(-(self.lanes + memory_map.TRITS_PER_BYTE - 1) // memory_map.TRITS_PER_BYTE)
+        """``B``: the bytes decoded a clock, :func:`window_bytes` of ``lanes``."""
+        return window_bytes(self.lanes)
 
     @property
     def word_fifo_depth(self):

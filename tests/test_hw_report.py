@@ -55,10 +55,10 @@ def test_plan_defaults():
     # a row unit's weight stream and its word decoder, as the demo preset builds them
     stream, decoder = rows[3:5]
     assert (stream.unit, stream.params, stream.lanes) == ("trit_stream", "P=32 word_bytes=9 depth=7965 (demo)", 32)
-    assert (decoder.unit, decoder.params, decoder.lanes) == ("trit_decode", "word_bytes=9 (demo: 32 lanes a row unit)", 32)
+    assert (decoder.unit, decoder.params, decoder.lanes) == ("trit_decode", "word_bytes=8 (demo: a beat of 32 trits)", 32)
     unit = unused(stream.factory())
     assert isinstance(unit, TritStream) and (unit.lanes, unit.word_bytes, unit.depth) == (32, 9, 7965)
-    assert unused(decoder.factory()).word_bytes == 9
+    assert unused(decoder.factory()).word_bytes == 8 == unit.window_bytes
     assert rows[5].params == "acc_width=21 (max_k=4096)"
     from mmfree.hw.config import DEMO_SHAPE
     assert next(r for r in rows if r.unit == "mlgru").params == \
