@@ -376,8 +376,12 @@ class TernaryMatVec(wiring.Component):
         inflight = Signal(range(self.fifo_depth + 1))    # results promised and not yet taken from o
         take = Signal()
         eor = Signal()                                   # this beat ends a row
+        # w.ready is a register: whether the read bank holds its vector and the result FIFO has room,
+        # found from the next clock's values, so that the reader's take (and all it decides, maybe
+        # across the device) starts at a register here
+        w_ready = Signal()
         m.d.comb += [
-            self.w.ready.eq(full.bit_select(r_bank, 1) & (inflight < self.fifo_depth)),
+            self.w.ready.eq(w_ready),
             take.eq(self.w.valid & self.w.ready),
             eor.eq(r_col == last_col[r_bank]),
         ]
@@ -395,9 +399,16 @@ class TernaryMatVec(wiring.Component):
             with m.Else():
                 m.d.sync += r_col.eq(r_col + 1)
         full_next = Signal(2)
-        m.d.comb += full_next.eq((full | set_full) & ~clr_full)
+        r_bank_next = Signal()
+        inflight_next = Signal.like(inflight)
+        m.d.comb += [
+            full_next.eq((full | set_full) & ~clr_full),
+            r_bank_next.eq(r_bank ^ clr_full.any()),
+        ]
         m.d.sync += [
             full.eq(full_next),
+            inflight.eq(inflight_next),
+            w_ready.eq(full_next.bit_select(r_bank_next, 1) & (inflight_next < self.fifo_depth)),
             w_bank.eq(w_bank_next),
             act_ready.eq(wr_go if self._spread else ~full_next.bit_select(w_bank_next, 1)),
         ]
@@ -448,7 +459,7 @@ class TernaryMatVec(wiring.Component):
             self.o.payload.eq(out.r_data),
             out.r_en.eq(self.o.ready),
         ]
-        m.d.sync += inflight.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
+        m.d.comb += inflight_next.eq(inflight + (take & eor) - (self.o.valid & self.o.ready))
         return m
 
     def _row_unit(self, m, rdata, trits, arch, pre):
