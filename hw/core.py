@@ -999,6 +999,7 @@ class Core(wiring.Component):
         # need not reach every FIFO's read logic in the clock it is decided (the longest path of an
         # eight-unit build, 02f19d5c). A beat taken is in its FIFO's output register a clock later:
         # it was written two clocks or more before, and the beat ahead of it leaves in that clock.
+        nb_next_1 = Signal(max_left)                  # the beats less one of the matrix after st_proj's
         written = Signal(range(_WDEPTH + 1))
         w_seen = Signal()
         w_all = Signal()
@@ -1016,16 +1017,26 @@ class Core(wiring.Component):
             m.d.sync += written.eq(0)
         with m.Else():
             m.d.sync += written.eq(written + w_seen - take)
+        # The streamer's counts (st_left, st_proj, st_layer, st_active) follow the beats taken a clock
+        # late, on take_r, so that the beat taken, which starts at the matrix-vector unit's ready,
+        # reaches nothing of the streamer but its count of beats written and the registered copies
+        # (it went on to the streamer's registers across the device: the longest path of the builds
+        # f6d2d401 and 09706158). The beat taken now is the last of its matrix if the count, after
+        # the beat taken a clock ago, is 0; after the token's last beat none is taken.
+        take_r = Signal()
+        left0, left1 = Signal(), Signal()             # st_left == 0, st_left == 1
+        ended = Signal()
+        m.d.sync += take_r.eq(take & ~st_start)
         m.d.comb += [
-            w_all.eq(st_active & (written != 0)),
+            ended.eq(take_r & left0 & (st_proj == 6)),
+            w_all.eq(st_active & ~ended & (written != 0)),
             linear.w.valid.eq(w_all),
             linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
-            linear.w.payload.last.eq(st_left == 0),
+            linear.w.payload.last.eq(Mux(take_r, Mux(left0, nb_next_1 == 0, left1), left0)),
             *(f.r_en.eq(t) for f, t in zip(wfifos, takes)),
             take.eq(linear.w.ready & w_all),
         ]
         self.probe.update(wfifos=wfifos)
-        nb_next_1 = Signal(max_left)
         with m.Switch(st_proj):
             with m.Case(0, 1, 2):
                 m.d.comb += nb_next_1.eq(nb_hh_1)                  # after i, f, g: f, g, o
@@ -1036,10 +1047,11 @@ class Core(wiring.Component):
             with m.Case(5):
                 m.d.comb += nb_next_1.eq(Mux(st_layer == L_1, nb_vh_1, nb_hh_1))
         with m.If(st_start):
-            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh_1)]
-        with m.Elif(take):
-            with m.If(st_left == 0):
-                m.d.sync += st_left.eq(nb_next_1)
+            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh_1),
+                         left0.eq(nb_hh_1 == 0), left1.eq(nb_hh_1 == 1)]
+        with m.Elif(take_r):
+            with m.If(left0):
+                m.d.sync += [st_left.eq(nb_next_1), left0.eq(nb_next_1 == 0), left1.eq(nb_next_1 == 1)]
                 with m.Switch(st_proj):
                     with m.Case(5):
                         m.d.sync += [st_layer.eq(st_layer + 1),
@@ -1049,7 +1061,7 @@ class Core(wiring.Component):
                     with m.Default():
                         m.d.sync += st_proj.eq(st_proj + 1)
             with m.Else():
-                m.d.sync += st_left.eq(st_left - 1)
+                m.d.sync += [st_left.eq(st_left - 1), left0.eq(left1), left1.eq(st_left == 2)]
 
         # --- sequencer -------------------------------------------------------------------------------
         # PRODUCTS' multiplier: the operands chosen in one clock (checked descriptor values, so
