@@ -999,7 +999,6 @@ class Core(wiring.Component):
         # need not reach every FIFO's read logic in the clock it is decided (the longest path of an
         # eight-unit build, 02f19d5c). A beat taken is in its FIFO's output register a clock later:
         # it was written two clocks or more before, and the beat ahead of it leaves in that clock.
-        nb_next_1 = Signal(max_left)                  # the beats less one of the matrix after st_proj's
         written = Signal(range(_WDEPTH + 1))
         w_seen = Signal()
         w_all = Signal()
@@ -1021,10 +1020,13 @@ class Core(wiring.Component):
         # late, on take_r, so that the beat taken, which starts at the matrix-vector unit's ready,
         # reaches nothing of the streamer but its count of beats written and the registered copies
         # (it went on to the streamer's registers across the device: the longest path of the builds
-        # f6d2d401 and 09706158). The beat taken now is the last of its matrix if the count, after
+        # f6d2d401 and 09706158; 2a686fe4 had the next matrix's count, found from its number, on
+        # the way). The beat taken now is the last of its matrix if the count, after
         # the beat taken a clock ago, is 0; after the token's last beat none is taken.
         take_r = Signal()
         left0, left1 = Signal(), Signal()             # st_left == 0, st_left == 1
+        nb_next_1 = Signal(max_left)                  # the beats less one of the matrix after st_proj's
+        next0, next1 = Signal(), Signal()             # nb_next_1 == 0, nb_next_1 == 1
         ended = Signal()
         m.d.sync += take_r.eq(take & ~st_start)
         m.d.comb += [
@@ -1032,34 +1034,45 @@ class Core(wiring.Component):
             w_all.eq(st_active & ~ended & (written != 0)),
             linear.w.valid.eq(w_all),
             linear.w.payload.trits.eq(Cat(*(f.r_data for f in wfifos))),
-            linear.w.payload.last.eq(Mux(take_r, Mux(left0, nb_next_1 == 0, left1), left0)),
+            linear.w.payload.last.eq(Mux(take_r, Mux(left0, next0, left1), left0)),
             *(f.r_en.eq(t) for f, t in zip(wfifos, takes)),
             take.eq(linear.w.ready & w_all),
         ]
         self.probe.update(wfifos=wfifos)
-        with m.Switch(st_proj):
-            with m.Case(0, 1, 2):
-                m.d.comb += nb_next_1.eq(nb_hh_1)                  # after i, f, g: f, g, o
-            with m.Case(3):
-                m.d.comb += nb_next_1.eq(nb_gate_1)                # gate
-            with m.Case(4):
-                m.d.comb += nb_next_1.eq(nb_ih_1)                  # down
-            with m.Case(5):
-                m.d.comb += nb_next_1.eq(Mux(st_layer == L_1, nb_vh_1, nb_hh_1))
+        # The streamer's matrix and layer as they will be after this clock, and the beats less one of
+        # the matrix after that one (and whether they are 0 or 1) in registers, found from them: the
+        # counts' updates and the beat's last flag start at registers of the streamer.
+        p_n, l_n = Signal.like(st_proj), Signal.like(st_layer)
+        m.d.comb += [p_n.eq(st_proj), l_n.eq(st_layer)]
         with m.If(st_start):
-            m.d.sync += [st_active.eq(1), st_proj.eq(0), st_layer.eq(0), st_left.eq(nb_hh_1),
-                         left0.eq(nb_hh_1 == 0), left1.eq(nb_hh_1 == 1)]
+            m.d.comb += [p_n.eq(0), l_n.eq(0)]
+        with m.Elif(take_r & left0):
+            with m.Switch(st_proj):
+                with m.Case(5):
+                    m.d.comb += [l_n.eq(st_layer + 1), p_n.eq(Mux(st_layer == L_1, 6, 0))]
+                with m.Case(6):
+                    pass
+                with m.Default():
+                    m.d.comb += p_n.eq(st_proj + 1)
+        nb_after = Signal(max_left)                   # after i, f, g: f, g, o; after o: gate; ...
+        with m.Switch(p_n):
+            with m.Case(3):
+                m.d.comb += nb_after.eq(nb_gate_1)                 # gate
+            with m.Case(4):
+                m.d.comb += nb_after.eq(nb_ih_1)                   # down
+            with m.Case(5):
+                m.d.comb += nb_after.eq(Mux(l_n == L_1, nb_vh_1, nb_hh_1))   # lm_head or i
+            with m.Default():
+                m.d.comb += nb_after.eq(nb_hh_1)
+        m.d.sync += [st_proj.eq(p_n), st_layer.eq(l_n), nb_next_1.eq(nb_after), next0.eq(nb_after == 0),
+                     next1.eq(nb_after == 1)]
+        with m.If(st_start):
+            m.d.sync += [st_active.eq(1), st_left.eq(nb_hh_1), left0.eq(nb_hh_1 == 0), left1.eq(nb_hh_1 == 1)]
         with m.Elif(take_r):
             with m.If(left0):
-                m.d.sync += [st_left.eq(nb_next_1), left0.eq(nb_next_1 == 0), left1.eq(nb_next_1 == 1)]
-                with m.Switch(st_proj):
-                    with m.Case(5):
-                        m.d.sync += [st_layer.eq(st_layer + 1),
-                                     st_proj.eq(Mux(st_layer == L_1, 6, 0))]
-                    with m.Case(6):
-                        m.d.sync += st_active.eq(0)
-                    with m.Default():
-                        m.d.sync += st_proj.eq(st_proj + 1)
+                m.d.sync += [st_left.eq(nb_next_1), left0.eq(next0), left1.eq(next1)]
+                with m.If(st_proj == 6):
+                    m.d.sync += st_active.eq(0)
             with m.Else():
                 m.d.sync += [st_left.eq(st_left - 1), left0.eq(left1), left1.eq(st_left == 2)]
 
