@@ -187,7 +187,7 @@ class TernaryMatVec(wiring.Component):
     rows, or matrices. The next vector loads (``K / P`` beats, one per clock) into the free buffer
     while the current matrix streams, and the unit moves on to it in the clock after the current
     matrix's last beat if it is complete by then: a matrix of at least as many beats as the next
-    vector has words hides the load entirely. ``act.ready`` and ``w.ready`` depend on registers only.
+    vector has words hides the load entirely. ``act.ready`` depends on registers only; ``w.ready`` is a register.
     A row's accumulator appears on ``o`` :attr:`latency` cycles (``4 + max(1, ceil(log2 P))``, two
     more with ``spread_control``) after
     its final weight beat was accepted. ``o.ready`` may stall at will: an internal buffer of
