@@ -264,7 +264,7 @@ class HwConfig:
 
 DEMO_CLOCK_HZ = 100_000_000
 """The design clock of the ``demo`` sizing (four row units of 32 lanes), which only the ULX3S-85F
-holds: its build closes timing there (Fmax 106.70 MHz, docs/boards.md). The PLL makes it exactly from
+holds: its build closes timing there (Fmax 100.16 MHz, docs/boards.md). The PLL makes it exactly from
 the board's 25 MHz; 3 Mbaud is 33 1/3 clocks a bit, which the UART's fractional bit timing keeps
 exactly."""
 
