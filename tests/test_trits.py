@@ -116,7 +116,7 @@ def test_trit_stream_beats(lanes, latency, stall):
 @pytest.mark.synth
 def test_trit_stream_decoder_stays_in_logic(tmp_path):
     """Elaborated for a device, the decoder ahead of its register is a sum of products: as a table
-    lookup, Yosys turns it and the register into block RAM ROMs (nine DP16KD at 32 lanes), which the
+    lookup, Yosys turns it and the register into block RAM ROMs (a DP16KD per byte decoded), which the
     demo build has no room for."""
     import subprocess
     from amaranth.back import rtlil
