@@ -27,7 +27,7 @@ FW_DIR = Path(__file__).parent / "fw"
 SOURCES = ("numerics.c", "sampler.c", "model.c", "link.c")
 """The sources common to every build; the device build adds ``soc.c`` and ``start.S``, the host build
 ``host.c``."""
-RISCV_FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m+c+relax", "-Os",
+RISCV_FLAGS = ("-target", "riscv32-freestanding-none", "-mcpu=generic_rv32+m+c+relax", "-Os", "-flto",
                "-ffreestanding", "-fno-builtin", "-ffunction-sections", "-fdata-sections",
                "-Wl,--gc-sections")
 HOST_FLAGS = ("-O2", "-shared", "-fPIC")

@@ -161,10 +161,14 @@ def test_model_load(tiny_fw):
         assert not lib.model_loaded()
     put(mm.REGION_SCALARS, regions[mm.REGION_SCALARS])
     assert lib.model_load() == 1                    # after a refused model, always a new one
-    put(mm.REGION_TRITS, b"\xf3")                   # 243: not a base-3 byte
-    assert lib.model_load() == -1
-    put(mm.REGION_TRITS, regions[mm.REGION_TRITS][:1])
-    assert lib.model_load() == 1
+    trits = regions[mm.REGION_TRITS]
+    used = -(-q.shape.ternary_weights // 5)         # the bytes the model's trits take
+    for pos in (0, 1, 2, 3, 4101, used - 1):       # every byte of a word the check reads four at once
+        for value, verdict in ((243, -1), (255, -1), (242, 0), (0x7f, 0), (0x80, 0)):    # 0: the same model
+            ctypes.memmove(lib.hal_region(mm.REGION_TRITS) + pos, bytes([value]), 1)
+            assert lib.model_load() == verdict, (pos, value)
+            ctypes.memmove(lib.hal_region(mm.REGION_TRITS) + pos, trits[pos:pos + 1], 1)
+            assert lib.model_load() == (1 if verdict == -1 else 0), (pos, value)
 
 
 def test_sigmoid_table_symmetry_is_checked(monkeypatch):

@@ -21,8 +21,11 @@ uint32_t hal_cycles(void);
 /* Status lights: bit 0 model loaded, 1 busy, 2 error (the last reply was a NAK). */
 void hal_status(uint32_t bits);
 
-/* Base address of memory region i (REGION_* of mmfree_config.h; sizes there too). */
+/* Base address of memory region i (REGION_* of mmfree_config.h; sizes there too), word-aligned. */
 uint8_t *hal_region(unsigned i);
+
+/* Four bytes read at once from a word-aligned address in a byte buffer (allowed to alias it). */
+typedef uint32_t __attribute__((may_alias)) word_t;
 
 /* The ternary unit: sum over j < k of codes[j] * trit[pos + j], where trit[] is the sequence of
  * trits in the TRITS region (five to a byte, base 3, mmfree.numerics.pack_trits_base3) and pos

@@ -56,7 +56,8 @@ int model_load(void)
     const uint32_t *sc = scalars();
     const uint8_t *trits = hal_region(REGION_TRITS);
     uint32_t V = sc[0], H = sc[1], L = sc[2], I = sc[3], nparam, i;
-    uint64_t weights, bytes;
+    uint64_t weights;
+    uint32_t bytes;
     int was = m.loaded, same = m.loaded && V == m.V && H == m.H && L == m.L && I == m.I;
     m.loaded = 0;
     if (V == 0 || H == 0 || L == 0 || I == 0 || V > MAX_VOCAB || H > MAX_HIDDEN || L > MAX_LAYERS ||
@@ -67,10 +68,17 @@ int model_load(void)
         2 * (V * H + L * (8 * H + I) + 2 * H) > REGION_PARAMS_BYTES || 4 * L * H > REGION_GATES_BYTES)
         return -1;
     weights = (uint64_t)L * (4 * H * H + 3 * H * I) + (uint64_t)V * H;
-    bytes = (weights + TRITS_PER_BYTE - 1) / TRITS_PER_BYTE;
-    if (bytes > REGION_TRITS_BYTES)
+    if (weights > (uint64_t)REGION_TRITS_BYTES * TRITS_PER_BYTE)
         return -1;
-    for (i = 0; i < bytes; i++)
+    bytes = ((uint32_t)weights + TRITS_PER_BYTE - 1) / TRITS_PER_BYTE;
+    /* no byte above 242 (3**5 - 1), four at a time: such a byte has its top bit set and its low seven
+     * bits at 115 or more, which carry into the top bit with 13 added (no carry crosses a byte) */
+    for (i = 0; i + 4 <= bytes; i += 4) {
+        uint32_t w = *(const word_t *)(const void *)(trits + i);
+        if (((w & 0x7f7f7f7fu) + 0x0d0d0d0du) & w & 0x80808080u)
+            return -1;
+    }
+    for (; i < bytes; i++)
         if (trits[i] > 242)
             return -1;
     m.V = V;

@@ -68,18 +68,21 @@ pfloat_t pf_mul(pfloat_t a, pfloat_t b)
     return pf_from_int((uint64_t)a.mant * b.mant, a.exp + b.exp);
 }
 
-/* n / d by long division: the processor divides 32 bits at most, and this is smaller than the
- * compiler's 64-bit division routine. */
+/* n / d for d < 2**24, by long division a byte at a time on the processor's 32-bit division (the
+ * remainder stays below d, so a remainder and the next byte fit 32 bits); smaller than the compiler's
+ * 64-bit division routine. Both callers divide by less: a row length (at most 2**24 / 127) and a
+ * 17-bit mantissa. */
+_Static_assert(MAX_K < (1 << 24), "udiv64 divides by a row length");
+
 static uint64_t udiv64(uint64_t n, uint32_t d)
 {
-    uint64_t q = 0, r = 0;
+    uint64_t q = 0;
+    uint32_t r = 0;
     int i;
-    for (i = 63; i >= 0; i--) {
-        r = (r << 1) | ((n >> i) & 1);
-        if (r >= d) {
-            r -= d;
-            q |= (uint64_t)1 << i;
-        }
+    for (i = 56; i >= 0; i -= 8) {
+        uint32_t cur = r << 8 | ((uint32_t)(n >> i) & 0xffu);
+        q = q << 8 | cur / d;
+        r = cur % d;
     }
     return q;
 }
