@@ -487,10 +487,26 @@ void device_init(void)
 
 void device_service(void)
 {
-    int c;
+    int c = hal_rx();
     s.answered = 0;
-    while ((c = hal_rx()) >= 0)
+    while (c >= 0) {
         receive((uint8_t)c);
+        c = hal_rx();
+        /* the rest of a COBS block as receive() would take it, with the counts in registers: data
+         * bytes while the frame is not too long (the upload's bulk) */
+        if (s.block && s.count < MAX_ENCODED) {
+            uint32_t block = s.block, len = s.len, count = s.count;
+            while (c > 0 && block && count < MAX_ENCODED) {
+                rx[len++] = (uint8_t)c;
+                block--;
+                count++;
+                c = hal_rx();
+            }
+            s.block = block;
+            s.len = len;
+            s.count = count;
+        }
+    }
     if (s.gen_running && !s.answered)
         generate_next();
     show_status(s.gen_running);
