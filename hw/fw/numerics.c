@@ -157,6 +157,17 @@ int32_t rescale(int32_t acc, pfloat_t scale)
         return 0;
     sh = -(scale.exp + ACT_FRAC);
     p = (int64_t)acc * scale.mant;
+    if (sh > 0 && sh < 32) {
+        /* the usual case, on the product's two halves: (p + 2**(sh - 1)) >> sh, then saturated */
+        uint32_t lo = (uint32_t)p, hi = (uint32_t)((uint64_t)p >> 32), half = 1u << (sh - 1);
+        lo += half;
+        hi += lo < half;
+        lo = lo >> sh | hi << (32 - sh);
+        hi = (uint32_t)((int32_t)hi >> sh);
+        if (hi != (uint32_t)((int32_t)lo >> 31))            /* beyond 32 bits */
+            return (int32_t)hi < 0 ? (int32_t)ACT_MIN : (int32_t)ACT_MAX;
+        return sat_act((int32_t)lo);
+    }
     if (sh <= 0) {
         p = clamp64(p, -((int64_t)1 << 39), (int64_t)1 << 39);
         return sat_act(shift_round(p, -sh > 23 ? -23 : sh));
