@@ -375,6 +375,24 @@ def test_icebreaker_build_report_and_cache(module_cache):
     assert (out2 / "top.bin").read_bytes() == (out / "top.bin").read_bytes()
 
 
+def test_input_key_follows_every_source(monkeypatch):
+    """A repeated build is answered from the cache by a key of its sources without elaborating: a
+    change to the firmware (C, headers, start-up code) must change the key as one to the generators."""
+    from mmfree.boards import build as b
+    before = b._source_digest()
+    for name in ("hw/fw/model.c", "hw/fw/hal.h", "hw/fw/start.S", "hw/soc.py"):
+        original = pathlib.Path.read_bytes
+
+        def read_bytes(path, name=name):
+            data = original(path)
+            return data + b" " if path.as_posix().endswith(name) else data
+
+        with monkeypatch.context() as m:
+            m.setattr(pathlib.Path, "read_bytes", read_bytes)
+            assert b._source_digest() != before, name
+    assert b._source_digest() == before
+
+
 @pytest.mark.synth
 @pytest.mark.slow
 def test_ulx3s_85f_build_report(module_cache):
