@@ -159,25 +159,21 @@ def _tool_env():
     return env
 
 
-_SOURCE_SUFFIXES = (".py", ".c", ".h", ".S")
-"""What a design is made from: the generators' Python and the compact accelerator's firmware."""
-
-
-def _source_files():
-    """``(root, path)`` of every source of the mmfree packages a design is made from, in order."""
-    import mmfree, mmfree.hw, mmfree.boards
-    roots = sorted({Path(mod.__file__).parent for mod in (mmfree, mmfree.hw, mmfree.boards)})
-    return [(root, path) for root in roots for path in sorted(root.rglob("*"))
-            if path.suffix in _SOURCE_SUFFIXES and "__pycache__" not in path.parts and path.is_file()]
-
-
 def _source_digest():
-    """SHA-256 of every source of :func:`_source_files`: part of a design's input key, so that a
-    changed generator or firmware source is never answered from the cache."""
+    """SHA-256 of every Python source of the mmfree packages and of the compact accelerator's firmware
+    (:func:`mmfree.hw.firmware.source_digest`): part of a design's input key, so that a changed
+    generator or firmware source is never answered from the cache."""
+    import mmfree, mmfree.hw, mmfree.boards
+    from mmfree.hw.firmware import source_digest as firmware_digest
     h = hashlib.sha256()
-    for root, path in _source_files():
-        h.update(str(path.relative_to(root.parent)).encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
+    roots = sorted({Path(mod.__file__).parent for mod in (mmfree, mmfree.hw, mmfree.boards)})
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(str(path.relative_to(root.parent)).encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    h.update(firmware_digest().encode())
     return h.hexdigest()
 
 
