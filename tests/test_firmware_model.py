@@ -162,13 +162,25 @@ def test_model_load(tiny_fw):
     put(mm.REGION_SCALARS, regions[mm.REGION_SCALARS])
     assert lib.model_load() == 1                    # after a refused model, always a new one
     trits = regions[mm.REGION_TRITS]
-    used = -(-q.shape.ternary_weights // 5)         # the bytes the model's trits take
+    used = -(-q.shape.ternary_weights // mm.TRITS_PER_BYTE)     # the bytes the model's trits take
+    assert used % 4 == 0                            # so every one is checked in a word of four
     for pos in (0, 1, 2, 3, 4101, used - 1):       # every byte of a word the check reads four at once
         for value, verdict in ((243, -1), (255, -1), (242, 0), (0x7f, 0), (0x80, 0)):    # 0: the same model
             ctypes.memmove(lib.hal_region(mm.REGION_TRITS) + pos, bytes([value]), 1)
             assert lib.model_load() == verdict, (pos, value)
             ctypes.memmove(lib.hal_region(mm.REGION_TRITS) + pos, trits[pos:pos + 1], 1)
             assert lib.model_load() == (1 if verdict == -1 else 0), (pos, value)
+    # a vocabulary of 255 leaves three bytes after the last word: checked one at a time
+    sc = bytearray(regions[mm.REGION_SCALARS])
+    struct.pack_into("<I", sc, 0, 255)
+    put(mm.REGION_SCALARS, sc)
+    used = -(-(q.shape.ternary_weights - q.shape.hidden_size) // mm.TRITS_PER_BYTE)
+    assert used % 4 == 3
+    assert lib.model_load() == 1
+    put(mm.REGION_TRITS, trits[:used - 1] + b"\xf3")
+    assert lib.model_load() == -1
+    put(mm.REGION_TRITS, trits[:used])
+    assert lib.model_load() == 1
 
 
 def test_sigmoid_table_symmetry_is_checked(monkeypatch):
